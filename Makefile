@@ -1,0 +1,43 @@
+# Two commands do all set-up on a fresh machine (see README.md):
+#   make run    remember and recall through the MCP server on the embedded store in ./embeddix-data
+#   make test   lint, type-check, import-direction check, and the full test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run serve test test-fast lint bench install clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CPU build; an unpinned torch would pull several GB of CUDA wheels.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) examples/mcp_demo.py --data ./embeddix-data
+
+serve: $(STAMP)
+	$(VENV)/bin/embeddix-mcp --data ./embeddix-data
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(PY) tests/check_imports.py
+
+test: lint
+	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.core_bench
+
+clean:
+	rm -rf $(VENV) embeddix-data

@@ -1,0 +1,66 @@
+"""Embeddix: an embedded memory engine for LLM agents and RAG.
+
+Quick start::
+
+    from embeddix_core import Embeddix
+    with Embeddix.open("./embeddix-data") as db:
+        col = db.get_or_create_collection("docs", dim=384, metric="cosine")
+        col.add(ids=["a"], vectors=[[0.1] * 384], documents=["hello"], metadatas=[{"tag": 1}])
+        hits = col.search([0.1] * 384, k=10, filter={"tag": 1})
+"""
+
+from .collection import Collection
+from .config import CollectionConfig, Durability, EmbeddixSettings
+from .database import Embeddix
+from .errors import (
+    ClosedError,
+    CollectionExistsError,
+    CollectionNotFoundError,
+    DimensionMismatchError,
+    DuplicateIdError,
+    EmbeddixError,
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidFilterError,
+    InvalidIdError,
+    InvalidMetadataError,
+    InvalidVectorError,
+    LockedError,
+    MissingExtraError,
+    ModelMismatchError,
+    NotFoundError,
+    StorageError,
+)
+from .types import CollectionStats, Hit, Metric, Record
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedError",
+    "Collection",
+    "CollectionConfig",
+    "CollectionExistsError",
+    "CollectionNotFoundError",
+    "CollectionStats",
+    "DimensionMismatchError",
+    "Durability",
+    "DuplicateIdError",
+    "Embeddix",
+    "EmbeddixError",
+    "EmbeddixSettings",
+    "FormatVersionError",
+    "Hit",
+    "InvalidArgumentError",
+    "InvalidFilterError",
+    "InvalidIdError",
+    "InvalidMetadataError",
+    "InvalidVectorError",
+    "LockedError",
+    "Metric",
+    "MissingExtraError",
+    "ModelMismatchError",
+    "NotFoundError",
+    "Record",
+    "StorageError",
+    "__version__",
+]

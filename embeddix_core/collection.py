@@ -1,0 +1,839 @@
+"""The collection: the facade users touch (add / upsert / get / delete / search / search_batch / ...).
+
+Durability and ordering rule: a write returns after the store committed it (see ``storage.sqlite``), and
+the in-memory index has applied it, so a record is searchable as soon as ``add`` returns. Writes of one
+process are serialized by the collection's write lock, so the index applies them in ``seq`` order; writes
+of other processes on the same directory are replayed from the store (by ``seq``) before the next search.
+
+Threads: any number of threads may search at once (the native index releases the GIL); writes run one at
+a time and hold readers off only while the index applies one batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, overload
+
+import numpy as np
+
+from ._validate import (
+    as_matrix,
+    as_query,
+    check_documents,
+    check_ids,
+    check_k,
+    check_metadata,
+    check_metadatas,
+    dump_metadata,
+)
+from .config import CollectionConfig, EmbeddixSettings
+from .errors import (
+    ClosedError,
+    InvalidArgumentError,
+    InvalidVectorError,
+    ModelMismatchError,
+    NotFoundError,
+    StorageError,
+)
+from .index.base import IndexResult, VectorIndex, exact_topk
+from .index.exact import ExactIndex
+from .index.hnsw import HnswIndex
+from .query.filters import Filter, parse_filter
+from .query.fusion import fts_query, mmr_select, rrf_fuse
+from .storage.snapshot import read_snapshot, remove_snapshots, write_snapshot
+from .storage.sqlite import CollectionRow, Store
+from .types import CollectionStats, Hit, Metric, Record
+
+if TYPE_CHECKING:
+    from .database import Embeddix
+
+__all__ = ["Collection"]
+
+log = logging.getLogger("embeddix")
+
+_FILTER_CACHE_SIZE = 32
+# Above this batch size, re-evaluating every cached filter on every new record costs more than
+# recomputing the filters lazily from the store.
+_FILTER_MAINTAIN_MAX = 512
+
+
+class _FilterEntry:
+    """The labels matching one filter, kept current under writes."""
+
+    __slots__ = ("_array", "filter", "labels")
+
+    def __init__(self, flt: Filter, labels: Sequence[int]) -> None:
+        self.filter = flt
+        self.labels: set[int] = set(labels)
+        self._array: np.ndarray | None = None
+
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            self._array = np.fromiter(self.labels, np.int64, len(self.labels))
+            self._array.sort()
+        return self._array
+
+    def update(self, label: int, metadata: dict[str, Any] | None) -> None:
+        if metadata is not None and self.filter.matches(metadata):
+            if label not in self.labels:
+                self.labels.add(label)
+                self._array = None
+        elif label in self.labels:
+            self.labels.discard(label)
+            self._array = None
+
+
+class Collection:
+    """A named set of records (id, vector, document, metadata) with vector, filtered and text search.
+
+    Get one from :meth:`Embeddix.create_collection` or :meth:`Embeddix.get_collection`; don't
+    construct it directly. It behaves like a mapping that can search: ``len(col)``, ``id in col``,
+    ``col[id]``.
+    """
+
+    def __init__(self, db: Embeddix, row: CollectionRow, settings: EmbeddixSettings) -> None:
+        self._db = db
+        self._store: Store = db._store
+        self._cid = row.cid
+        self.name = row.name
+        self._config = CollectionConfig.from_json(row.config)
+        self._settings = settings
+        self._space = "l2" if self._config.metric == Metric.L2 else "ip"
+        self._normalize = self._config.metric == Metric.COSINE
+        self._metric = self._config.metric.value
+        self._write_lock = threading.RLock()
+        self._filters: OrderedDict[str, _FilterEntry] = OrderedDict()
+        self._filters_lock = threading.Lock()
+        self._closed = False
+        self._snapshot_seq = 0
+        self._data_version = -1
+        self._index: VectorIndex
+        self._applied_seq = 0
+        self._load_index()
+
+    # -- properties --------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Vector dimension (fixed at creation)."""
+        return self._config.dim
+
+    @property
+    def metric(self) -> str:
+        """``"cosine"``, ``"l2"`` or ``"ip"`` (fixed at creation)."""
+        return self._metric
+
+    @property
+    def config(self) -> CollectionConfig:
+        """The collection's stored parameters."""
+        return self._config
+
+    @property
+    def embedding_model(self) -> str | None:
+        """The embedding model id this collection was built with, if one was recorded."""
+        return self._config.embedding_model
+
+    @property
+    def index_kind(self) -> str:
+        """``"exact"`` or ``"hnsw"``: the index now serving searches."""
+        return self._index.kind
+
+    def __repr__(self) -> str:
+        return f"Collection(name={self.name!r}, dim={self.dim}, metric={self.metric!r}, count={len(self)})"
+
+    # -- mapping behaviour -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        self._sync()
+        return len(self._index)
+
+    def __contains__(self, rid: object) -> bool:
+        if not isinstance(rid, str):
+            return False
+        self._check_open()
+        return bool(self._store.rows_by_ids(self._cid, [rid], vectors=False))
+
+    def __getitem__(self, rid: str) -> Record:
+        rec = self.get(rid)
+        if rec is None:
+            raise NotFoundError(f"no record with id {rid!r} in collection {self.name!r}")
+        return rec
+
+    # -- index lifecycle ---------------------------------------------------------------------------
+    def _index_dir(self) -> Path | None:
+        root = self._db.path
+        return None if root is None else root / "indexes" / str(self._cid)
+
+    def _index_params(self) -> dict[str, Any]:
+        c = self._config
+        return {"dim": c.dim, "space": self._space, "m": c.hnsw_m, "ef_construction": c.ef_construction}
+
+    def _prepare(self, vectors: np.ndarray, *, copy: bool = True) -> np.ndarray:
+        """Vectors as the index stores them: unit length for cosine, as given otherwise."""
+        if not self._normalize:
+            return vectors
+        norms = np.linalg.norm(vectors, axis=1)
+        if (norms == 0).any():
+            bad = int(np.flatnonzero(norms == 0)[0])
+            raise InvalidVectorError(
+                f"vector {bad} is all zeros; a cosine collection needs a non-zero vector to normalize"
+            )
+        return (vectors / norms[:, None]).astype(np.float32, copy=False)
+
+    def _new_hnsw(self, capacity: int) -> HnswIndex:
+        c = self._config
+        return HnswIndex(c.dim, self._space, m=c.hnsw_m, ef_construction=c.ef_construction,
+                         ef_search=c.ef_search, capacity=capacity)
+
+    def _load_index(self) -> None:
+        """Load the snapshot and replay later writes, or build the index from the store."""
+        seq, pruned = self._store.seq(self._cid)
+        directory = self._index_dir()
+        if directory is not None:
+            try:
+                snap = read_snapshot(directory, "hnsw", self._index_params())
+            except StorageError as exc:
+                warnings.warn(f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
+                              f"from the store ({exc})", RuntimeWarning, stacklevel=3)
+                snap = None
+            if snap is not None and snap.seq >= pruned:
+                c = self._config
+                self._index = HnswIndex.load(snap.path, c.dim, self._space, m=c.hnsw_m,
+                                             ef_construction=c.ef_construction, ef_search=c.ef_search,
+                                             live=snap.live)
+                self._applied_seq = self._snapshot_seq = snap.seq
+                self._replay()
+                return
+        self._rebuild(seq)
+
+    def _rebuild(self, seq: int | None = None) -> None:
+        """Build the index from every live record in the store."""
+        if seq is None:
+            seq = self._store.seq(self._cid)[0]
+        count = self._store.count(self._cid)
+        index: VectorIndex
+        if count > self._config.index_threshold:
+            index = self._new_hnsw(count + 1024)
+        else:
+            index = ExactIndex(self.dim, self._space, capacity=max(count, 1024))
+        after = -1
+        while True:
+            rows = self._store.scan(self._cid, None, (), after_label=after, limit=20_000, vectors=True)
+            if not rows:
+                break
+            labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r[4] for r in rows), np.float32).reshape(len(rows), self.dim)
+            index.add(labels, self._prepare(vecs), np.ones(len(rows), bool))
+            after = rows[-1][0]
+        self._index = index
+        self._applied_seq = seq
+        # Writes committed while we scanned have seq > seq and are replayed (re-applying is harmless).
+        self._replay()
+
+    def _replay(self) -> None:
+        """Apply writes committed by others (other processes or handles) since ``_applied_seq``."""
+        seq, pruned = self._store.seq(self._cid)
+        if seq == self._applied_seq:
+            return
+        if pruned > self._applied_seq:
+            # Deletions we never saw were pruned after a newer snapshot: start over from that snapshot.
+            self._load_index()
+            return
+        for rows in self._store.changes_since(self._cid, self._applied_seq):
+            labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
+            self._index.add(labels, self._prepare(vecs))
+        gone = self._store.deletions_since(self._cid, self._applied_seq)
+        if gone:
+            self._index.remove(np.asarray(gone, np.int64))
+        self._applied_seq = seq
+        self._clear_filters()
+        self._maybe_switch()
+
+    def _sync(self) -> None:
+        """Catch up with writes from other processes (cheap when there are none)."""
+        if self._closed:
+            self._check_open()
+        if self._store.path is None:
+            return
+        dv = self._store.write_data_version()
+        if dv == self._data_version:
+            return
+        with self._write_lock:
+            self._replay()
+            self._data_version = dv
+
+    def _maybe_switch(self) -> None:
+        """Move from the exact index to HNSW once the collection outgrows the threshold."""
+        index = self._index
+        if isinstance(index, ExactIndex) and len(index) > self._config.index_threshold:
+            labels = index.live_labels()
+            hnsw = self._new_hnsw(len(labels) * 2)
+            hnsw.add(labels, index.get_vectors(labels), np.ones(len(labels), bool))
+            self._index = hnsw
+            log.info("collection %r switched to HNSW at %d records", self.name, len(labels))
+
+    def checkpoint(self) -> bool:
+        """Save an index snapshot so the next open loads it instead of rebuilding or replaying.
+
+        Returns:
+            True if a snapshot was written (in-memory databases and exact indexes have none).
+        """
+        self._check_open()
+        directory = self._index_dir()
+        with self._write_lock:
+            self._replay()
+            index = self._index
+            if directory is None or not isinstance(index, HnswIndex):
+                return False
+            if self._applied_seq == self._snapshot_seq:
+                return False
+            seq = self._applied_seq
+            write_snapshot(directory, "hnsw", seq, len(index), self._index_params(), index.save)
+            self._snapshot_seq = seq
+            self._store.prune_deletions(self._cid, seq)
+            return True
+
+    def _close(self, *, checkpoint: bool) -> None:
+        if self._closed:
+            return
+        if checkpoint:
+            try:
+                changes = self._applied_seq - self._snapshot_seq
+                if changes >= self._settings.snapshot_min_changes:
+                    self.checkpoint()
+            except Exception as exc:  # closing must not fail because a snapshot could not be written
+                log.warning("collection %r: snapshot on close failed: %s", self.name, exc)
+        self._closed = True
+
+    def _drop_files(self) -> None:
+        directory = self._index_dir()
+        if directory is not None:
+            remove_snapshots(directory)
+        self._closed = True
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ClosedError(f"collection {self.name!r} is closed or was dropped; get it again from the database")
+
+    # -- writes ------------------------------------------------------------------------------------
+    def add(self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+            ) -> list[str]:
+        """Insert new records as one atomic batch.
+
+        Args:
+            ids: One id or a list of unique ids (non-empty strings, at most 512 bytes).
+            vectors: One vector or an (n, dim) matrix / list of vectors.
+            documents: Optional text per record (indexed for full-text search).
+            metadatas: Optional metadata dict per record (str, int, float, bool or lists of those).
+
+        Returns:
+            The ids, in order.
+
+        Raises:
+            DuplicateIdError: An id is already stored (use :meth:`upsert`); nothing is written.
+            InvalidArgumentError: Bad input (its subclasses say which); nothing is written.
+        """
+        return self._put(ids, vectors, documents, metadatas, upsert=False)
+
+    def upsert(self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+               ) -> list[str]:
+        """Insert records, replacing any stored under the same ids, as one atomic batch.
+
+        Arguments are those of :meth:`add`.
+        """
+        return self._put(ids, vectors, documents, metadatas, upsert=True)
+
+    def _put(self, ids: Any, vectors: Any, documents: Any, metadatas: Any, *, upsert: bool) -> list[str]:
+        self._check_open()
+        mat = as_matrix(vectors, self.dim)
+        id_list = check_ids(ids, mat.shape[0])
+        docs = check_documents(documents, len(id_list))
+        metas = check_metadatas(metadatas, len(id_list))
+        prepared = self._prepare(mat)
+        blobs = [row.tobytes() for row in mat]
+        meta_json = [dump_metadata(m) for m in metas]
+        with self._write_lock:
+            self._sync_locked()
+            res = self._store.put(self._cid, id_list, blobs, docs, meta_json, upsert=upsert)
+            self._apply_put(res.labels, res.created, res.seq, prepared, metas)
+        return id_list
+
+    def _sync_locked(self) -> None:
+        if self._store.path is not None:
+            dv = self._store.write_data_version()
+            if dv != self._data_version:
+                self._replay()
+                self._data_version = dv
+
+    def _apply_put(self, labels: list[int], created: list[bool], seq: int, prepared: np.ndarray,
+                   metas: list[dict[str, Any]]) -> None:
+        if seq != self._applied_seq + 1:
+            self._replay()  # another process wrote in between: replay brings ours in too, in order
+            return
+        self._index.add(np.asarray(labels, np.int64), prepared, np.asarray(created, bool))
+        self._applied_seq = seq
+        self._update_filters(labels, metas)
+        self._maybe_switch()
+
+    def update(self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None,
+               metadatas: Any = None) -> None:
+        """Change stored records in place; every id must exist. Fields left as None are kept.
+
+        Raises:
+            NotFoundError: An id is not stored; nothing is changed.
+        """
+        self._check_open()
+        id_list = check_ids(ids)
+        n = len(id_list)
+        docs = check_documents(documents, n) if documents is not None else None
+        metas = check_metadatas(metadatas, n) if metadatas is not None else None
+        if vectors is not None:
+            mat = as_matrix(vectors, self.dim)
+            if mat.shape[0] != n:
+                raise InvalidArgumentError(f"got {mat.shape[0]} vectors for {n} ids; expected one per id")
+            with self._write_lock:
+                current = self._store.rows_by_ids(self._cid, id_list, vectors=False)
+                missing = [i for i in id_list if i not in current]
+                if missing:
+                    raise NotFoundError(f"cannot update {len(missing)} id(s) that are not stored, "
+                                        f"e.g. {missing[0]!r}; nothing was changed")
+                new_docs = docs if docs is not None else [current[i][1] for i in id_list]
+                new_metas = metas if metas is not None else [
+                    json.loads(current[i][2]) if current[i][2] else {} for i in id_list]
+                self._put(id_list, mat, new_docs, new_metas, upsert=True)
+            return
+        with self._write_lock:
+            self._sync_locked()
+            res = self._store.update(self._cid, id_list, docs,
+                                     [dump_metadata(m) for m in metas] if metas is not None else None)
+            if res.seq != self._applied_seq + 1:
+                self._replay()
+                return
+            self._applied_seq = res.seq
+            if metas is not None:
+                self._update_filters(res.labels, metas)
+
+    def update_metadata(self, rid: str, patch: dict[str, Any]) -> Record:
+        """Merge ``patch`` into one record's metadata (a None value removes that key).
+
+        Returns:
+            The updated record.
+        """
+        patch_clean = dict(patch)
+        with self._write_lock:
+            rec = self[rid]
+            merged = dict(rec.metadata)
+            for key, value in patch_clean.items():
+                if value is None:
+                    merged.pop(key, None)
+                else:
+                    merged[key] = value
+            self.update(rid, metadatas=[check_metadata(merged)])
+        return self[rid]
+
+    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict[str, Any] | None = None
+               ) -> int:
+        """Delete records by id or by metadata filter (exactly one of the two).
+
+        Absent ids are not an error. Deletes are tombstones in the index, reclaimed as new records arrive.
+
+        Returns:
+            How many records were deleted.
+        """
+        self._check_open()
+        if (ids is None) == (filter is None):
+            raise InvalidArgumentError("delete takes ids or filter (exactly one of them)")
+        with self._write_lock:
+            self._sync_locked()
+            if ids is not None:
+                labels, seq = self._store.delete_ids(self._cid, check_ids(ids))
+            else:
+                flt = parse_filter(filter)
+                if flt is None:
+                    raise InvalidArgumentError(
+                        "delete(filter={}) would delete everything; pass a non-empty filter, or drop the "
+                        "collection"
+                    )
+                where, params = flt.to_sql("metadata")
+                labels, seq = self._store.delete_where(self._cid, where, params)
+            if not labels:
+                return 0
+            if seq != self._applied_seq + 1:
+                self._replay()
+                return len(labels)
+            self._index.remove(np.asarray(labels, np.int64))
+            self._applied_seq = seq
+            self._update_filters(labels, None)
+        return len(labels)
+
+    def compact(self) -> None:
+        """Rebuild the index from the live records, reclaiming every tombstone, and save a snapshot."""
+        self._check_open()
+        with self._write_lock:
+            self._rebuild()
+            self._snapshot_seq = -1
+            self.checkpoint()
+
+    def configure(self, *, ef_search: int | None = None, index_threshold: int | None = None) -> None:
+        """Change runtime parameters (stored with the collection)."""
+        changes: dict[str, Any] = {}
+        if ef_search is not None:
+            changes["ef_search"] = ef_search
+        if index_threshold is not None:
+            changes["index_threshold"] = index_threshold
+        if not changes:
+            return
+        import dataclasses
+
+        with self._write_lock:
+            cfg = dataclasses.replace(self._config, **changes)
+            self._store.set_config(self._cid, cfg.to_json())
+            self._config = cfg
+            if isinstance(self._index, HnswIndex):
+                self._index.ef_search = cfg.ef_search
+            self._maybe_switch()
+
+    def check_model(self, model_id: str, dim: int | None = None) -> None:
+        """Raise if this collection was built with another embedding model (records it if none yet)."""
+        if dim is not None and dim != self.dim:
+            raise ModelMismatchError(
+                f"collection {self.name!r} has dimension {self.dim}, but model {model_id!r} makes {dim}-d vectors"
+            )
+        current = self._config.embedding_model
+        if current is None:
+            import dataclasses
+
+            with self._write_lock:
+                cfg = dataclasses.replace(self._config, embedding_model=model_id)
+                self._store.set_config(self._cid, cfg.to_json())
+                self._config = cfg
+        elif current != model_id:
+            raise ModelMismatchError(
+                f"collection {self.name!r} was built with embedding model {current!r}; it cannot be used with "
+                f"{model_id!r} (vectors of different models are not comparable)"
+            )
+
+    # -- filter label cache ------------------------------------------------------------------------
+    def _filter_entry(self, flt: Filter) -> _FilterEntry:
+        key = flt.canonical
+        with self._filters_lock:
+            entry = self._filters.get(key)
+            if entry is not None:
+                self._filters.move_to_end(key)
+                return entry
+        where, params = flt.to_sql("metadata")
+        entry = _FilterEntry(flt, self._store.labels_where(self._cid, where, params))
+        with self._filters_lock:
+            self._filters[key] = entry
+            while len(self._filters) > _FILTER_CACHE_SIZE:
+                self._filters.popitem(last=False)
+        return entry
+
+    def _update_filters(self, labels: Sequence[int], metas: Sequence[dict[str, Any]] | None) -> None:
+        with self._filters_lock:
+            if not self._filters:
+                return
+            if len(labels) > _FILTER_MAINTAIN_MAX:
+                self._filters.clear()
+                return
+            for entry in self._filters.values():
+                for i, label in enumerate(labels):
+                    entry.update(label, None if metas is None else metas[i])
+
+    def _clear_filters(self) -> None:
+        with self._filters_lock:
+            self._filters.clear()
+
+    # -- reads -------------------------------------------------------------------------------------
+    @overload
+    def get(self, ids: str, *, include_vectors: bool = True) -> Record | None: ...
+    @overload
+    def get(self, ids: Sequence[str], *, include_vectors: bool = True) -> list[Record | None]: ...
+
+    def get(self, ids: str | Sequence[str], *, include_vectors: bool = True
+            ) -> Record | None | list[Record | None]:
+        """Fetch records by id.
+
+        Args:
+            ids: One id, or a list of ids.
+            include_vectors: Also return the stored vectors.
+
+        Returns:
+            For one id, the record or None; for a list, records in the order asked, None where absent.
+        """
+        self._check_open()
+        single = isinstance(ids, str)
+        id_list = [ids] if single else list(ids)  # type: ignore[list-item]
+        if not id_list:
+            return []
+        for i, rid in enumerate(id_list):
+            if not isinstance(rid, str):
+                raise InvalidArgumentError(f"ids[{i}] must be a string; got {type(rid).__name__}")
+        rows = self._store.rows_by_ids(self._cid, id_list, vectors=include_vectors)
+        out: list[Record | None] = []
+        for rid in id_list:
+            row = rows.get(rid)
+            if row is None:
+                out.append(None)
+                continue
+            vec = np.frombuffer(row[3], np.float32).copy() if include_vectors and row[3] is not None else None
+            out.append(Record(rid, vec, row[1], json.loads(row[2]) if row[2] else {}))
+        return out[0] if single else out
+
+    def scan(self, filter: dict[str, Any] | None = None, *, include_vectors: bool = False,
+             batch_size: int = 1000) -> Iterator[Record]:
+        """Iterate over stored records (in insertion order), optionally filtered.
+
+        Args:
+            filter: A metadata filter, or None for every record.
+            include_vectors: Also return vectors.
+            batch_size: Rows read from the store per round trip.
+        """
+        self._check_open()
+        flt = parse_filter(filter)
+        where, params = flt.to_sql("metadata") if flt is not None else (None, [])
+        after = -1
+        while True:
+            rows = self._store.scan(self._cid, where, params, after_label=after, limit=batch_size,
+                                    vectors=include_vectors)
+            if not rows:
+                return
+            for label, rid, doc, meta, vec in rows:
+                yield Record(rid, np.frombuffer(vec, np.float32).copy() if vec is not None else None,
+                             doc, json.loads(meta) if meta else {})
+            after = rows[-1][0]
+
+    def count(self, filter: dict[str, Any] | None = None) -> int:
+        """How many records match ``filter`` (all records when None)."""
+        self._check_open()
+        flt = parse_filter(filter)
+        if flt is None:
+            return self._store.count(self._cid)
+        where, params = flt.to_sql("metadata")
+        return self._store.count(self._cid, where, params)
+
+    def stats(self) -> CollectionStats:
+        """Counts, index kind and parameters."""
+        self._sync()
+        index = self._index
+        size = index.capacity if isinstance(index, HnswIndex) else len(index)
+        tomb = 0
+        if isinstance(index, HnswIndex):
+            tomb = index._index.get_current_count() - len(index)
+        c = self._config
+        return CollectionStats(
+            name=self.name, count=len(index), dim=c.dim, metric=self.metric, index=index.kind,
+            index_size=size, tombstones=tomb, last_seq=self._applied_seq, snapshot_seq=self._snapshot_seq,
+            embedding_model=c.embedding_model,
+            params={"hnsw_m": c.hnsw_m, "ef_construction": c.ef_construction, "ef_search": c.ef_search,
+                    "index_threshold": c.index_threshold, "memory_bytes": index.memory_bytes()},
+        )
+
+    # -- search ------------------------------------------------------------------------------------
+    def _knn(self, queries: np.ndarray, k: int, ef: int | None, flt: Filter | None,
+             num_threads: int = 1) -> IndexResult:
+        """Nearest labels for prepared queries, restricted to a filter's matches when given.
+
+        Strategy: when few records match (at most ``exact_filter_min`` or ``exact_filter_fraction`` of
+        the collection), scan exactly those; otherwise search the index with the match set as a filter
+        hook, which keeps exploring until it has k allowed results.
+        """
+        index = self._index
+        if flt is None:
+            return index.search(queries, k, ef=ef, num_threads=num_threads)
+        entry = self._filter_entry(flt)
+        matched = len(entry.labels)
+        total = len(index)
+        small = matched <= max(self._settings.exact_filter_min, self._settings.exact_filter_fraction * total)
+        if matched == 0:
+            nq = queries.shape[0]
+            return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
+        if small or isinstance(index, ExactIndex):
+            labels = entry.array()
+            return exact_topk(index.get_vectors(labels), labels, queries, k, self._space)
+        # Beam width grows with the filter's selectivity so the allowed neighbours are still found.
+        base = ef or self._config.ef_search
+        ef_f = int(min(max(base, k) * max(1.0, (total / matched) ** 0.5), 4096))
+        return index.search(queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__,
+                            num_threads=num_threads)
+
+    def _to_hits(self, labels: Sequence[int], dists: Sequence[float], *, include_vectors: bool,
+                 scores: Sequence[float] | None = None, metric: str | None = None) -> list[Hit]:
+        rows = self._store.rows_by_labels(labels, vectors=include_vectors)
+        l2 = self._space == "l2"
+        out: list[Hit] = []
+        loads = json.loads
+        m = metric or self._metric
+        for i, label in enumerate(labels):
+            row = rows.get(label)
+            if row is None:
+                continue  # deleted after the index answered
+            d = float(dists[i])
+            if l2:
+                d = d**0.5
+                score = 1.0 / (1.0 + d)
+            else:
+                score = 1.0 - d
+            if scores is not None:
+                score = float(scores[i])
+            vec = np.frombuffer(row[3], np.float32).copy() if include_vectors else None
+            out.append(Hit(row[0], score, d, row[1], loads(row[2]) if row[2] else {}, m, vec))
+        return out
+
+    def search(self, vector: Any = None, k: int = 10, *, filter: dict[str, Any] | None = None,
+               ef: int | None = None, text: str | None = None, text_weight: float = 0.5,
+               mmr_lambda: float | None = None, fetch_k: int | None = None,
+               include_vectors: bool = False) -> list[Hit]:
+        """Find the k records nearest to ``vector``, best first.
+
+        Args:
+            vector: The query vector (dimension ``dim``). May be None for a text-only search.
+            k: How many hits; larger than the collection returns every (matching) record.
+            filter: Metadata filter (see ``embeddix_core.query.filters``).
+            ef: HNSW beam width for this query (default: the collection's ``ef_search``).
+            text: Hybrid search: also rank documents by BM25 full-text match and fuse by reciprocal rank.
+            text_weight: Weight of the text ranking in the fusion (0..1; the vector ranking gets the rest).
+            mmr_lambda: If set, diversify with maximal marginal relevance (1.0 = pure relevance).
+            fetch_k: Candidates considered by MMR / hybrid fusion (default ``max(4k, 20)``).
+            include_vectors: Return stored vectors in the hits.
+
+        Returns:
+            Hits with ``score`` higher-is-better in the collection's metric (``"rrf"`` for hybrid
+            searches, ``"bm25"`` for text-only ones).
+        """
+        self._check_open()
+        k = check_k(k)
+        flt = parse_filter(filter) if filter else None
+        if text is not None or vector is None:
+            return self._hybrid(vector, text, k, flt, ef, text_weight, fetch_k, include_vectors)
+        q = as_query(vector, self.dim)
+        if self._normalize:
+            n = float(np.sqrt(q.dot(q)))
+            if n == 0.0:
+                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
+            q = q / n
+        self._sync()
+        if mmr_lambda is not None:
+            return self._mmr(q, k, flt, ef, mmr_lambda, fetch_k, include_vectors)
+        res = self._knn(q.reshape(1, -1), k, ef, flt)
+        labels = res.labels[0]
+        if labels.size and labels[-1] < 0:
+            keep = labels >= 0
+            return self._to_hits(labels[keep].tolist(), res.distances[0][keep].tolist(),
+                                 include_vectors=include_vectors)
+        return self._to_hits(labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors)
+
+    def _mmr(self, q: np.ndarray, k: int, flt: Filter | None, ef: int | None, lambda_mult: float,
+             fetch_k: int | None, include_vectors: bool) -> list[Hit]:
+        if not 0.0 <= lambda_mult <= 1.0:
+            raise InvalidArgumentError(f"mmr_lambda must be between 0 and 1; got {lambda_mult}")
+        fk = max(fetch_k or max(4 * k, 20), k)
+        res = self._knn(q.reshape(1, -1), fk, ef, flt)
+        keep = res.labels[0] >= 0
+        labels, dists = res.labels[0][keep], res.distances[0][keep]
+        if len(labels) == 0:
+            return []
+        picked = mmr_select(q, self._index.get_vectors(labels), k, lambda_mult)
+        return self._to_hits([int(labels[i]) for i in picked], [float(dists[i]) for i in picked],
+                             include_vectors=include_vectors)
+
+    def _hybrid(self, vector: Any, text: str | None, k: int, flt: Filter | None, ef: int | None,
+                text_weight: float, fetch_k: int | None, include_vectors: bool) -> list[Hit]:
+        if text is None:
+            raise InvalidArgumentError("search needs a query vector, or text for a full-text search")
+        if not isinstance(text, str):
+            raise InvalidArgumentError(f"text must be a string; got {type(text).__name__}")
+        if not 0.0 <= text_weight <= 1.0:
+            raise InvalidArgumentError(f"text_weight must be between 0 and 1; got {text_weight}")
+        self._sync()
+        fk = max(fetch_k or max(4 * k, 20), k)
+        allowed = self._filter_entry(flt).labels if flt is not None else None
+        text_ranking: list[int] = []
+        bm25: dict[int, float] = {}
+        query = fts_query(text)
+        if query is not None:
+            # Over-fetch when filtering, since non-matching text hits are dropped afterwards.
+            limit = fk * (4 if allowed is not None else 1)
+            for label, score in self._store.fts(self._cid, query, limit):
+                if allowed is None or label in allowed:
+                    text_ranking.append(label)
+                    bm25[label] = score
+            text_ranking = text_ranking[:fk]
+        if vector is None:
+            labels = text_ranking[:k]
+            return self._to_hits(labels, [bm25[lb] for lb in labels], include_vectors=include_vectors,
+                                 scores=[-bm25[lb] for lb in labels], metric="bm25")
+        q = as_query(vector, self.dim)
+        if self._normalize:
+            nrm = float(np.linalg.norm(q))
+            if nrm == 0.0:
+                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
+            q = q / nrm
+        res = self._knn(q.reshape(1, -1), fk, ef, flt)
+        keep = res.labels[0] >= 0
+        vec_ranking = res.labels[0][keep].tolist()
+        dist = dict(zip(vec_ranking, res.distances[0][keep].tolist(), strict=True))
+        fused = rrf_fuse([vec_ranking, text_ranking], [1.0 - text_weight, text_weight])[:k]
+        missing = [lb for lb, _ in fused if lb not in dist]
+        if missing:
+            # Text-only candidates get their true vector distance too, so every hit's distance is real.
+            vecs = self._index.get_vectors(np.asarray(missing, np.int64))
+            exact = exact_topk(vecs, np.asarray(missing, np.int64), q.reshape(1, -1), len(missing), self._space)
+            dist.update(zip(exact.labels[0].tolist(), exact.distances[0].tolist(), strict=True))
+        labels = [lb for lb, _ in fused]
+        return self._to_hits(labels, [dist[lb] for lb in labels], include_vectors=include_vectors,
+                             scores=[s for _, s in fused], metric="rrf")
+
+    def search_batch(self, vectors: Any, k: int = 10, *, filter: dict[str, Any] | None = None,
+                     ef: int | None = None, include_vectors: bool = False, num_threads: int = -1
+                     ) -> list[list[Hit]]:
+        """Search many queries in one native call (multi-threaded).
+
+        Args:
+            vectors: (n, dim) query matrix.
+            k: Hits per query.
+            filter: One metadata filter applied to every query.
+            ef: HNSW beam width.
+            include_vectors: Return stored vectors in the hits.
+            num_threads: Native threads (-1 = all cores).
+
+        Returns:
+            One list of hits per query row, in order.
+        """
+        self._check_open()
+        k = check_k(k)
+        mat = as_matrix(vectors, self.dim, what="query vectors")
+        q = self._prepare(mat)
+        flt = parse_filter(filter) if filter else None
+        self._sync()
+        res = self._knn(q, k, ef, flt, num_threads=num_threads)
+        labels = res.labels
+        uniq = np.unique(labels[labels >= 0]).tolist()
+        rows = self._store.rows_by_labels(uniq, vectors=include_vectors)
+        out: list[list[Hit]] = []
+        l2 = self._space == "l2"
+        loads = json.loads
+        metas: dict[int, dict[str, Any]] = {}
+        for qi in range(labels.shape[0]):
+            hits: list[Hit] = []
+            for label, d in zip(labels[qi].tolist(), res.distances[qi].tolist(), strict=True):
+                row = rows.get(label)
+                if label < 0 or row is None:
+                    continue
+                if l2:
+                    d = d**0.5
+                    score = 1.0 / (1.0 + d)
+                else:
+                    score = 1.0 - d
+                meta = metas.get(label)
+                if meta is None:
+                    meta = metas[label] = loads(row[2]) if row[2] else {}
+                vec = np.frombuffer(row[3], np.float32).copy() if include_vectors else None
+                hits.append(Hit(row[0], score, d, row[1], dict(meta), self._metric, vec))
+            out.append(hits)
+        return out

@@ -1,0 +1,112 @@
+"""Settings: process-wide defaults (pydantic-settings) and per-collection parameters stored with the data.
+
+Merge order, as in diskcache: built-in defaults -> environment (``EMBEDDIX_*``) -> values stored with a
+collection -> arguments given to ``create_collection``. Parameters that shape the on-disk index (``dim``,
+``metric``, ``hnsw_m``, ``ef_construction``) can never change after a collection is created; ``ef_search``
+and the thresholds are runtime knobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import InvalidArgumentError
+from .types import Metric
+
+__all__ = ["CollectionConfig", "Durability", "EmbeddixSettings"]
+
+
+class Durability(str, Enum):
+    """What is durable when a write call returns.
+
+    * ``full``: the SQLite WAL is fsynced at every commit; an acknowledged write survives kill -9 and
+      power loss.
+    * ``normal``: the commit reaches the OS before the call returns; it survives kill -9 of the process
+      (the OS still holds the WAL pages) but the last commits may be lost on power loss.
+    """
+
+    FULL = "full"
+    NORMAL = "normal"
+
+
+class EmbeddixSettings(BaseSettings):
+    """Process-wide defaults, read from ``EMBEDDIX_*`` environment variables.
+
+    Attributes:
+        durability: See :class:`Durability`.
+        index_threshold: Live-record count above which a collection switches from exact search to HNSW.
+        hnsw_m: HNSW graph degree for new collections.
+        ef_construction: HNSW build-time beam width for new collections.
+        ef_search: Default HNSW query beam width (runtime; per-query ``ef`` overrides it).
+        exact_filter_fraction: A filtered search scans the matching subset exactly when at most this
+            fraction of the collection matches (or fewer than ``exact_filter_min`` records).
+        exact_filter_min: See ``exact_filter_fraction``.
+        snapshot_min_changes: ``checkpoint()`` on close is skipped when fewer writes than this happened
+            since the last snapshot (replaying them on open is cheaper than saving).
+        busy_timeout_ms: How long a writer waits for another process's write transaction.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
+
+    durability: Durability = Durability.FULL
+    index_threshold: int = Field(10_000, ge=0)
+    hnsw_m: int = Field(16, ge=2, le=128)
+    ef_construction: int = Field(200, ge=8, le=4096)
+    ef_search: int = Field(96, ge=1, le=32768)
+    exact_filter_fraction: float = Field(0.02, ge=0.0, le=1.0)
+    exact_filter_min: int = Field(4096, ge=0)
+    snapshot_min_changes: int = Field(1, ge=0)
+    busy_timeout_ms: int = Field(30_000, ge=0)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionConfig:
+    """Parameters of one collection, stored with it as JSON.
+
+    ``dim``, ``metric``, ``hnsw_m`` and ``ef_construction`` are fixed at creation; the rest can be
+    changed with ``Collection.configure``.
+    """
+
+    dim: int
+    metric: Metric = Metric.COSINE
+    hnsw_m: int = 16
+    ef_construction: int = 200
+    ef_search: int = 96
+    index_threshold: int = 10_000
+    embedding_model: str | None = None
+
+    FIXED = ("dim", "metric", "hnsw_m", "ef_construction")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 1 <= self.dim <= 65_536:
+            raise InvalidArgumentError(f"dim must be an integer from 1 to 65536; got {self.dim!r}")
+        object.__setattr__(self, "metric", Metric.parse(self.metric))
+        for name, low, high in (
+            ("hnsw_m", 2, 128),
+            ("ef_construction", 8, 4096),
+            ("ef_search", 1, 32768),
+            ("index_threshold", 0, 2**62),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidArgumentError(f"{name} must be an integer from {low} to {high}; got {value!r}")
+
+    def to_json(self) -> str:
+        """Serialize for storage next to the collection."""
+        data = dataclasses.asdict(self)
+        data["metric"] = self.metric.value
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> CollectionConfig:
+        """Read a stored config, ignoring keys this version does not know."""
+        data: dict[str, Any] = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})

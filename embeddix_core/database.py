@@ -1,0 +1,195 @@
+"""Embeddix: a directory of collections on local disk (or in memory), opened and closed as one.
+
+Process rule: several processes may open the same data directory at once and all work. SQLite (WAL)
+serializes their writes; each process keeps its own in-memory index and, before it searches, replays the
+writes others committed (by sequence number). Index snapshots are written under an exclusive file lock,
+atomically, so a reader never loads half a snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from .collection import Collection
+from .config import CollectionConfig, Durability, EmbeddixSettings
+from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError
+from .storage.sqlite import Store
+
+__all__ = ["Embeddix"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
+DB_FILE = "embeddix.sqlite3"
+
+
+class Embeddix:
+    """An embedded Embeddix database.
+
+    Open with :meth:`open`; use as a context manager or call :meth:`close` (idempotent)::
+
+        with Embeddix.open("./embeddix-data") as db:
+            col = db.get_or_create_collection("docs", dim=384)
+    """
+
+    def __init__(self, path: Path | None, settings: EmbeddixSettings) -> None:
+        self.path = path
+        self.settings = settings
+        if path is not None:
+            path.mkdir(parents=True, exist_ok=True)
+        self._store = Store(None if path is None else path / DB_FILE, settings.durability,
+                            settings.busy_timeout_ms)
+        self._collections: dict[str, Collection] = {}
+        self._lock = threading.RLock()
+        self._closed = False
+
+    @classmethod
+    def open(cls, path: str | Path | None = "./embeddix-data", *, settings: EmbeddixSettings | None = None,
+             durability: Durability | str | None = None) -> Embeddix:
+        """Open (creating if needed) a database.
+
+        Args:
+            path: Data directory on local disk, or None for a private in-memory database.
+            settings: Process defaults; by default read from ``EMBEDDIX_*`` environment variables.
+            durability: ``"full"`` (fsync every commit, the default) or ``"normal"``.
+
+        Returns:
+            The open database.
+        """
+        s = settings or EmbeddixSettings()
+        if durability is not None:
+            s = s.model_copy(update={"durability": Durability(durability)})
+        return cls(None if path is None else Path(path).expanduser().resolve(), s)
+
+    # -- context manager ---------------------------------------------------------------------------
+    def __enter__(self) -> Embeddix:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save index snapshots and close the store. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            for col in self._collections.values():
+                col._close(checkpoint=True)
+            self._collections.clear()
+            self._store.close()
+            self._closed = True
+
+    def __repr__(self) -> str:
+        where = "memory" if self.path is None else str(self.path)
+        return f"Embeddix({where!r}, collections={self.list_collections() if not self._closed else '?'})"
+
+    def _check(self) -> None:
+        if self._closed:
+            raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
+
+    @staticmethod
+    def _check_name(name: Any) -> str:
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise InvalidArgumentError(
+                f"collection name must be 1-128 characters of letters, digits, '_', '-', '.', ':' "
+                f"(not starting with '-', '.' or ':'); got {name!r}"
+            )
+        return name
+
+    # -- collections -------------------------------------------------------------------------------
+    def create_collection(self, name: str, dim: int, metric: str = "cosine", *, hnsw_m: int | None = None,
+                          ef_construction: int | None = None, ef_search: int | None = None,
+                          index_threshold: int | None = None, embedding_model: str | None = None,
+                          exist_ok: bool = False) -> Collection:
+        """Create a collection.
+
+        Args:
+            name: Unique name.
+            dim: Vector dimension (fixed forever).
+            metric: ``"cosine"`` (default), ``"l2"`` or ``"ip"`` (fixed forever).
+            hnsw_m: HNSW graph degree (fixed; default from settings).
+            ef_construction: HNSW build beam width (fixed; default from settings).
+            ef_search: Default query beam width (changeable with ``configure``).
+            index_threshold: Record count above which HNSW replaces exact search.
+            embedding_model: Id of the embedding model the vectors come from (checked by adapters).
+            exist_ok: Return the existing collection instead of raising when the name exists and its
+                dimension and metric match.
+
+        Raises:
+            CollectionExistsError: The name exists (and ``exist_ok`` is False or parameters differ).
+        """
+        self._check()
+        self._check_name(name)
+        s = self.settings
+        cfg = CollectionConfig(
+            dim=dim, metric=metric,  # type: ignore[arg-type]
+            hnsw_m=hnsw_m if hnsw_m is not None else s.hnsw_m,
+            ef_construction=ef_construction if ef_construction is not None else s.ef_construction,
+            ef_search=ef_search if ef_search is not None else s.ef_search,
+            index_threshold=index_threshold if index_threshold is not None else s.index_threshold,
+            embedding_model=embedding_model,
+        )
+        with self._lock:
+            if exist_ok and self._store.get_collection(name) is not None:
+                col = self.get_collection(name)
+                if col.dim != cfg.dim or col.metric != cfg.metric.value:
+                    from .errors import CollectionExistsError
+
+                    raise CollectionExistsError(
+                        f"collection {name!r} exists with dim={col.dim}, metric={col.metric!r}; "
+                        f"asked for dim={cfg.dim}, metric={cfg.metric.value!r}"
+                    )
+                return col
+            row = self._store.create_collection(name, cfg.to_json())
+            col = Collection(self, row, s)
+            self._collections[name] = col
+            return col
+
+    def get_or_create_collection(self, name: str, dim: int, metric: str = "cosine", **kwargs: Any
+                                 ) -> Collection:
+        """:meth:`create_collection` with ``exist_ok=True``."""
+        return self.create_collection(name, dim, metric, exist_ok=True, **kwargs)
+
+    def get_collection(self, name: str) -> Collection:
+        """Return an existing collection.
+
+        Raises:
+            CollectionNotFoundError: No collection has that name.
+        """
+        self._check()
+        with self._lock:
+            col = self._collections.get(name)
+            if col is not None:
+                return col
+            row = self._store.get_collection(name)
+            if row is None:
+                raise CollectionNotFoundError(
+                    f"no collection named {name!r}; existing: {self._store.list_collections()}"
+                )
+            col = Collection(self, row, self.settings)
+            self._collections[name] = col
+            return col
+
+    def list_collections(self) -> list[str]:
+        """Names of all collections, sorted."""
+        self._check()
+        return self._store.list_collections()
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and all its records.
+
+        Raises:
+            CollectionNotFoundError: No collection has that name.
+        """
+        col = self.get_collection(name)
+        with self._lock:
+            with col._write_lock:
+                self._store.drop_collection(col._cid)
+                col._drop_files()
+            self._collections.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and not self._closed and self._store.get_collection(name) is not None

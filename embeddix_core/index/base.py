@@ -1,0 +1,106 @@
+"""The index seam: a Protocol, plus the exact top-k kernel every index is compared against.
+
+Indexes speak in *labels* (the store's integer row ids) and *raw distances* of their space:
+
+* ``"ip"`` space: ``1 - <a, b>`` (cosine collections store unit vectors, so this is ``1 - cos``);
+* ``"l2"`` space: squared Euclidean distance.
+
+The collection turns raw distances into the metric's distance and score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["IndexResult", "LabelFilter", "VectorIndex", "exact_topk"]
+
+LabelFilter = Callable[[int], bool]
+
+
+@dataclass(frozen=True, slots=True)
+class IndexResult:
+    """Per-query labels and raw distances, best first; rows padded with label -1 / distance inf."""
+
+    labels: np.ndarray  # int64 (nq, k)
+    distances: np.ndarray  # float32 (nq, k)
+
+
+@runtime_checkable
+class VectorIndex(Protocol):
+    """What the collection needs from a vector index."""
+
+    kind: str
+    dim: int
+    space: str
+    snapshots: bool  # whether save() exists (else the index is rebuilt from the store on open)
+
+    def __len__(self) -> int:
+        """Live (not deleted) vectors."""
+        ...
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None) -> None:
+        """Insert vectors (or replace those whose label exists). ``new`` marks labels known to be absent."""
+        ...
+
+    def remove(self, labels: np.ndarray) -> None:
+        """Delete labels (absent labels are ignored)."""
+        ...
+
+    def search(self, queries: np.ndarray, k: int, *, ef: int | None = None,
+               allowed: LabelFilter | None = None, num_threads: int = 1) -> IndexResult:
+        """k nearest live vectors per query row (fewer when fewer exist), optionally restricted."""
+        ...
+
+    def get_vectors(self, labels: np.ndarray) -> np.ndarray:
+        """The stored (index-space) vectors of live labels, in order."""
+        ...
+
+    def live_labels(self) -> np.ndarray:
+        """Every live label."""
+        ...
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes the index holds in memory."""
+        ...
+
+
+def exact_topk(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int, space: str,
+               sq_norms: np.ndarray | None = None) -> IndexResult:
+    """Exact k nearest neighbours by one matrix product (the reference every index is tested against).
+
+    Args:
+        vectors: (n, d) float32 candidates.
+        labels: (n,) int64 labels of the candidates.
+        queries: (nq, d) float32.
+        k: Neighbours wanted; fewer come back when n < k.
+        space: ``"ip"`` or ``"l2"``.
+        sq_norms: Optional precomputed squared norms of ``vectors`` (l2 only).
+
+    Returns:
+        Labels and raw distances, best first; ties broken by position for determinism.
+    """
+    nq = queries.shape[0]
+    n = vectors.shape[0]
+    kk = min(k, n)
+    if kk == 0:
+        return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
+    dots = queries @ vectors.T  # (nq, n)
+    if space == "ip":
+        dist = 1.0 - dots
+    else:
+        norms = sq_norms if sq_norms is not None else np.einsum("ij,ij->i", vectors, vectors)
+        qn = np.einsum("ij,ij->i", queries, queries)
+        dist = np.maximum(norms[None, :] - 2.0 * dots + qn[:, None], 0.0)
+    dist = dist.astype(np.float32, copy=False)
+    if kk < n:
+        part = np.argpartition(dist, kk - 1, axis=1)[:, :kk]
+        pd = np.take_along_axis(dist, part, axis=1)
+        order = np.lexsort((part, pd), axis=1) if nq > 0 else part
+        idx = np.take_along_axis(part, order, axis=1)
+    else:
+        idx = np.argsort(dist, axis=1, kind="stable")
+    return IndexResult(labels[idx], np.take_along_axis(dist, idx, axis=1))

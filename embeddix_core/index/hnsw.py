@@ -1,0 +1,222 @@
+"""HNSW index on hnswlib, made safe for per-query ef and concurrent use.
+
+hnswlib's ``set_ef`` is index-wide, so two threads searching with different ef would race. The
+:class:`_Gate` lets any number of searches run together while they agree on ef (hnswlib releases the GIL,
+so they really run in parallel); a search wanting another ef waits until the running ones finish, and
+mutations (add, delete, resize, save) run alone. Writers never wait behind an endless stream of readers:
+once a writer queues, new readers wait.
+
+Deletes are tombstones (``mark_deleted``); the index is built with ``allow_replace_deleted`` so new
+vectors take over deleted slots, which reclaims their memory without a rebuild.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+
+from .base import IndexResult, LabelFilter, exact_topk
+
+__all__ = ["HnswIndex"]
+
+
+class _Gate:
+    """Shared/exclusive gate where shared holders must agree on one ef value."""
+
+    __slots__ = ("_active", "_cond", "_ef", "_writer", "_writers_waiting")
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._ef = -1
+        self._writer = False
+        self._writers_waiting = 0
+
+    def enter_read(self, ef: int, index: hnswlib.Index) -> None:
+        with self._cond:
+            while self._writer or self._writers_waiting or (self._active and self._ef != ef):
+                self._cond.wait()
+            if self._active == 0 and self._ef != ef:
+                index.set_ef(ef)
+                self._ef = ef
+            self._active += 1
+
+    def exit_read(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._active == 0:
+                self._cond.notify_all()
+
+    def enter_write(self) -> None:
+        with self._cond:
+            self._writers_waiting += 1
+            while self._writer or self._active:
+                self._cond.wait()
+            self._writers_waiting -= 1
+            self._writer = True
+
+    def exit_write(self) -> None:
+        with self._cond:
+            self._writer = False
+            self._cond.notify_all()
+
+
+class HnswIndex:
+    """hnswlib HNSW index keyed by store labels.
+
+    Args:
+        dim: Vector dimension (fixed).
+        space: ``"ip"`` or ``"l2"`` (fixed).
+        m: Graph degree (fixed after build).
+        ef_construction: Build beam width (fixed after build).
+        ef_search: Default query beam width.
+        capacity: Initial capacity; grows by doubling.
+    """
+
+    kind = "hnsw"
+    snapshots = True
+
+    def __init__(self, dim: int, space: str, *, m: int = 16, ef_construction: int = 200,
+                 ef_search: int = 96, capacity: int = 16_384, _load: Path | None = None,
+                 _live: int | None = None) -> None:
+        self.dim = dim
+        self.space = space
+        self.m = m
+        self.ef_construction = ef_construction
+        self.ef_search = ef_search
+        self._index = hnswlib.Index(space=space, dim=dim)
+        if _load is not None:
+            self._index.load_index(str(_load), allow_replace_deleted=True)
+        else:
+            self._index.init_index(max_elements=max(capacity, 1024), M=m, ef_construction=ef_construction,
+                                   allow_replace_deleted=True)
+        self._index.set_num_threads(1)
+        self._gate = _Gate()
+        if _load is None:
+            self._live = 0
+        elif _live is not None:
+            self._live = _live
+        else:
+            self._live = len(self.live_labels(_trust_count=False))
+
+    @classmethod
+    def load(cls, path: Path, dim: int, space: str, *, m: int, ef_construction: int,
+             ef_search: int, live: int | None = None) -> HnswIndex:
+        """Load a saved index file (written by :meth:`save`); ``live`` is the live count saved with it."""
+        return cls(dim, space, m=m, ef_construction=ef_construction, ef_search=ef_search, _load=path,
+                   _live=live)
+
+    def __len__(self) -> int:
+        return self._live
+
+    @property
+    def capacity(self) -> int:
+        return int(self._index.get_max_elements())
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None,
+            num_threads: int = -1) -> None:
+        labels = np.asarray(labels, np.int64)
+        if new is None:
+            known = set(self._index.get_ids_list())
+            new = np.fromiter((int(lb) not in known for lb in labels), bool, len(labels))
+        n_new = int(new.sum())
+        self._gate.enter_write()
+        try:
+            deleted_slots = self._index.get_current_count() - self._live
+            need = self._index.get_current_count() + max(0, n_new - deleted_slots)
+            if need > self._index.get_max_elements():
+                self._index.resize_index(max(need, self._index.get_max_elements() * 2))
+            threads = num_threads if len(labels) > 64 else 1
+            if n_new:
+                # Fresh labels may take over tombstoned slots (reclaiming their memory) ...
+                self._index.add_items(vectors[new], labels[new], num_threads=threads, replace_deleted=True)
+            if n_new < len(labels):
+                # ... but a label that exists must be updated in place: replace_deleted would give it a
+                # second slot.
+                old = ~new
+                self._index.add_items(vectors[old], labels[old], num_threads=threads, replace_deleted=False)
+            self._live += n_new
+        finally:
+            self._gate.exit_write()
+
+    def remove(self, labels: np.ndarray) -> None:
+        self._gate.enter_write()
+        try:
+            for lb in np.asarray(labels, np.int64).tolist():
+                try:
+                    self._index.mark_deleted(lb)
+                    self._live -= 1
+                except RuntimeError:
+                    pass  # absent or already deleted: deleting is idempotent
+        finally:
+            self._gate.exit_write()
+
+    def search(self, queries: np.ndarray, k: int, *, ef: int | None = None,
+               allowed: LabelFilter | None = None, num_threads: int = 1) -> IndexResult:
+        nq = queries.shape[0]
+        kk = min(k, self._live)
+        if kk <= 0:
+            return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
+        ef_eff = max(ef or self.ef_search, kk)
+        for attempt in range(3):
+            self._gate.enter_read(ef_eff, self._index)
+            try:
+                labels, dists = self._index.knn_query(queries, k=kk, num_threads=num_threads, filter=allowed)
+                return IndexResult(labels.astype(np.int64, copy=False), dists)
+            except RuntimeError:
+                # hnswlib raises when the beam found fewer than k live (or allowed) points, which happens
+                # with many tombstones or a selective filter: widen the beam, then fall back to exact.
+                ef_eff = min(ef_eff * 4, max(self._live, 1))
+                if attempt == 2:
+                    break
+            finally:
+                self._gate.exit_read()
+        return self._exact(queries, kk, allowed)
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: LabelFilter | None) -> IndexResult:
+        labels = self.live_labels()
+        if allowed is not None:
+            labels = labels[np.fromiter((allowed(int(x)) for x in labels), bool, len(labels))]
+        vecs = self.get_vectors(labels)
+        res = exact_topk(vecs, labels, queries, k, self.space)
+        if res.labels.shape[1] < k:  # fewer allowed than k: pad so the shape is what callers expect
+            pad = k - res.labels.shape[1]
+            return IndexResult(
+                np.pad(res.labels, ((0, 0), (0, pad)), constant_values=-1),
+                np.pad(res.distances, ((0, 0), (0, pad)), constant_values=np.inf),
+            )
+        return res
+
+    def get_vectors(self, labels: np.ndarray) -> np.ndarray:
+        if len(labels) == 0:
+            return np.empty((0, self.dim), np.float32)
+        out = self._index.get_items(np.asarray(labels, np.int64), return_type="numpy")
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def live_labels(self, _trust_count: bool = True) -> np.ndarray:
+        labels = np.asarray(self._index.get_ids_list(), np.int64)
+        if _trust_count and len(labels) == self._live:
+            return labels
+        # Rare path (compaction, exact fallback): hnswlib lists tombstoned labels too and only tells
+        # them apart by refusing to return their vector.
+        keep = []
+        for lb in labels.tolist():
+            try:
+                self._index.get_items([lb])
+                keep.append(lb)
+            except RuntimeError:
+                pass
+        return np.asarray(keep, np.int64)
+
+    def memory_bytes(self) -> int:
+        return int(self._index.index_file_size())
+
+    def save(self, path: Path) -> None:
+        self._gate.enter_write()
+        try:
+            self._index.save_index(str(path))
+        finally:
+            self._gate.exit_write()

@@ -1,0 +1,85 @@
+"""Result fusion and diversification: reciprocal-rank fusion (hybrid search) and MMR."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["RRF_K", "fts_query", "mmr_select", "rrf_fuse"]
+
+RRF_K = 60  # the constant of Cormack et al. (2009); dampens the weight of the very first ranks
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def fts_query(text: str) -> str | None:
+    """Turn free text into a safe FTS5 query: every word quoted, ORed (BM25 ranks by how many match).
+
+    User text can hold FTS5 syntax (quotes, AND, NEAR, '*', ':'); quoting each word makes any text a
+    valid query. Returns None when the text has no words.
+    """
+    words = _WORD.findall(text.lower())
+    if not words:
+        return None
+    seen: dict[str, None] = dict.fromkeys(words)
+    return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
+
+
+def rrf_fuse(rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = RRF_K
+             ) -> list[tuple[int, float]]:
+    """Weighted reciprocal-rank fusion.
+
+    Args:
+        rankings: Lists of labels, each best first.
+        weights: One weight per ranking (a weight of 0 ignores that ranking).
+        k: The RRF constant.
+
+    Returns:
+        (label, fused score) pairs, best first; ties keep first-seen order.
+    """
+    scores: dict[int, float] = {}
+    for ranking, w in zip(rankings, weights, strict=True):
+        if w == 0:
+            continue
+        for rank, label in enumerate(ranking):
+            scores[label] = scores.get(label, 0.0) + w / (k + rank + 1)
+    return sorted(scores.items(), key=lambda kv: -kv[1])
+
+
+def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
+    """Maximal marginal relevance: pick k of the candidates, trading relevance against redundancy.
+
+    Similarities are cosine (candidates and query are normalized here), so the trade-off means the
+    same for every metric.
+
+    Args:
+        query: (d,) query vector.
+        candidates: (n, d) candidate vectors, best first.
+        k: How many to pick.
+        lambda_mult: 1.0 = pure relevance, 0.0 = pure diversity.
+
+    Returns:
+        Indices into ``candidates`` in the order picked.
+    """
+    n = candidates.shape[0]
+    if n == 0 or k <= 0:
+        return []
+    norms = np.linalg.norm(candidates, axis=1)
+    norms[norms == 0] = 1.0
+    cand = candidates / norms[:, None]
+    qn = float(np.linalg.norm(query)) or 1.0
+    rel = cand @ (query / qn)
+    sim = cand @ cand.T
+    picked = [int(np.argmax(rel))]
+    max_sim = sim[picked[0]].copy()
+    chosen = np.zeros(n, bool)
+    chosen[picked[0]] = True
+    while len(picked) < min(k, n):
+        score = lambda_mult * rel - (1.0 - lambda_mult) * max_sim
+        score[chosen] = -np.inf
+        nxt = int(np.argmax(score))
+        picked.append(nxt)
+        chosen[nxt] = True
+        np.maximum(max_sim, sim[nxt], out=max_sim)
+    return picked

@@ -1,0 +1,94 @@
+"""Plain result types: frozen dataclasses with readable reprs, never bare tuples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CollectionStats", "Hit", "Metric", "Record"]
+
+
+class Metric(str, Enum):
+    """Distance metric of a collection, fixed at creation.
+
+    * ``cosine``: distance ``1 - cos(a, b)``; score ``cos(a, b)`` (1.0 for identical directions).
+    * ``l2``: Euclidean distance; score ``1 / (1 + distance)`` (1.0 for identical vectors).
+    * ``ip``: inner product; distance ``1 - <a, b>``; score ``<a, b>``.
+    """
+
+    COSINE = "cosine"
+    L2 = "l2"
+    IP = "ip"
+
+    @classmethod
+    def parse(cls, value: str | Metric) -> Metric:
+        """Turn a user-given metric name into a :class:`Metric`.
+
+        Accepts the aliases ``"euclidean"``, ``"inner_product"``, ``"dot"``.
+        """
+        from .errors import InvalidArgumentError
+
+        if isinstance(value, Metric):
+            return value
+        key = str(value).strip().lower()
+        aliases = {"euclidean": "l2", "inner_product": "ip", "dot": "ip", "cos": "cosine"}
+        key = aliases.get(key, key)
+        try:
+            return cls(key)
+        except ValueError:
+            raise InvalidArgumentError(
+                f"metric must be one of 'cosine', 'l2', 'ip'; got {value!r}"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        id: The record's id.
+        score: Similarity, higher is better (see :class:`Metric` for each metric's formula).
+        distance: The metric's distance, lower is better.
+        document: The stored text, or None.
+        metadata: The stored metadata (a fresh dict; mutating it changes nothing stored).
+        metric: Which metric ``score`` and ``distance`` are in.
+        vector: The stored vector when asked for with ``include_vectors=True``, else None.
+    """
+
+    id: str
+    score: float
+    distance: float
+    document: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    metric: str = "cosine"
+    vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A stored record as returned by ``get`` and ``scan``."""
+
+    id: str
+    vector: np.ndarray | None = field(repr=False, compare=False)
+    document: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionStats:
+    """What ``Collection.stats()`` reports."""
+
+    name: str
+    count: int
+    dim: int
+    metric: str
+    index: str
+    index_size: int
+    tombstones: int
+    last_seq: int
+    snapshot_seq: int
+    embedding_model: str | None
+    params: dict[str, Any] = field(default_factory=dict)
