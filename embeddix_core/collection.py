@@ -186,8 +186,14 @@ class Collection:
 
     def _new_hnsw(self, capacity: int) -> HnswIndex:
         c = self._config
-        return HnswIndex(c.dim, self._space, m=c.hnsw_m, ef_construction=c.ef_construction,
-                         ef_search=c.ef_search, capacity=capacity)
+        return HnswIndex(
+            c.dim,
+            self._space,
+            m=c.hnsw_m,
+            ef_construction=c.ef_construction,
+            ef_search=c.ef_search,
+            capacity=capacity,
+        )
 
     def _load_index(self) -> None:
         """Load the snapshot and replay later writes, or build the index from the store."""
@@ -197,14 +203,24 @@ class Collection:
             try:
                 snap = read_snapshot(directory, "hnsw", self._index_params())
             except StorageError as exc:
-                warnings.warn(f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
-                              f"from the store ({exc})", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
+                    f"from the store ({exc})",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 snap = None
             if snap is not None and snap.seq >= pruned:
                 c = self._config
-                self._index = HnswIndex.load(snap.path, c.dim, self._space, m=c.hnsw_m,
-                                             ef_construction=c.ef_construction, ef_search=c.ef_search,
-                                             live=snap.live)
+                self._index = HnswIndex.load(
+                    snap.path,
+                    c.dim,
+                    self._space,
+                    m=c.hnsw_m,
+                    ef_construction=c.ef_construction,
+                    ef_search=c.ef_search,
+                    live=snap.live,
+                )
                 self._applied_seq = self._snapshot_seq = snap.seq
                 self._replay()
                 return
@@ -318,11 +334,14 @@ class Collection:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise ClosedError(f"collection {self.name!r} is closed or was dropped; get it again from the database")
+            raise ClosedError(
+                f"collection {self.name!r} is closed or was dropped; get it again from the database"
+            )
 
     # -- writes ------------------------------------------------------------------------------------
-    def add(self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
-            ) -> list[str]:
+    def add(
+        self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+    ) -> list[str]:
         """Insert new records as one atomic batch.
 
         Args:
@@ -340,8 +359,9 @@ class Collection:
         """
         return self._put(ids, vectors, documents, metadatas, upsert=False)
 
-    def upsert(self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
-               ) -> list[str]:
+    def upsert(
+        self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+    ) -> list[str]:
         """Insert records, replacing any stored under the same ids, as one atomic batch.
 
         Arguments are those of :meth:`add`.
@@ -370,8 +390,14 @@ class Collection:
                 self._replay()
                 self._data_version = dv
 
-    def _apply_put(self, labels: list[int], created: list[bool], seq: int, prepared: np.ndarray,
-                   metas: list[dict[str, Any]]) -> None:
+    def _apply_put(
+        self,
+        labels: list[int],
+        created: list[bool],
+        seq: int,
+        prepared: np.ndarray,
+        metas: list[dict[str, Any]],
+    ) -> None:
         if seq != self._applied_seq + 1:
             self._replay()  # another process wrote in between: replay brings ours in too, in order
             return
@@ -380,8 +406,9 @@ class Collection:
         self._update_filters(labels, metas)
         self._maybe_switch()
 
-    def update(self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None,
-               metadatas: Any = None) -> None:
+    def update(
+        self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None, metadatas: Any = None
+    ) -> None:
         """Change stored records in place; every id must exist. Fields left as None are kept.
 
         Raises:
@@ -400,17 +427,23 @@ class Collection:
                 current = self._store.rows_by_ids(self._cid, id_list, vectors=False)
                 missing = [i for i in id_list if i not in current]
                 if missing:
-                    raise NotFoundError(f"cannot update {len(missing)} id(s) that are not stored, "
-                                        f"e.g. {missing[0]!r}; nothing was changed")
+                    raise NotFoundError(
+                        f"cannot update {len(missing)} id(s) that are not stored, "
+                        f"e.g. {missing[0]!r}; nothing was changed"
+                    )
                 new_docs = docs if docs is not None else [current[i][1] for i in id_list]
-                new_metas = metas if metas is not None else [
-                    json.loads(current[i][2]) if current[i][2] else {} for i in id_list]
+                new_metas = (
+                    metas
+                    if metas is not None
+                    else [json.loads(current[i][2]) if current[i][2] else {} for i in id_list]
+                )
                 self._put(id_list, mat, new_docs, new_metas, upsert=True)
             return
         with self._write_lock:
             self._sync_locked()
-            res = self._store.update(self._cid, id_list, docs,
-                                     [dump_metadata(m) for m in metas] if metas is not None else None)
+            res = self._store.update(
+                self._cid, id_list, docs, [dump_metadata(m) for m in metas] if metas is not None else None
+            )
             if res.seq != self._applied_seq + 1:
                 self._replay()
                 return
@@ -436,8 +469,7 @@ class Collection:
             self.update(rid, metadatas=[check_metadata(merged)])
         return self[rid]
 
-    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict[str, Any] | None = None
-               ) -> int:
+    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict[str, Any] | None = None) -> int:
         """Delete records by id or by metadata filter (exactly one of the two).
 
         Absent ids are not an error. Deletes are tombstones in the index, reclaimed as new records arrive.
@@ -502,7 +534,8 @@ class Collection:
         """Raise if this collection was built with another embedding model (records it if none yet)."""
         if dim is not None and dim != self.dim:
             raise ModelMismatchError(
-                f"collection {self.name!r} has dimension {self.dim}, but model {model_id!r} makes {dim}-d vectors"
+                f"collection {self.name!r} has dimension {self.dim}, but model {model_id!r} "
+                f"makes {dim}-d vectors"
             )
         current = self._config.embedding_model
         if current is None:
@@ -514,7 +547,8 @@ class Collection:
                 self._config = cfg
         elif current != model_id:
             raise ModelMismatchError(
-                f"collection {self.name!r} was built with embedding model {current!r}; it cannot be used with "
+                f"collection {self.name!r} was built with embedding model {current!r}; "
+                "it cannot be used with "
                 f"{model_id!r} (vectors of different models are not comparable)"
             )
 
@@ -551,12 +585,13 @@ class Collection:
 
     # -- reads -------------------------------------------------------------------------------------
     @overload
-    def get(self, ids: str, *, include_vectors: bool = True) -> Record | None: ...
+    def get(self, ids: str, *, include_vectors: bool = True) -> Record | None: ...  # type: ignore[overload-overlap]
     @overload
     def get(self, ids: Sequence[str], *, include_vectors: bool = True) -> list[Record | None]: ...
 
-    def get(self, ids: str | Sequence[str], *, include_vectors: bool = True
-            ) -> Record | None | list[Record | None]:
+    def get(
+        self, ids: str | Sequence[str], *, include_vectors: bool = True
+    ) -> Record | list[Record | None] | None:
         """Fetch records by id.
 
         Args:
@@ -568,7 +603,7 @@ class Collection:
         """
         self._check_open()
         single = isinstance(ids, str)
-        id_list = [ids] if single else list(ids)  # type: ignore[list-item]
+        id_list: list[str] = [ids] if isinstance(ids, str) else list(ids)
         if not id_list:
             return []
         for i, rid in enumerate(id_list):
@@ -585,8 +620,9 @@ class Collection:
             out.append(Record(rid, vec, row[1], json.loads(row[2]) if row[2] else {}))
         return out[0] if single else out
 
-    def scan(self, filter: dict[str, Any] | None = None, *, include_vectors: bool = False,
-             batch_size: int = 1000) -> Iterator[Record]:
+    def scan(
+        self, filter: dict[str, Any] | None = None, *, include_vectors: bool = False, batch_size: int = 1000
+    ) -> Iterator[Record]:
         """Iterate over stored records (in insertion order), optionally filtered.
 
         Args:
@@ -599,13 +635,18 @@ class Collection:
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
         while True:
-            rows = self._store.scan(self._cid, where, params, after_label=after, limit=batch_size,
-                                    vectors=include_vectors)
+            rows = self._store.scan(
+                self._cid, where, params, after_label=after, limit=batch_size, vectors=include_vectors
+            )
             if not rows:
                 return
-            for label, rid, doc, meta, vec in rows:
-                yield Record(rid, np.frombuffer(vec, np.float32).copy() if vec is not None else None,
-                             doc, json.loads(meta) if meta else {})
+            for _label, rid, doc, meta, vec in rows:
+                yield Record(
+                    rid,
+                    np.frombuffer(vec, np.float32).copy() if vec is not None else None,
+                    doc,
+                    json.loads(meta) if meta else {},
+                )
             after = rows[-1][0]
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
@@ -627,16 +668,29 @@ class Collection:
             tomb = index._index.get_current_count() - len(index)
         c = self._config
         return CollectionStats(
-            name=self.name, count=len(index), dim=c.dim, metric=self.metric, index=index.kind,
-            index_size=size, tombstones=tomb, last_seq=self._applied_seq, snapshot_seq=self._snapshot_seq,
+            name=self.name,
+            count=len(index),
+            dim=c.dim,
+            metric=self.metric,
+            index=index.kind,
+            index_size=size,
+            tombstones=tomb,
+            last_seq=self._applied_seq,
+            snapshot_seq=self._snapshot_seq,
             embedding_model=c.embedding_model,
-            params={"hnsw_m": c.hnsw_m, "ef_construction": c.ef_construction, "ef_search": c.ef_search,
-                    "index_threshold": c.index_threshold, "memory_bytes": index.memory_bytes()},
+            params={
+                "hnsw_m": c.hnsw_m,
+                "ef_construction": c.ef_construction,
+                "ef_search": c.ef_search,
+                "index_threshold": c.index_threshold,
+                "memory_bytes": index.memory_bytes(),
+            },
         )
 
     # -- search ------------------------------------------------------------------------------------
-    def _knn(self, queries: np.ndarray, k: int, ef: int | None, flt: Filter | None,
-             num_threads: int = 1) -> IndexResult:
+    def _knn(
+        self, queries: np.ndarray, k: int, ef: int | None, flt: Filter | None, num_threads: int = 1
+    ) -> IndexResult:
         """Nearest labels for prepared queries, restricted to a filter's matches when given.
 
         Strategy: when few records match (at most ``exact_filter_min`` or ``exact_filter_fraction`` of
@@ -659,11 +713,19 @@ class Collection:
         # Beam width grows with the filter's selectivity so the allowed neighbours are still found.
         base = ef or self._config.ef_search
         ef_f = int(min(max(base, k) * max(1.0, (total / matched) ** 0.5), 4096))
-        return index.search(queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__,
-                            num_threads=num_threads)
+        return index.search(
+            queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__, num_threads=num_threads
+        )
 
-    def _to_hits(self, labels: Sequence[int], dists: Sequence[float], *, include_vectors: bool,
-                 scores: Sequence[float] | None = None, metric: str | None = None) -> list[Hit]:
+    def _to_hits(
+        self,
+        labels: Sequence[int],
+        dists: Sequence[float],
+        *,
+        include_vectors: bool,
+        scores: Sequence[float] | None = None,
+        metric: str | None = None,
+    ) -> list[Hit]:
         rows = self._store.rows_by_labels(labels, vectors=include_vectors)
         l2 = self._space == "l2"
         out: list[Hit] = []
@@ -685,10 +747,19 @@ class Collection:
             out.append(Hit(row[0], score, d, row[1], loads(row[2]) if row[2] else {}, m, vec))
         return out
 
-    def search(self, vector: Any = None, k: int = 10, *, filter: dict[str, Any] | None = None,
-               ef: int | None = None, text: str | None = None, text_weight: float = 0.5,
-               mmr_lambda: float | None = None, fetch_k: int | None = None,
-               include_vectors: bool = False) -> list[Hit]:
+    def search(
+        self,
+        vector: Any = None,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        ef: int | None = None,
+        text: str | None = None,
+        text_weight: float = 0.5,
+        mmr_lambda: float | None = None,
+        fetch_k: int | None = None,
+        include_vectors: bool = False,
+    ) -> list[Hit]:
         """Find the k records nearest to ``vector``, best first.
 
         Args:
@@ -724,12 +795,21 @@ class Collection:
         labels = res.labels[0]
         if labels.size and labels[-1] < 0:
             keep = labels >= 0
-            return self._to_hits(labels[keep].tolist(), res.distances[0][keep].tolist(),
-                                 include_vectors=include_vectors)
+            return self._to_hits(
+                labels[keep].tolist(), res.distances[0][keep].tolist(), include_vectors=include_vectors
+            )
         return self._to_hits(labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors)
 
-    def _mmr(self, q: np.ndarray, k: int, flt: Filter | None, ef: int | None, lambda_mult: float,
-             fetch_k: int | None, include_vectors: bool) -> list[Hit]:
+    def _mmr(
+        self,
+        q: np.ndarray,
+        k: int,
+        flt: Filter | None,
+        ef: int | None,
+        lambda_mult: float,
+        fetch_k: int | None,
+        include_vectors: bool,
+    ) -> list[Hit]:
         if not 0.0 <= lambda_mult <= 1.0:
             raise InvalidArgumentError(f"mmr_lambda must be between 0 and 1; got {lambda_mult}")
         fk = max(fetch_k or max(4 * k, 20), k)
@@ -739,11 +819,23 @@ class Collection:
         if len(labels) == 0:
             return []
         picked = mmr_select(q, self._index.get_vectors(labels), k, lambda_mult)
-        return self._to_hits([int(labels[i]) for i in picked], [float(dists[i]) for i in picked],
-                             include_vectors=include_vectors)
+        return self._to_hits(
+            [int(labels[i]) for i in picked],
+            [float(dists[i]) for i in picked],
+            include_vectors=include_vectors,
+        )
 
-    def _hybrid(self, vector: Any, text: str | None, k: int, flt: Filter | None, ef: int | None,
-                text_weight: float, fetch_k: int | None, include_vectors: bool) -> list[Hit]:
+    def _hybrid(
+        self,
+        vector: Any,
+        text: str | None,
+        k: int,
+        flt: Filter | None,
+        ef: int | None,
+        text_weight: float,
+        fetch_k: int | None,
+        include_vectors: bool,
+    ) -> list[Hit]:
         if text is None:
             raise InvalidArgumentError("search needs a query vector, or text for a full-text search")
         if not isinstance(text, str):
@@ -766,8 +858,13 @@ class Collection:
             text_ranking = text_ranking[:fk]
         if vector is None:
             labels = text_ranking[:k]
-            return self._to_hits(labels, [bm25[lb] for lb in labels], include_vectors=include_vectors,
-                                 scores=[-bm25[lb] for lb in labels], metric="bm25")
+            return self._to_hits(
+                labels,
+                [bm25[lb] for lb in labels],
+                include_vectors=include_vectors,
+                scores=[-bm25[lb] for lb in labels],
+                metric="bm25",
+            )
         q = as_query(vector, self.dim)
         if self._normalize:
             nrm = float(np.linalg.norm(q))
@@ -783,15 +880,29 @@ class Collection:
         if missing:
             # Text-only candidates get their true vector distance too, so every hit's distance is real.
             vecs = self._index.get_vectors(np.asarray(missing, np.int64))
-            exact = exact_topk(vecs, np.asarray(missing, np.int64), q.reshape(1, -1), len(missing), self._space)
+            exact = exact_topk(
+                vecs, np.asarray(missing, np.int64), q.reshape(1, -1), len(missing), self._space
+            )
             dist.update(zip(exact.labels[0].tolist(), exact.distances[0].tolist(), strict=True))
         labels = [lb for lb, _ in fused]
-        return self._to_hits(labels, [dist[lb] for lb in labels], include_vectors=include_vectors,
-                             scores=[s for _, s in fused], metric="rrf")
+        return self._to_hits(
+            labels,
+            [dist[lb] for lb in labels],
+            include_vectors=include_vectors,
+            scores=[s for _, s in fused],
+            metric="rrf",
+        )
 
-    def search_batch(self, vectors: Any, k: int = 10, *, filter: dict[str, Any] | None = None,
-                     ef: int | None = None, include_vectors: bool = False, num_threads: int = -1
-                     ) -> list[list[Hit]]:
+    def search_batch(
+        self,
+        vectors: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        ef: int | None = None,
+        include_vectors: bool = False,
+        num_threads: int = -1,
+    ) -> list[list[Hit]]:
         """Search many queries in one native call (multi-threaded).
 
         Args:

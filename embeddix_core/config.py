@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field
@@ -23,7 +23,7 @@ from .types import Metric
 __all__ = ["CollectionConfig", "Durability", "EmbeddixSettings"]
 
 
-class Durability(str, Enum):
+class Durability(StrEnum):
     """What is durable when a write call returns.
 
     * ``full``: the SQLite WAL is fsynced at every commit; an acknowledged write survives kill -9 and

@@ -39,15 +39,21 @@ class Embeddix:
         self.settings = settings
         if path is not None:
             path.mkdir(parents=True, exist_ok=True)
-        self._store = Store(None if path is None else path / DB_FILE, settings.durability,
-                            settings.busy_timeout_ms)
+        self._store = Store(
+            None if path is None else path / DB_FILE, settings.durability, settings.busy_timeout_ms
+        )
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self._closed = False
 
     @classmethod
-    def open(cls, path: str | Path | None = "./embeddix-data", *, settings: EmbeddixSettings | None = None,
-             durability: Durability | str | None = None) -> Embeddix:
+    def open(
+        cls,
+        path: str | Path | None = "./embeddix-data",
+        *,
+        settings: EmbeddixSettings | None = None,
+        durability: Durability | str | None = None,
+    ) -> Embeddix:
         """Open (creating if needed) a database.
 
         Args:
@@ -67,8 +73,9 @@ class Embeddix:
     def __enter__(self) -> Embeddix:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:
@@ -100,10 +107,19 @@ class Embeddix:
         return name
 
     # -- collections -------------------------------------------------------------------------------
-    def create_collection(self, name: str, dim: int, metric: str = "cosine", *, hnsw_m: int | None = None,
-                          ef_construction: int | None = None, ef_search: int | None = None,
-                          index_threshold: int | None = None, embedding_model: str | None = None,
-                          exist_ok: bool = False) -> Collection:
+    def create_collection(
+        self,
+        name: str,
+        dim: int,
+        metric: str = "cosine",
+        *,
+        hnsw_m: int | None = None,
+        ef_construction: int | None = None,
+        ef_search: int | None = None,
+        index_threshold: int | None = None,
+        embedding_model: str | None = None,
+        exist_ok: bool = False,
+    ) -> Collection:
         """Create a collection.
 
         Args:
@@ -125,7 +141,8 @@ class Embeddix:
         self._check_name(name)
         s = self.settings
         cfg = CollectionConfig(
-            dim=dim, metric=metric,  # type: ignore[arg-type]
+            dim=dim,
+            metric=metric,  # type: ignore[arg-type]
             hnsw_m=hnsw_m if hnsw_m is not None else s.hnsw_m,
             ef_construction=ef_construction if ef_construction is not None else s.ef_construction,
             ef_search=ef_search if ef_search is not None else s.ef_search,
@@ -148,8 +165,9 @@ class Embeddix:
             self._collections[name] = col
             return col
 
-    def get_or_create_collection(self, name: str, dim: int, metric: str = "cosine", **kwargs: Any
-                                 ) -> Collection:
+    def get_or_create_collection(
+        self, name: str, dim: int, metric: str = "cosine", **kwargs: Any
+    ) -> Collection:
         """:meth:`create_collection` with ``exist_ok=True``."""
         return self.create_collection(name, dim, metric, exist_ok=True, **kwargs)
 

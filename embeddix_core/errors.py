@@ -132,5 +132,7 @@ class MissingExtraError(EmbeddixError, ImportError):
             The error, ready to raise.
         """
         detail = f" ({exc})" if exc else ""
-        return cls(f"{what} needs an optional dependency that is not installed{detail}; "
-                   f"install it with: pip install 'embeddix[{extra}]'")
+        return cls(
+            f"{what} needs an optional dependency that is not installed{detail}; "
+            f"install it with: pip install 'embeddix[{extra}]'"
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -11,7 +11,7 @@ import numpy as np
 __all__ = ["CollectionStats", "Hit", "Metric", "Record"]
 
 
-class Metric(str, Enum):
+class Metric(StrEnum):
     """Distance metric of a collection, fixed at creation.
 
     * ``cosine``: distance ``1 - cos(a, b)``; score ``cos(a, b)`` (1.0 for identical directions).
@@ -39,9 +39,7 @@ class Metric(str, Enum):
         try:
             return cls(key)
         except ValueError:
-            raise InvalidArgumentError(
-                f"metric must be one of 'cosine', 'l2', 'ip'; got {value!r}"
-            ) from None
+            raise InvalidArgumentError(f"metric must be one of 'cosine', 'l2', 'ip'; got {value!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

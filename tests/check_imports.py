@@ -10,8 +10,18 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("langchain", "langchain_core", "llama_index", "autogen", "autogen_core", "autogen_agentchat",
-              "autogen_ext", "mcp", "starlette", "uvicorn")
+FRAMEWORKS = (
+    "langchain",
+    "langchain_core",
+    "llama_index",
+    "autogen",
+    "autogen_core",
+    "autogen_agentchat",
+    "autogen_ext",
+    "mcp",
+    "starlette",
+    "uvicorn",
+)
 OURS_ABOVE_CORE = ("langchain_embeddix", "autogen_embeddix", "embeddix_mcp")
 
 RULES: dict[str, tuple[str, ...]] = {

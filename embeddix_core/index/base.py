@@ -50,8 +50,15 @@ class VectorIndex(Protocol):
         """Delete labels (absent labels are ignored)."""
         ...
 
-    def search(self, queries: np.ndarray, k: int, *, ef: int | None = None,
-               allowed: LabelFilter | None = None, num_threads: int = 1) -> IndexResult:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        allowed: LabelFilter | None = None,
+        num_threads: int = 1,
+    ) -> IndexResult:
         """k nearest live vectors per query row (fewer when fewer exist), optionally restricted."""
         ...
 
@@ -68,8 +75,14 @@ class VectorIndex(Protocol):
         ...
 
 
-def exact_topk(vectors: np.ndarray, labels: np.ndarray, queries: np.ndarray, k: int, space: str,
-               sq_norms: np.ndarray | None = None) -> IndexResult:
+def exact_topk(
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    space: str,
+    sq_norms: np.ndarray | None = None,
+) -> IndexResult:
     """Exact k nearest neighbours by one matrix product (the reference every index is tested against).
 
     Args:

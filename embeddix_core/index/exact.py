@@ -80,8 +80,15 @@ class ExactIndex:
                 self._pos[moved] = row
             self._n = last
 
-    def search(self, queries: np.ndarray, k: int, *, ef: int | None = None,
-               allowed: LabelFilter | None = None, num_threads: int = 1) -> IndexResult:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        allowed: LabelFilter | None = None,
+        num_threads: int = 1,
+    ) -> IndexResult:
         n = self._n
         if allowed is not None:
             rows = np.fromiter((i for i in range(n) if allowed(int(self._labels[i]))), np.int64)

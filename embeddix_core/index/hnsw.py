@@ -79,9 +79,18 @@ class HnswIndex:
     kind = "hnsw"
     snapshots = True
 
-    def __init__(self, dim: int, space: str, *, m: int = 16, ef_construction: int = 200,
-                 ef_search: int = 96, capacity: int = 16_384, _load: Path | None = None,
-                 _live: int | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        space: str,
+        *,
+        m: int = 16,
+        ef_construction: int = 200,
+        ef_search: int = 96,
+        capacity: int = 16_384,
+        _load: Path | None = None,
+        _live: int | None = None,
+    ) -> None:
         self.dim = dim
         self.space = space
         self.m = m
@@ -91,8 +100,12 @@ class HnswIndex:
         if _load is not None:
             self._index.load_index(str(_load), allow_replace_deleted=True)
         else:
-            self._index.init_index(max_elements=max(capacity, 1024), M=m, ef_construction=ef_construction,
-                                   allow_replace_deleted=True)
+            self._index.init_index(
+                max_elements=max(capacity, 1024),
+                M=m,
+                ef_construction=ef_construction,
+                allow_replace_deleted=True,
+            )
         self._index.set_num_threads(1)
         self._gate = _Gate()
         if _load is None:
@@ -103,11 +116,21 @@ class HnswIndex:
             self._live = len(self.live_labels(_trust_count=False))
 
     @classmethod
-    def load(cls, path: Path, dim: int, space: str, *, m: int, ef_construction: int,
-             ef_search: int, live: int | None = None) -> HnswIndex:
+    def load(
+        cls,
+        path: Path,
+        dim: int,
+        space: str,
+        *,
+        m: int,
+        ef_construction: int,
+        ef_search: int,
+        live: int | None = None,
+    ) -> HnswIndex:
         """Load a saved index file (written by :meth:`save`); ``live`` is the live count saved with it."""
-        return cls(dim, space, m=m, ef_construction=ef_construction, ef_search=ef_search, _load=path,
-                   _live=live)
+        return cls(
+            dim, space, m=m, ef_construction=ef_construction, ef_search=ef_search, _load=path, _live=live
+        )
 
     def __len__(self) -> int:
         return self._live
@@ -116,8 +139,9 @@ class HnswIndex:
     def capacity(self) -> int:
         return int(self._index.get_max_elements())
 
-    def add(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None,
-            num_threads: int = -1) -> None:
+    def add(
+        self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None, num_threads: int = -1
+    ) -> None:
         labels = np.asarray(labels, np.int64)
         if new is None:
             known = set(self._index.get_ids_list())
@@ -154,8 +178,15 @@ class HnswIndex:
         finally:
             self._gate.exit_write()
 
-    def search(self, queries: np.ndarray, k: int, *, ef: int | None = None,
-               allowed: LabelFilter | None = None, num_threads: int = 1) -> IndexResult:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        allowed: LabelFilter | None = None,
+        num_threads: int = 1,
+    ) -> IndexResult:
         nq = queries.shape[0]
         kk = min(k, self._live)
         if kk <= 0:

@@ -26,8 +26,9 @@ def fts_query(text: str) -> str | None:
     return " OR ".join('"' + w.replace('"', '""') + '"' for w in seen)
 
 
-def rrf_fuse(rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = RRF_K
-             ) -> list[tuple[int, float]]:
+def rrf_fuse(
+    rankings: Sequence[Sequence[int]], weights: Sequence[float], k: int = RRF_K
+) -> list[tuple[int, float]]:
     """Weighted reciprocal-rank fusion.
 
     Args:

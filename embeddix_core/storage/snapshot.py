@@ -15,6 +15,7 @@ rebuilds from the store with a warning.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -67,8 +68,9 @@ def _fsync_file(path: Path) -> None:
         os.close(fd)
 
 
-def write_snapshot(directory: Path, kind: str, seq: int, live: int, params: dict[str, Any],
-                   save: Callable[[Path], None]) -> Snapshot:
+def write_snapshot(
+    directory: Path, kind: str, seq: int, live: int, params: dict[str, Any], save: Callable[[Path], None]
+) -> Snapshot:
     """Save an index atomically with its manifest.
 
     Args:
@@ -93,8 +95,16 @@ def write_snapshot(directory: Path, kind: str, seq: int, live: int, params: dict
         crc = _crc32(tmp)
         os.replace(tmp, final)
         manifest = {
-            "magic": _MAGIC, "format_version": SNAPSHOT_FORMAT, "kind": kind, "file": name, "seq": seq,
-            "live": live, "size": size, "crc32": crc, "params": params, "created": time.time(),
+            "magic": _MAGIC,
+            "format_version": SNAPSHOT_FORMAT,
+            "kind": kind,
+            "file": name,
+            "seq": seq,
+            "live": live,
+            "size": size,
+            "crc32": crc,
+            "params": params,
+            "created": time.time(),
         }
         mtmp = directory / (_MANIFEST + ".tmp")
         with open(mtmp, "w", encoding="utf-8") as fh:
@@ -143,7 +153,9 @@ def read_snapshot(directory: Path, kind: str, params: dict[str, Any]) -> Snapsho
     stored = manifest.get("params", {})
     for key, value in params.items():
         if stored.get(key) != value:
-            raise StorageError(f"snapshot {mpath} was built with {key}={stored.get(key)!r}, expected {value!r}")
+            raise StorageError(
+                f"snapshot {mpath} was built with {key}={stored.get(key)!r}, expected {value!r}"
+            )
     path = directory / str(manifest["file"])
     try:
         size = path.stat().st_size
@@ -162,7 +174,5 @@ def remove_snapshots(directory: Path) -> None:
         return
     for f in directory.iterdir():
         f.unlink(missing_ok=True)
-    try:
+    with contextlib.suppress(OSError):
         directory.rmdir()
-    except OSError:
-        pass

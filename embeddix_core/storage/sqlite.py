@@ -18,6 +18,7 @@ In-memory stores have a single connection, guarded by the same lock.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -65,7 +66,8 @@ CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records WHEN new.documen
     INSERT INTO records_fts(rowid, document, cid) VALUES (new.label, new.document, new.cid);
 END;
 CREATE TRIGGER IF NOT EXISTS records_ad AFTER DELETE ON records WHEN old.document IS NOT NULL BEGIN
-    INSERT INTO records_fts(records_fts, rowid, document, cid) VALUES ('delete', old.label, old.document, old.cid);
+    INSERT INTO records_fts(records_fts, rowid, document, cid)
+        VALUES ('delete', old.label, old.document, old.cid);
 END;
 CREATE TRIGGER IF NOT EXISTS records_au AFTER UPDATE OF document ON records BEGIN
     INSERT INTO records_fts(records_fts, rowid, document, cid)
@@ -110,8 +112,9 @@ class Store:
         busy_timeout_ms: How long to wait for another process's write lock.
     """
 
-    def __init__(self, path: Path | None, durability: Durability = Durability.FULL,
-                 busy_timeout_ms: int = 30_000) -> None:
+    def __init__(
+        self, path: Path | None, durability: Durability = Durability.FULL, busy_timeout_ms: int = 30_000
+    ) -> None:
         self.path = path
         self._busy_ms = busy_timeout_ms
         self._sync = "FULL" if durability == Durability.FULL else "NORMAL"
@@ -127,8 +130,13 @@ class Store:
     def _connect(self) -> sqlite3.Connection:
         target = ":memory:" if self.path is None else str(self.path)
         try:
-            conn = sqlite3.connect(target, isolation_level=None, check_same_thread=False,
-                                   timeout=self._busy_ms / 1000, cached_statements=256)
+            conn = sqlite3.connect(
+                target,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=self._busy_ms / 1000,
+                cached_statements=256,
+            )
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_ms)}")
             if self.path is not None:
                 mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -165,10 +173,14 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
-                conn.execute("INSERT INTO meta VALUES ('magic', ?), ('format_version', ?)",
-                             (_MAGIC, str(FORMAT_VERSION)))
+                conn.execute(
+                    "INSERT INTO meta VALUES ('magic', ?), ('format_version', ?)",
+                    (_MAGIC, str(FORMAT_VERSION)),
+                )
             elif rows.get("magic") != _MAGIC:
-                raise FormatVersionError(f"{self.path} is not an Embeddix store (magic {rows.get('magic')!r})")
+                raise FormatVersionError(
+                    f"{self.path} is not an Embeddix store (magic {rows.get('magic')!r})"
+                )
             elif int(rows.get("format_version", "0")) > FORMAT_VERSION:
                 raise FormatVersionError(
                     f"{self.path} has store format {rows['format_version']}; this Embeddix reads up to "
@@ -187,10 +199,8 @@ class Store:
                 return
             self._closed = True
             for conn in self._readers:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.close()
-                except sqlite3.Error:
-                    pass
             self._readers.clear()
             try:
                 if self.path is not None:
@@ -216,8 +226,10 @@ class Store:
     def create_collection(self, name: str, config: str) -> CollectionRow:
         with self._write() as conn:
             try:
-                cur = conn.execute("INSERT INTO collections(name, config, created) VALUES (?, ?, ?)",
-                                   (name, config, time.time()))
+                cur = conn.execute(
+                    "INSERT INTO collections(name, config, created) VALUES (?, ?, ?)",
+                    (name, config, time.time()),
+                )
             except sqlite3.IntegrityError:
                 from ..errors import CollectionExistsError
 
@@ -229,9 +241,11 @@ class Store:
         return CollectionRow(cid, name, config, 0, 0)
 
     def get_collection(self, name: str) -> CollectionRow | None:
-        row = self._reader().execute(
-            "SELECT cid, name, config, seq, pruned_seq FROM collections WHERE name = ?", (name,)
-        ).fetchone()
+        row = (
+            self._reader()
+            .execute("SELECT cid, name, config, seq, pruned_seq FROM collections WHERE name = ?", (name,))
+            .fetchone()
+        )
         return CollectionRow(*row) if row else None
 
     def list_collections(self) -> list[str]:
@@ -249,9 +263,9 @@ class Store:
 
     def seq(self, cid: int) -> tuple[int, int]:
         """(seq, pruned_seq) of a collection as committed."""
-        row = self._reader().execute(
-            "SELECT seq, pruned_seq FROM collections WHERE cid = ?", (cid,)
-        ).fetchone()
+        row = (
+            self._reader().execute("SELECT seq, pruned_seq FROM collections WHERE cid = ?", (cid,)).fetchone()
+        )
         if row is None:
             from ..errors import CollectionNotFoundError
 
@@ -259,8 +273,16 @@ class Store:
         return int(row[0]), int(row[1])
 
     # -- writes ------------------------------------------------------------------------------------
-    def put(self, cid: int, ids: Sequence[str], vectors: Sequence[bytes], documents: Sequence[str | None],
-            metadatas: Sequence[str | None], *, upsert: bool) -> WriteResult:
+    def put(
+        self,
+        cid: int,
+        ids: Sequence[str],
+        vectors: Sequence[bytes],
+        documents: Sequence[str | None],
+        metadatas: Sequence[str | None],
+        *,
+        upsert: bool,
+    ) -> WriteResult:
         """Insert (or, with ``upsert``, replace) a batch atomically.
 
         Raises:
@@ -270,9 +292,11 @@ class Store:
             existing: dict[str, int] = {}
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                existing.update(conn.execute(
-                    f"SELECT id, label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
-                ).fetchall())
+                existing.update(
+                    conn.execute(
+                        f"SELECT id, label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
+                    ).fetchall()
+                )
             if existing and not upsert:
                 from ..errors import DuplicateIdError
 
@@ -287,8 +311,11 @@ class Store:
             if existing:
                 conn.executemany(
                     "UPDATE records SET vector = ?, document = ?, metadata = ?, seq = ? WHERE label = ?",
-                    [(vectors[i], documents[i], metadatas[i], seq, existing[rid])
-                     for i, rid in enumerate(ids) if rid in existing],
+                    [
+                        (vectors[i], documents[i], metadatas[i], seq, existing[rid])
+                        for i, rid in enumerate(ids)
+                        if rid in existing
+                    ],
                 )
             fresh = [i for i, rid in enumerate(ids) if rid not in existing]
             first_label = None
@@ -313,16 +340,23 @@ class Store:
                     created.append(True)
         return WriteResult(labels, created, seq)
 
-    def update(self, cid: int, ids: Sequence[str], documents: Sequence[str | None] | None,
-               metadatas: Sequence[str | None] | None) -> WriteResult:
+    def update(
+        self,
+        cid: int,
+        ids: Sequence[str],
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[str | None] | None,
+    ) -> WriteResult:
         """Replace documents and/or metadata of existing records (vectors unchanged); all ids must exist."""
         with self._write() as conn:
             found: dict[str, int] = {}
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                found.update(conn.execute(
-                    f"SELECT id, label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
-                ).fetchall())
+                found.update(
+                    conn.execute(
+                        f"SELECT id, label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
+                    ).fetchall()
+                )
             missing = [i for i in ids if i not in found]
             if missing:
                 from ..errors import NotFoundError
@@ -333,14 +367,17 @@ class Store:
                 )
             seq = self._bump(conn, cid)
             if documents is not None:
-                conn.executemany("UPDATE records SET document = ?, seq = ? WHERE label = ?",
-                                 [(documents[i], seq, found[r]) for i, r in enumerate(ids)])
+                conn.executemany(
+                    "UPDATE records SET document = ?, seq = ? WHERE label = ?",
+                    [(documents[i], seq, found[r]) for i, r in enumerate(ids)],
+                )
             if metadatas is not None:
-                conn.executemany("UPDATE records SET metadata = ?, seq = ? WHERE label = ?",
-                                 [(metadatas[i], seq, found[r]) for i, r in enumerate(ids)])
+                conn.executemany(
+                    "UPDATE records SET metadata = ?, seq = ? WHERE label = ?",
+                    [(metadatas[i], seq, found[r]) for i, r in enumerate(ids)],
+                )
             if documents is None and metadatas is None:
-                conn.executemany("UPDATE records SET seq = ? WHERE label = ?",
-                                 [(seq, found[r]) for r in ids])
+                conn.executemany("UPDATE records SET seq = ? WHERE label = ?", [(seq, found[r]) for r in ids])
         return WriteResult([found[r] for r in ids], [False] * len(ids), seq)
 
     def delete_ids(self, cid: int, ids: Sequence[str]) -> tuple[list[int], int]:
@@ -349,15 +386,23 @@ class Store:
             labels: list[int] = []
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                labels.extend(r[0] for r in conn.execute(
-                    f"SELECT label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)))
+                labels.extend(
+                    r[0]
+                    for r in conn.execute(
+                        f"SELECT label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
+                    )
+                )
             return labels, self._delete_labels(conn, cid, labels)
 
     def delete_where(self, cid: int, where: str, params: Sequence[Any]) -> tuple[list[int], int]:
         """Delete the records matching a SQL condition over ``metadata``; returns (labels, seq)."""
         with self._write() as conn:
-            labels = [r[0] for r in conn.execute(
-                f"SELECT label FROM records WHERE cid = ? AND ({where})", (cid, *params))]
+            labels = [
+                r[0]
+                for r in conn.execute(
+                    f"SELECT label FROM records WHERE cid = ? AND ({where})", (cid, *params)
+                )
+            ]
             return labels, self._delete_labels(conn, cid, labels)
 
     def _delete_labels(self, conn: sqlite3.Connection, cid: int, labels: list[int]) -> int:
@@ -365,20 +410,24 @@ class Store:
             return int(conn.execute("SELECT seq FROM collections WHERE cid = ?", (cid,)).fetchone()[0])
         seq = self._bump(conn, cid)
         conn.executemany("DELETE FROM records WHERE label = ?", [(lb,) for lb in labels])
-        conn.executemany("INSERT INTO deletions(cid, label, seq) VALUES (?, ?, ?)",
-                         [(cid, lb, seq) for lb in labels])
+        conn.executemany(
+            "INSERT INTO deletions(cid, label, seq) VALUES (?, ?, ?)", [(cid, lb, seq) for lb in labels]
+        )
         return seq
 
     def prune_deletions(self, cid: int, upto_seq: int) -> None:
         """Forget deletions at or below a snapshot's seq (they are in the snapshot)."""
         with self._write() as conn:
             conn.execute("DELETE FROM deletions WHERE cid = ? AND seq <= ?", (cid, upto_seq))
-            conn.execute("UPDATE collections SET pruned_seq = MAX(pruned_seq, ?) WHERE cid = ?",
-                         (upto_seq, cid))
+            conn.execute(
+                "UPDATE collections SET pruned_seq = MAX(pruned_seq, ?) WHERE cid = ?", (upto_seq, cid)
+            )
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, cid: int) -> int:
-        row = conn.execute("UPDATE collections SET seq = seq + 1 WHERE cid = ? RETURNING seq", (cid,)).fetchone()
+        row = conn.execute(
+            "UPDATE collections SET seq = seq + 1 WHERE cid = ? RETURNING seq", (cid,)
+        ).fetchone()
         if row is None:
             from ..errors import CollectionNotFoundError
 
@@ -386,8 +435,7 @@ class Store:
         return int(row[0])
 
     # -- reads -------------------------------------------------------------------------------------
-    def rows_by_labels(self, labels: Sequence[int], *, vectors: bool = False
-                       ) -> dict[int, tuple[Any, ...]]:
+    def rows_by_labels(self, labels: Sequence[int], *, vectors: bool = False) -> dict[int, tuple[Any, ...]]:
         """label -> (id, document, metadata_json[, vector_bytes]) for the labels still stored."""
         cols = "label, id, document, metadata, vector" if vectors else "label, id, document, metadata"
         conn = self._reader()
@@ -398,8 +446,9 @@ class Store:
                 out[row[0]] = row[1:]
         return out
 
-    def rows_by_ids(self, cid: int, ids: Sequence[str], *, vectors: bool = True
-                    ) -> dict[str, tuple[Any, ...]]:
+    def rows_by_ids(
+        self, cid: int, ids: Sequence[str], *, vectors: bool = True
+    ) -> dict[str, tuple[Any, ...]]:
         """id -> (label, document, metadata_json, vector_bytes|None)."""
         cols = "id, label, document, metadata, " + ("vector" if vectors else "NULL")
         conn = self._reader()
@@ -414,48 +463,79 @@ class Store:
 
     def labels_where(self, cid: int, where: str | None, params: Sequence[Any] = ()) -> list[int]:
         cond = f" AND ({where})" if where else ""
-        return [r[0] for r in self._reader().execute(
-            f"SELECT label FROM records WHERE cid = ?{cond}", (cid, *params))]
+        return [
+            r[0]
+            for r in self._reader().execute(f"SELECT label FROM records WHERE cid = ?{cond}", (cid, *params))
+        ]
 
     def count(self, cid: int, where: str | None = None, params: Sequence[Any] = ()) -> int:
         cond = f" AND ({where})" if where else ""
-        return int(self._reader().execute(
-            f"SELECT COUNT(*) FROM records WHERE cid = ?{cond}", (cid, *params)).fetchone()[0])
+        return int(
+            self._reader()
+            .execute(f"SELECT COUNT(*) FROM records WHERE cid = ?{cond}", (cid, *params))
+            .fetchone()[0]
+        )
 
-    def scan(self, cid: int, where: str | None, params: Sequence[Any], *, after_label: int, limit: int,
-             vectors: bool) -> list[tuple[Any, ...]]:
+    def scan(
+        self,
+        cid: int,
+        where: str | None,
+        params: Sequence[Any],
+        *,
+        after_label: int,
+        limit: int,
+        vectors: bool,
+    ) -> list[tuple[Any, ...]]:
         """A page of (label, id, document, metadata, vector|None) in label order after ``after_label``."""
         cols = "label, id, document, metadata, " + ("vector" if vectors else "NULL")
         cond = f" AND ({where})" if where else ""
-        return self._reader().execute(
-            f"SELECT {cols} FROM records WHERE cid = ? AND label > ?{cond} ORDER BY label LIMIT ?",
-            (cid, after_label, *params, limit),
-        ).fetchall()
+        return (
+            self._reader()
+            .execute(
+                f"SELECT {cols} FROM records WHERE cid = ? AND label > ?{cond} ORDER BY label LIMIT ?",
+                (cid, after_label, *params, limit),
+            )
+            .fetchall()
+        )
 
-    def changes_since(self, cid: int, seq: int, *, page: int = 20_000
-                      ) -> Iterator[list[tuple[int, bytes, str | None]]]:
+    def changes_since(
+        self, cid: int, seq: int, *, page: int = 20_000
+    ) -> Iterator[list[tuple[int, bytes, str | None]]]:
         """Pages of (label, vector, metadata) written after ``seq``, in label order."""
         after = -1
         conn = self._reader()
         while True:
             rows = conn.execute(
                 "SELECT label, vector, metadata FROM records WHERE cid = ? AND seq > ? AND label > ? "
-                "ORDER BY label LIMIT ?", (cid, seq, after, page)).fetchall()
+                "ORDER BY label LIMIT ?",
+                (cid, seq, after, page),
+            ).fetchall()
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
 
     def deletions_since(self, cid: int, seq: int) -> list[int]:
-        return [r[0] for r in self._reader().execute(
-            "SELECT label FROM deletions WHERE cid = ? AND seq > ?", (cid, seq))]
+        return [
+            r[0]
+            for r in self._reader().execute(
+                "SELECT label FROM deletions WHERE cid = ? AND seq > ?", (cid, seq)
+            )
+        ]
 
     def fts(self, cid: int, query: str, limit: int) -> list[tuple[int, float]]:
         """BM25 full-text search: (label, bm25) best first (SQLite's bm25 is lower-is-better)."""
         try:
-            return self._reader().execute(
-                "SELECT rowid, bm25(records_fts) AS s FROM records_fts WHERE records_fts MATCH ? AND cid = ? "
-                "ORDER BY s LIMIT ?", (query, cid, limit)).fetchall()
+            return (
+                self._reader()
+                .execute(
+                    "SELECT rowid, bm25(records_fts) AS s FROM records_fts "
+                    "WHERE records_fts MATCH ? AND cid = ? "
+                    "ORDER BY s LIMIT ?",
+                    (query, cid, limit),
+                )
+                .fetchall()
+            )
         except sqlite3.OperationalError as exc:
             from ..errors import InvalidArgumentError
 

@@ -21,8 +21,10 @@ from embeddix_core.eval import exact_knn
 
 DIM = 6
 IDS = st.sampled_from([f"id{i}" for i in range(40)])
-VEC = st.lists(st.integers(-8, 8), min_size=DIM, max_size=DIM).filter(lambda v: any(v)).map(
-    lambda v: np.asarray(v, np.float32)
+VEC = (
+    st.lists(st.integers(-8, 8), min_size=DIM, max_size=DIM)
+    .filter(lambda v: any(v))
+    .map(lambda v: np.asarray(v, np.float32))
 )
 META = st.fixed_dictionaries({"g": st.integers(0, 3)})
 
@@ -122,7 +124,9 @@ class CollectionMachine(RuleBasedStateMachine):
 
 
 CollectionMachine.TestCase.settings = settings(
-    max_examples=60, stateful_step_count=30, deadline=None,
+    max_examples=60,
+    stateful_step_count=30,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 TestCollectionMachine = CollectionMachine.TestCase

@@ -22,7 +22,9 @@ from embeddix_core import (
 @pytest.fixture
 def col(db: Embeddix):
     c = db.create_collection("c", dim=3)
-    c.add(["a", "b"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], documents=["x", "y"], metadatas=[{"t": 1}, {"t": 2}])
+    c.add(
+        ["a", "b"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], documents=["x", "y"], metadatas=[{"t": 1}, {"t": 2}]
+    )
     return c
 
 

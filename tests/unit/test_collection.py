@@ -32,8 +32,12 @@ def test_quickstart_contract(db: Embeddix) -> None:
     x = clustered(50, 8)
     col = db.create_collection("docs", dim=8, metric="cosine")
     ids = [f"r{i}" for i in range(50)]
-    col.add(ids=ids, vectors=x, documents=[f"doc {i}" for i in range(50)],
-            metadatas=[{"tag": i % 5} for i in range(50)])
+    col.add(
+        ids=ids,
+        vectors=x,
+        documents=[f"doc {i}" for i in range(50)],
+        metadatas=[{"tag": i % 5} for i in range(50)],
+    )
     assert len(col) == 50 and "r3" in col and "zz" not in col
     recs = col.get(["r2", "missing", "r1"])
     assert [r.id if r else None for r in recs] == ["r2", None, "r1"]
@@ -151,7 +155,13 @@ def test_metrics_scores_and_distances(mem_db: Embeddix) -> None:
 def test_hybrid_text_and_fts_in_same_transaction(db: Embeddix) -> None:
     rng = np.random.default_rng(1)
     col = db.create_collection("c", dim=8)
-    docs = ["the quick brown fox", "a lazy dog sleeps", "foxes are quick animals", "cats purr", "dog training"]
+    docs = [
+        "the quick brown fox",
+        "a lazy dog sleeps",
+        "foxes are quick animals",
+        "cats purr",
+        "dog training",
+    ]
     col.add([f"d{i}" for i in range(5)], rng.standard_normal((5, 8)), documents=docs)
     text_only = col.search(None, k=3, text="quick fox")
     assert {h.id for h in text_only} <= {"d0", "d2"} and text_only[0].id in {"d0", "d2"}
