@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
+import orjson
 
 from ._validate import (
     as_matrix,
@@ -717,6 +719,15 @@ class Collection:
             queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__, num_threads=num_threads
         )
 
+    def _query(self, vector: Any) -> np.ndarray:
+        """One query vector, checked, as the index compares it (unit length for cosine)."""
+        q, sq = as_query(vector, self.dim)
+        if self._normalize:
+            if sq == 0.0:
+                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
+            q = q * np.float32(1.0 / math.sqrt(sq))
+        return q
+
     def _to_hits(
         self,
         labels: Sequence[int],
@@ -729,22 +740,23 @@ class Collection:
         rows = self._store.rows_by_labels(labels, vectors=include_vectors)
         l2 = self._space == "l2"
         out: list[Hit] = []
-        loads = json.loads
+        loads = orjson.loads
         m = metric or self._metric
+        get = rows.get
         for i, label in enumerate(labels):
-            row = rows.get(label)
+            row = get(label)
             if row is None:
                 continue  # deleted after the index answered
-            d = float(dists[i])
-            if l2:
+            d = dists[i]
+            if scores is not None:
+                score = scores[i]
+            elif l2:
                 d = d**0.5
                 score = 1.0 / (1.0 + d)
             else:
                 score = 1.0 - d
-            if scores is not None:
-                score = float(scores[i])
-            vec = np.frombuffer(row[3], np.float32).copy() if include_vectors else None
-            out.append(Hit(row[0], score, d, row[1], loads(row[2]) if row[2] else {}, m, vec))
+            vec = np.frombuffer(row[4], np.float32).copy() if include_vectors else None
+            out.append(Hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, m, vec))
         return out
 
     def search(
@@ -782,12 +794,7 @@ class Collection:
         flt = parse_filter(filter) if filter else None
         if text is not None or vector is None:
             return self._hybrid(vector, text, k, flt, ef, text_weight, fetch_k, include_vectors)
-        q = as_query(vector, self.dim)
-        if self._normalize:
-            n = float(np.sqrt(q.dot(q)))
-            if n == 0.0:
-                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
-            q = q / n
+        q = self._query(vector)
         self._sync()
         if mmr_lambda is not None:
             return self._mmr(q, k, flt, ef, mmr_lambda, fetch_k, include_vectors)
@@ -865,12 +872,7 @@ class Collection:
                 scores=[-bm25[lb] for lb in labels],
                 metric="bm25",
             )
-        q = as_query(vector, self.dim)
-        if self._normalize:
-            nrm = float(np.linalg.norm(q))
-            if nrm == 0.0:
-                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
-            q = q / nrm
+        q = self._query(vector)
         res = self._knn(q.reshape(1, -1), fk, ef, flt)
         keep = res.labels[0] >= 0
         vec_ranking = res.labels[0][keep].tolist()
@@ -928,7 +930,7 @@ class Collection:
         rows = self._store.rows_by_labels(uniq, vectors=include_vectors)
         out: list[list[Hit]] = []
         l2 = self._space == "l2"
-        loads = json.loads
+        loads = orjson.loads
         metas: dict[int, dict[str, Any]] = {}
         for qi in range(labels.shape[0]):
             hits: list[Hit] = []
@@ -943,8 +945,8 @@ class Collection:
                     score = 1.0 - d
                 meta = metas.get(label)
                 if meta is None:
-                    meta = metas[label] = loads(row[2]) if row[2] else {}
-                vec = np.frombuffer(row[3], np.float32).copy() if include_vectors else None
-                hits.append(Hit(row[0], score, d, row[1], dict(meta), self._metric, vec))
+                    meta = metas[label] = loads(row[3]) if row[3] else {}
+                vec = np.frombuffer(row[4], np.float32).copy() if include_vectors else None
+                hits.append(Hit(row[1], score, d, row[2], dict(meta), self._metric, vec))
             out.append(hits)
         return out

@@ -2,9 +2,14 @@
 
 Used below the HNSW threshold and as the oracle in tests. Deleted rows are swapped with the last live row,
 so the matrix stays dense and a search never reads a tombstone.
+
+Threads: one lock covers mutations and searches. A swap-delete or a reallocation seen half-done would
+return a wrong row; exact indexes are small (below the HNSW threshold), so a search holds it < 1 ms.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -35,6 +40,7 @@ class ExactIndex:
         self._norms = np.empty(max(capacity, 16), np.float32)
         self._n = 0
         self._pos: dict[int, int] = {}
+        self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return self._n
@@ -53,7 +59,10 @@ class ExactIndex:
         self._vecs, self._labels, self._norms = vecs, labels, norms
 
     def add(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None) -> None:
-        labels = np.asarray(labels, np.int64)
+        with self._lock:
+            self._add(np.asarray(labels, np.int64), vectors)
+
+    def _add(self, labels: np.ndarray, vectors: np.ndarray) -> None:
         self._grow(self._n + len(labels))
         norms = np.einsum("ij,ij->i", vectors, vectors)
         for j, lb in enumerate(labels.tolist()):
@@ -67,6 +76,10 @@ class ExactIndex:
             self._norms[row] = norms[j]
 
     def remove(self, labels: np.ndarray) -> None:
+        with self._lock:
+            self._remove(labels)
+
+    def _remove(self, labels: np.ndarray) -> None:
         for lb in np.asarray(labels, np.int64).tolist():
             row = self._pos.pop(lb, None)
             if row is None:
@@ -89,6 +102,10 @@ class ExactIndex:
         allowed: LabelFilter | None = None,
         num_threads: int = 1,
     ) -> IndexResult:
+        with self._lock:
+            return self._search(queries, k, allowed)
+
+    def _search(self, queries: np.ndarray, k: int, allowed: LabelFilter | None) -> IndexResult:
         n = self._n
         if allowed is not None:
             rows = np.fromiter((i for i in range(n) if allowed(int(self._labels[i]))), np.int64)
@@ -96,14 +113,16 @@ class ExactIndex:
         return exact_topk(self._vecs[:n], self._labels[:n], queries, k, self.space, self._norms[:n])
 
     def get_vectors(self, labels: np.ndarray) -> np.ndarray:
-        rows = [self._pos[int(lb)] for lb in labels]
-        return self._vecs[rows]
+        with self._lock:
+            rows = [self._pos[int(lb)] for lb in labels]
+            return self._vecs[rows]
 
     def has(self, label: int) -> bool:
         return label in self._pos
 
     def live_labels(self) -> np.ndarray:
-        return self._labels[: self._n].copy()
+        with self._lock:
+            return self._labels[: self._n].copy()
 
     def memory_bytes(self) -> int:
         return int(self._vecs.nbytes + self._labels.nbytes + self._norms.nbytes)

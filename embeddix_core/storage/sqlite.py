@@ -122,6 +122,7 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
+        self._label_sql: dict[tuple[int, bool], str] = {}
         self._conn = self._connect()
         with self._lock:
             self._init_schema()
@@ -436,14 +437,25 @@ class Store:
 
     # -- reads -------------------------------------------------------------------------------------
     def rows_by_labels(self, labels: Sequence[int], *, vectors: bool = False) -> dict[int, tuple[Any, ...]]:
-        """label -> (id, document, metadata_json[, vector_bytes]) for the labels still stored."""
-        cols = "label, id, document, metadata, vector" if vectors else "label, id, document, metadata"
+        """label -> (label, id, document, metadata_json[, vector_bytes]) for the labels still stored.
+
+        This is the search hot path: one statement per call for up to 500 labels, its text cached per
+        length so SQLite's statement cache hits.
+        """
         conn = self._reader()
+        n = len(labels)
+        if n <= _CHUNK:
+            key = (n, vectors)
+            sql = self._label_sql.get(key)
+            if sql is None:
+                cols = "label, id, document, metadata" + (", vector" if vectors else "")
+                sql = self._label_sql[key] = (
+                    f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)})"
+                )
+            return {row[0]: row for row in conn.execute(sql, labels)}
         out: dict[int, tuple[Any, ...]] = {}
         for chunk in _chunks(labels):
-            marks = ",".join("?" * len(chunk))
-            for row in conn.execute(f"SELECT {cols} FROM records WHERE label IN ({marks})", tuple(chunk)):
-                out[row[0]] = row[1:]
+            out.update(self.rows_by_labels(chunk, vectors=vectors))
         return out
 
     def rows_by_ids(
