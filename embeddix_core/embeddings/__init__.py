@@ -1,0 +1,27 @@
+"""Embedders: the :class:`Embedder` protocol, its numpy reference, the offline default model, and caching.
+
+* :class:`HashEmbedder`: deterministic feature hashing in pure numpy; the reference and the test double.
+* :class:`MiniLMEmbedder`: all-MiniLM-L6-v2 from the bundled weights, never downloaded; torch or ONNX Runtime.
+* :class:`EmbeddingCache` / :class:`CachedEmbedder`: embed each text once (memory LRU, optional disk tier).
+* :func:`default_embedder` / :func:`get_embedder`: the shared default and lookup by name.
+
+Nothing here imports torch, sentence-transformers or onnxruntime until a model is actually loaded.
+"""
+
+from __future__ import annotations
+
+from ._cache import CachedEmbedder, EmbeddingCache
+from ._hash import HashEmbedder
+from ._minilm import MiniLMEmbedder
+from ._protocol import Embedder
+from ._registry import default_embedder, get_embedder
+
+__all__ = [
+    "CachedEmbedder",
+    "Embedder",
+    "EmbeddingCache",
+    "HashEmbedder",
+    "MiniLMEmbedder",
+    "default_embedder",
+    "get_embedder",
+]
