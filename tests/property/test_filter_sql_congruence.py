@@ -47,8 +47,8 @@ _values = st.one_of(
     st.lists(st.one_of(_scalars, st.none(), st.lists(_scalars, max_size=2)), max_size=3),
     st.dictionaries(st.sampled_from(["a", "x"]), _scalars, max_size=2),
 )
-_records = st.dictionaries(st.sampled_from(FIELDS), _values, max_size=len(FIELDS))
-_metadata = st.one_of(_records, _records, _records, st.none())
+_records = st.dictionaries(st.sampled_from(FIELDS), _values, min_size=2, max_size=len(FIELDS))
+_metadata = st.one_of(_records, _records, _records, _records, _records, st.none(), st.just({}))
 
 
 def _seen_scalars(rows: list[dict[str, Any] | None]) -> list[Any]:
@@ -63,13 +63,13 @@ def _seen_scalars(rows: list[dict[str, Any] | None]) -> list[Any]:
 
 
 def _filters(
-    scalars: st.SearchStrategy[Any], texts: st.SearchStrategy[str]
+    names: st.SearchStrategy[str], scalars: st.SearchStrategy[Any], texts: st.SearchStrategy[str]
 ) -> st.SearchStrategy[dict[str, Any]]:
     ordered = st.one_of(scalars.filter(lambda v: not isinstance(v, bool)), _numbers, _text)
 
     @st.composite
     def condition(draw: st.DrawFn) -> dict[str, Any]:
-        name = draw(st.sampled_from(OPERAND_FIELDS))
+        name = draw(names)
         op = draw(st.sampled_from(["implicit", *FIELD_OPERATORS]))
         if op == "implicit":
             return {name: draw(scalars)}
@@ -95,19 +95,27 @@ def _filters(
             st.tuples(condition(), children).map(lambda p: {**p[0], "$or": [p[1]]}),
         )
 
-    return st.recursive(st.one_of(condition(), condition(), st.just({})), extend, max_leaves=6)
+    return st.recursive(
+        st.one_of(condition(), condition(), condition(), condition(), st.just({})), extend, max_leaves=6
+    )
 
 
 @st.composite
 def _cases(draw: st.DrawFn) -> tuple[list[dict[str, Any] | None], dict[str, Any]]:
-    rows = draw(st.lists(_metadata, min_size=1, max_size=10))
+    rows = draw(st.lists(_metadata, min_size=3, max_size=10))
     seen = _seen_scalars(rows)
     scalars = st.one_of(st.sampled_from(seen), st.sampled_from(seen), _scalars) if seen else _scalars
     pieces = sorted(
         {v[i:j] for v in seen if isinstance(v, str) for i in range(len(v) + 1) for j in range(i, len(v) + 1)}
     )
     texts = st.one_of(st.sampled_from(pieces), _text) if pieces else _text
-    return rows, draw(_filters(scalars, texts))
+    present = sorted({k for md in rows for k in md or {}})
+    names = (
+        st.one_of(st.sampled_from(present), st.sampled_from(OPERAND_FIELDS))
+        if present
+        else st.sampled_from(OPERAND_FIELDS)
+    )
+    return rows, draw(_filters(names, scalars, texts))
 
 
 def _selected(flt: Filter, rows: list[dict[str, Any] | None], ensure_ascii: bool) -> set[int]:
