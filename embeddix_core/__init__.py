@@ -31,11 +31,13 @@ from .errors import (
     NotFoundError,
     StorageError,
 )
-from .types import CollectionStats, Hit, Metric, Record
+from .query.planner import Calibration, Plan
+from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Calibration",
     "ClosedError",
     "Collection",
     "CollectionConfig",
@@ -50,6 +52,7 @@ __all__ = [
     "EmbeddixSettings",
     "FormatVersionError",
     "Hit",
+    "Hits",
     "InvalidArgumentError",
     "InvalidFilterError",
     "InvalidIdError",
@@ -60,7 +63,9 @@ __all__ = [
     "MissingExtraError",
     "ModelMismatchError",
     "NotFoundError",
+    "Plan",
     "Record",
+    "SearchStep",
     "StorageError",
     "__version__",
 ]

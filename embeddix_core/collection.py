@@ -11,13 +11,17 @@ a time and hold readers off only while the index applies one batch.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import logging
 import math
+import os
 import threading
+import time
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -48,9 +52,18 @@ from .index.exact import ExactIndex
 from .index.hnsw import HnswIndex
 from .query.filters import Filter, parse_filter
 from .query.fusion import fts_query, mmr_select, rrf_fuse
+from .query.planner import (
+    DEADLINE_SAFETY,
+    Calibration,
+    Plan,
+    calibrate,
+    check_deadline,
+    check_recall,
+    progressive_steps,
+)
 from .storage.snapshot import read_snapshot, remove_snapshots, write_snapshot
 from .storage.sqlite import CollectionRow, Store
-from .types import CollectionStats, Hit, Metric, Record
+from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep
 
 if TYPE_CHECKING:
     from .database import Embeddix
@@ -117,7 +130,13 @@ class Collection:
         self._data_version = -1
         self._index: VectorIndex
         self._applied_seq = 0
+        self._calibration: Calibration | None = None
+        self._writes_since_cal = 0
+        self._cal_thread: threading.Thread | None = None
+        self._plans: dict[tuple[Any, ...], Plan] = {}
         self._load_index()
+        self._load_calibration()
+        self._maybe_calibrate()
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -271,6 +290,7 @@ class Collection:
         self._applied_seq = seq
         self._clear_filters()
         self._maybe_switch()
+        self._wrote(0)
 
     def _sync(self) -> None:
         """Catch up with writes from other processes (cheap when there are none)."""
@@ -319,6 +339,10 @@ class Collection:
     def _close(self, *, checkpoint: bool) -> None:
         if self._closed:
             return
+        thread = self._cal_thread
+        if thread is not None and thread.is_alive():
+            self._closing = True
+            thread.join()
         if checkpoint:
             try:
                 changes = self._applied_seq - self._snapshot_seq
@@ -327,6 +351,172 @@ class Collection:
             except Exception as exc:  # closing must not fail because a snapshot could not be written
                 log.warning("collection %r: snapshot on close failed: %s", self.name, exc)
         self._closed = True
+
+    _closing = False
+
+    # -- calibration (see query/planner.py for the rules) ------------------------------------------
+    def _wrote(self, n: int) -> None:
+        self._writes_since_cal += n
+        if self._plans and not isinstance(self._index, HnswIndex):
+            self._plans.clear()
+        self._maybe_calibrate()
+
+    def _maybe_calibrate(self) -> None:
+        s = self._settings
+        index = self._index
+        if not s.auto_calibrate or not isinstance(index, HnswIndex) or len(index) < s.calibration_min_count:
+            return
+        cal = self._calibration
+        if cal is not None and not cal.stale(len(index), self._writes_since_cal):
+            return
+        thread = self._cal_thread
+        if thread is not None and thread.is_alive():
+            return
+        self._cal_thread = threading.Thread(
+            target=self._calibrate_in_background, name=f"embeddix-calibrate-{self.name}", daemon=True
+        )
+        self._cal_thread.start()
+
+    def _calibrate_in_background(self) -> None:
+        try:
+            self.calibrate()
+        except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving
+            log.warning("collection %r: calibration failed: %s", self.name, exc)
+
+    def calibrate(self, *, sample: int | None = None, k: int = 10) -> Calibration | None:
+        """Measure the recall/latency curve now (normally done in the background).
+
+        Args:
+            sample: Queries to sample from the collection (default from settings).
+            k: The k of recall@k.
+
+        Returns:
+            The new calibration, or None for an exact index (which needs none).
+        """
+        self._check_open()
+        index = self._index
+        if not isinstance(index, HnswIndex) or len(index) <= k + 1:
+            return None
+        count, seq, writes0 = len(index), self._applied_seq, self._writes_since_cal
+        labels = index.live_labels()
+        rng = np.random.default_rng(seq)
+        n = min(sample or self._settings.calibration_sample, len(labels))
+        qlabels = rng.choice(labels, n, replace=False)
+        queries = self._calibration_queries(index, labels, qlabels, rng)
+        truth = self._exact_truth(index, labels, queries, k)
+
+        def search(q: np.ndarray, kk: int, ef: int) -> np.ndarray:
+            if self._closing:
+                raise InterruptedError("collection closing")
+            return index.search(q, kk, ef=ef).labels[0]
+
+        try:
+            cal = calibrate(search, queries, np.full(n, -1, np.int64), truth, k=k, count=count, seq=seq)
+        except InterruptedError:
+            return None
+        with self._write_lock:
+            if self._index is not index:
+                return None  # the index was rebuilt meanwhile; its own calibration will follow
+            self._calibration = cal
+            self._writes_since_cal = max(0, self._writes_since_cal - writes0)
+            self._plans.clear()
+        self._save_calibration(cal)
+        log.info("collection %r calibrated: ef %s -> recall %s", self.name, cal.efs, cal.recall)
+        return cal
+
+    def _calibration_queries(
+        self, index: HnswIndex, labels: np.ndarray, qlabels: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Sampled records moved off themselves, so they behave like new queries.
+
+        A stored vector used as its own query is too easy for HNSW (the graph holds it and its exact
+        neighbourhood), which would make the curve promise more recall than real, unseen queries get.
+        Each sample is moved in a random direction by its own nearest-neighbour distance: the query
+        lands in the same region of the data, about as far from the collection as a new point would.
+        """
+        own = index.get_vectors(qlabels)
+        nn = self._exact_truth(index, labels, own, 1, exclude=qlabels)[:, 0]
+        gap = np.linalg.norm(own - index.get_vectors(nn), axis=1)
+        direction = rng.standard_normal(own.shape).astype(np.float32)
+        direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+        queries = own + direction * (gap[:, None] * self._settings.calibration_noise)
+        if self._space == "ip" and self._normalize:
+            queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+        return np.ascontiguousarray(queries, dtype=np.float32)
+
+    def _exact_truth(
+        self,
+        index: HnswIndex,
+        labels: np.ndarray,
+        queries: np.ndarray,
+        k: int,
+        exclude: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Exact top-k labels per query over the whole collection (optionally excluding one label each)."""
+        kk = k + (1 if exclude is not None else 0)
+        best_l = np.empty((len(queries), 0), np.int64)
+        best_d = np.empty((len(queries), 0), np.float32)
+        for s in range(0, len(labels), 50_000):
+            chunk = labels[s : s + 50_000]
+            part = exact_topk(index.get_vectors(chunk), chunk, queries, kk, self._space)
+            best_l = np.concatenate([best_l, part.labels], axis=1)
+            best_d = np.concatenate([best_d, part.distances], axis=1)
+            order = np.argsort(best_d, axis=1, kind="stable")[:, :kk]
+            best_l = np.take_along_axis(best_l, order, axis=1)
+            best_d = np.take_along_axis(best_d, order, axis=1)
+        if exclude is None:
+            return best_l
+        out = np.empty((len(queries), k), np.int64)
+        for i, own in enumerate(exclude.tolist()):
+            row = [x for x in best_l[i].tolist() if x != own][:k]
+            out[i, : len(row)] = row
+            out[i, len(row) :] = -1
+        return out
+
+    def _calibration_path(self) -> Path | None:
+        d = self._index_dir()
+        return None if d is None else d / "calibration.json"
+
+    def _save_calibration(self, cal: Calibration) -> None:
+        path = self._calibration_path()
+        if path is None or self._closed:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            doc = {
+                "magic": "embeddix-calibration",
+                "format_version": 1,
+                "params": self._index_params(),
+                "calibration": json.loads(cal.to_json()),
+            }
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(doc), encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:  # a lost calibration is measured again; not worth failing for
+            log.warning("collection %r: could not save calibration: %s", self.name, exc)
+
+    def _load_calibration(self) -> None:
+        path = self._calibration_path()
+        if path is None or not path.exists() or not isinstance(self._index, HnswIndex):
+            return
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if doc.get("magic") != "embeddix-calibration" or doc.get("format_version") != 1:
+                return
+            if doc.get("params") != self._index_params():
+                return
+            cal = Calibration.from_json(json.dumps(doc["calibration"]))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("collection %r: ignoring unreadable calibration: %s", self.name, exc)
+            return
+        self._calibration = cal
+        # transactions since the curve was measured: a conservative stand-in for records written
+        self._writes_since_cal = max(0, self._applied_seq - cal.seq)
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The recall/latency curve in use, if the collection has been calibrated."""
+        return self._calibration
 
     def _drop_files(self) -> None:
         directory = self._index_dir()
@@ -407,6 +597,7 @@ class Collection:
         self._applied_seq = seq
         self._update_filters(labels, metas)
         self._maybe_switch()
+        self._wrote(len(labels))
 
     def update(
         self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None, metadatas: Any = None
@@ -503,6 +694,7 @@ class Collection:
             self._index.remove(np.asarray(labels, np.int64))
             self._applied_seq = seq
             self._update_filters(labels, None)
+            self._wrote(len(labels))
         return len(labels)
 
     def compact(self) -> None:
@@ -759,26 +951,115 @@ class Collection:
             out.append(Hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, m, vec))
         return out
 
+    def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
+        """Choose the index pass for a search (cached; see ``query/planner.py``)."""
+        index = self._index
+        if not isinstance(index, HnswIndex):
+            return Plan("exact", None, 1.0, recall, deadline_ms, steps=(0,), reason="exact search")
+        key = (k, recall, deadline_ms, ef)
+        plan = self._plans.get(key)
+        if plan is not None:
+            return plan
+        cal = self._calibration
+        target = recall if recall is not None else self._settings.default_recall
+        limited = False
+        if ef is not None:
+            use = max(int(ef), k)
+            reason = "ef given by the caller"
+        elif cal is None:
+            use = max(self._config.ef_search, k)
+            reason = "not calibrated yet: the collection's ef_search"
+        else:
+            use, _ = cal.ef_for_recall(target, k)
+            reason = f"smallest ef whose calibrated recall@{cal.k} reaches {target}"
+            if deadline_ms is not None:
+                fit = cal.ef_for_budget(deadline_ms * 1000.0 * DEADLINE_SAFETY, k)
+                if fit is None or fit < use:
+                    use = fit if fit is not None else max(k, cal.efs[0])
+                    limited = True
+                    reason = f"deadline {deadline_ms} ms allows ef {use} at most (p99 latency model)"
+        expected = cal.recall_at(use, k) if cal is not None else None
+        plan = Plan(
+            "hnsw",
+            use,
+            expected,
+            recall,
+            deadline_ms,
+            steps=(use,),
+            calibrated=cal is not None,
+            deadline_limited=limited,
+            reason=reason,
+        )
+        if len(self._plans) > 256:
+            self._plans.clear()
+        self._plans[key] = plan
+        return plan
+
+    def _filter_strategy(self, flt: Filter | None) -> tuple[str | None, int | None]:
+        if flt is None:
+            return None, None
+        matched = len(self._filter_entry(flt).labels)
+        total = len(self._index)
+        small = matched <= max(self._settings.exact_filter_min, self._settings.exact_filter_fraction * total)
+        exact = small or isinstance(self._index, ExactIndex)
+        return ("exact-subset" if exact else "index-hook"), matched
+
+    def explain(
+        self,
+        vector: Any = None,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        recall: float | None = None,
+        deadline_ms: float | None = None,
+        ef: int | None = None,
+    ) -> Plan:
+        """The plan a search with these arguments would run, as data (nothing is searched).
+
+        Returns:
+            The :class:`~embeddix_core.query.planner.Plan`: index, ef, expected recall, filter strategy,
+            whether the plan cache served it.
+        """
+        self._check_open()
+        k = check_k(k)
+        recall, deadline_ms = check_recall(recall), check_deadline(deadline_ms)
+        if vector is not None:
+            self._query(vector)
+        self._sync()
+        key = (k, recall, deadline_ms, ef)
+        was_cached = key in self._plans
+        plan = self._plan(k, recall, deadline_ms, ef)
+        strategy, matches = self._filter_strategy(parse_filter(filter) if filter else None)
+        return dataclasses.replace(
+            plan, plan_cached=was_cached, filter_strategy=strategy, filter_matches=matches
+        )
+
     def search(
         self,
         vector: Any = None,
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        recall: float | None = None,
+        deadline_ms: float | None = None,
         ef: int | None = None,
         text: str | None = None,
         text_weight: float = 0.5,
         mmr_lambda: float | None = None,
         fetch_k: int | None = None,
         include_vectors: bool = False,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Find the k records nearest to ``vector``, best first.
 
         Args:
             vector: The query vector (dimension ``dim``). May be None for a text-only search.
             k: How many hits; larger than the collection returns every (matching) record.
             filter: Metadata filter (see ``embeddix_core.query.filters``).
-            ef: HNSW beam width for this query (default: the collection's ``ef_search``).
+            recall: The recall@k wanted (e.g. 0.95); the planner picks the beam width from the
+                collection's calibration. Default: the collection's default target (0.95).
+            deadline_ms: Time budget; the planner picks the widest beam its latency model fits, and the
+                result is marked ``partial`` when that is narrower than the recall target asks.
+            ef: An explicit HNSW beam width (overrides ``recall``).
             text: Hybrid search: also rank documents by BM25 full-text match and fuse by reciprocal rank.
             text_weight: Weight of the text ranking in the fusion (0..1; the vector ranking gets the rest).
             mmr_lambda: If set, diversify with maximal marginal relevance (1.0 = pure relevance).
@@ -786,26 +1067,148 @@ class Collection:
             include_vectors: Return stored vectors in the hits.
 
         Returns:
-            Hits with ``score`` higher-is-better in the collection's metric (``"rrf"`` for hybrid
-            searches, ``"bm25"`` for text-only ones).
+            :class:`Hits` (a list of :class:`Hit`) with ``score`` higher-is-better in the collection's
+            metric (``"rrf"`` for hybrid searches, ``"bm25"`` for text-only ones), plus ``partial`` and
+            ``plan``.
         """
+        t0 = time.perf_counter()
         self._check_open()
         k = check_k(k)
+        if recall is not None:
+            recall = check_recall(recall)
+        if deadline_ms is not None:
+            deadline_ms = check_deadline(deadline_ms)
         flt = parse_filter(filter) if filter else None
         if text is not None or vector is None:
-            return self._hybrid(vector, text, k, flt, ef, text_weight, fetch_k, include_vectors)
+            plan = self._plan(k, recall, deadline_ms, ef)
+            return Hits(
+                self._hybrid(vector, text, k, flt, plan.ef, text_weight, fetch_k, include_vectors), plan=plan
+            )
         q = self._query(vector)
         self._sync()
+        plan = self._plan(k, recall, deadline_ms, ef)
         if mmr_lambda is not None:
-            return self._mmr(q, k, flt, ef, mmr_lambda, fetch_k, include_vectors)
-        res = self._knn(q.reshape(1, -1), k, ef, flt)
+            return Hits(self._mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)
+        res = self._knn(q.reshape(1, -1), k, plan.ef, flt)
         labels = res.labels[0]
         if labels.size and labels[-1] < 0:
             keep = labels >= 0
-            return self._to_hits(
+            hits = self._to_hits(
                 labels[keep].tolist(), res.distances[0][keep].tolist(), include_vectors=include_vectors
             )
-        return self._to_hits(labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors)
+        else:
+            hits = self._to_hits(labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors)
+        partial = plan.deadline_limited
+        if deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > deadline_ms:
+            partial = True
+        return Hits(hits, partial=partial, plan=plan)
+
+    def search_iter(
+        self,
+        vector: Any,
+        k: int = 10,
+        *,
+        filter: dict[str, Any] | None = None,
+        recall: float | None = None,
+        deadline_ms: float | None = None,
+        ef: int | None = None,
+        stable_rounds: int | None = None,
+        include_vectors: bool = False,
+    ) -> Generator[SearchStep, None, None]:
+        """Progressive search: yield result sets of increasing quality, the last with ``final=True``.
+
+        The first pass uses a narrow beam (fast); each later pass widens it about four-fold up to the
+        planned ef, so a caller (an LLM pipeline, the MCP ``stream`` tool) can start on the first
+        results. Closing the iterator (``break``, ``close()``) stops the work: no further pass runs.
+
+        Args:
+            vector: The query vector.
+            k: Hits per step.
+            filter: Metadata filter.
+            recall: Recall target of the final pass (see :meth:`search`).
+            deadline_ms: Time budget: a pass that would not fit the time left is not started, and the
+                last step is then marked final with ``hits.partial``.
+            ef: Explicit beam width of the final pass.
+            stable_rounds: Stop early, marking the step final, once the top-k ids have not changed for
+                this many consecutive passes (None: never stop early).
+            include_vectors: Return stored vectors in the hits.
+
+        Yields:
+            :class:`SearchStep` objects; the final step equals a plain search at the same ``ef``.
+        """
+        t0 = time.perf_counter()
+        self._check_open()
+        k = check_k(k)
+        recall, deadline_ms = check_recall(recall), check_deadline(deadline_ms)
+        if stable_rounds is not None and (not isinstance(stable_rounds, int) or stable_rounds < 1):
+            raise InvalidArgumentError(
+                f"stable_rounds must be a positive integer or None; got {stable_rounds!r}"
+            )
+        flt = parse_filter(filter) if filter else None
+        q = self._query(vector).reshape(1, -1)
+        self._sync()
+        plan = self._plan(k, recall, deadline_ms, ef)
+        steps: tuple[int | None, ...] = progressive_steps(plan.ef, k) if plan.ef is not None else (None,)
+        cal = self._calibration
+        prev: list[str] | None = None
+        stable = 0
+        last_ms = 0.0
+        for i, step_ef in enumerate(steps):
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            if deadline_ms is not None and i > 0 and step_ef is not None:
+                # predicted cost of this pass: the calibrated p99, or the last pass scaled by beam width
+                if cal is not None:
+                    predicted = cal.latency_at(step_ef) / 1000.0 / DEADLINE_SAFETY
+                else:
+                    predicted = last_ms * step_ef / max(steps[i - 1] or 1, 1)
+                if elapsed + predicted > deadline_ms:
+                    return
+            s0 = time.perf_counter()
+            res = self._knn(q, k, step_ef, flt)
+            keep = res.labels[0] >= 0
+            hits = self._to_hits(
+                res.labels[0][keep].tolist(), res.distances[0][keep].tolist(), include_vectors=include_vectors
+            )
+            last_ms = (time.perf_counter() - s0) * 1000.0
+            ids = [h.id for h in hits]
+            stable = stable + 1 if ids == prev else 0
+            prev = ids
+            final = i == len(steps) - 1 or (stable_rounds is not None and stable >= stable_rounds)
+            elapsed = (time.perf_counter() - t0) * 1000.0
+            if not final and deadline_ms is not None and step_ef is not None:
+                nxt = steps[i + 1]
+                predicted = (
+                    cal.latency_at(nxt) / 1000.0 / DEADLINE_SAFETY
+                    if cal is not None and nxt is not None
+                    else last_ms * (nxt or 1) / max(step_ef, 1)
+                )
+                final = elapsed + predicted > deadline_ms
+            partial = final and (
+                (i < len(steps) - 1 and stable_rounds is None)
+                or plan.deadline_limited
+                or (deadline_ms is not None and elapsed > deadline_ms)
+            )
+            expected = 1.0 if step_ef is None else (cal.recall_at(step_ef, k) if cal is not None else None)
+            step_plan = dataclasses.replace(plan, ef=step_ef, steps=tuple(x for x in steps if x is not None))
+            yield SearchStep(
+                Hits(hits, partial=partial, plan=step_plan), final, i, step_ef, expected, elapsed
+            )
+            if final:
+                return
+
+    async def asearch_iter(self, vector: Any, k: int = 10, **kwargs: Any) -> AsyncIterator[SearchStep]:
+        """Async form of :meth:`search_iter`: each pass runs in a worker thread; cancelling stops it."""
+        it = self.search_iter(vector, k, **kwargs)
+        try:
+            while True:
+                step = await asyncio.to_thread(next, it, None)
+                if step is None:
+                    return
+                yield step
+                if step.final:
+                    return
+        finally:
+            it.close()
 
     def _mmr(
         self,
@@ -901,17 +1304,19 @@ class Collection:
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        recall: float | None = None,
         ef: int | None = None,
         include_vectors: bool = False,
         num_threads: int = -1,
     ) -> list[list[Hit]]:
-        """Search many queries in one native call (multi-threaded).
+        """Search many queries in one native call (multi-threaded; hnswlib releases the GIL).
 
         Args:
             vectors: (n, dim) query matrix.
             k: Hits per query.
             filter: One metadata filter applied to every query.
-            ef: HNSW beam width.
+            recall: Recall target (see :meth:`search`).
+            ef: Explicit HNSW beam width.
             include_vectors: Return stored vectors in the hits.
             num_threads: Native threads (-1 = all cores).
 
@@ -924,7 +1329,8 @@ class Collection:
         q = self._prepare(mat)
         flt = parse_filter(filter) if filter else None
         self._sync()
-        res = self._knn(q, k, ef, flt, num_threads=num_threads)
+        plan = self._plan(k, check_recall(recall), None, ef)
+        res = self._knn(q, k, plan.ef, flt, num_threads=num_threads)
         labels = res.labels
         uniq = np.unique(labels[labels >= 0]).tolist()
         rows = self._store.rows_by_labels(uniq, vectors=include_vectors)

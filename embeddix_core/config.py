@@ -51,6 +51,13 @@ class EmbeddixSettings(BaseSettings):
         snapshot_min_changes: ``checkpoint()`` on close is skipped when fewer writes than this happened
             since the last snapshot (replaying them on open is cheaper than saving).
         busy_timeout_ms: How long a writer waits for another process's write transaction.
+        default_recall: Recall@k target of a search that names neither ``recall`` nor ``ef``, once the
+            collection is calibrated (before that, ``ef_search`` is used).
+        auto_calibrate: Measure each HNSW collection's recall/latency curve in the background.
+        calibration_min_count: Collections smaller than this are not calibrated (``ef_search`` serves).
+        calibration_sample: Queries in a calibration sample.
+        calibration_noise: How far each sampled vector is moved off itself to act as a query, in
+            units of its nearest-neighbour distance (0 = use stored vectors as they are).
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
@@ -64,6 +71,11 @@ class EmbeddixSettings(BaseSettings):
     exact_filter_min: int = Field(4096, ge=0)
     snapshot_min_changes: int = Field(1, ge=0)
     busy_timeout_ms: int = Field(30_000, ge=0)
+    default_recall: float = Field(0.95, gt=0.0, le=1.0)
+    auto_calibrate: bool = True
+    calibration_min_count: int = Field(2_000, ge=0)
+    calibration_sample: int = Field(200, ge=10, le=10_000)
+    calibration_noise: float = Field(1.0, ge=0.0, le=4.0)
 
 
 @dataclass(frozen=True, slots=True)

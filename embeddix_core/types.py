@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CollectionStats", "Hit", "Metric", "Record"]
+__all__ = ["CollectionStats", "Hit", "Hits", "Metric", "Record", "SearchStep"]
 
 
 class Metric(StrEnum):
@@ -90,3 +90,47 @@ class CollectionStats:
     snapshot_seq: int
     embedding_model: str | None
     params: dict[str, Any] = field(default_factory=dict)
+
+
+class Hits(list[Hit]):
+    """The hits of one search, best first: a plain list, plus how it was obtained.
+
+    Attributes:
+        partial: True when a deadline cut the search short of the plan (fewer passes or a narrower beam
+            than the recall target asked for); the hits are the best found in the time.
+        plan: The plan that ran (see ``Collection.explain``), or None.
+    """
+
+    __slots__ = ("partial", "plan")
+
+    def __init__(self, hits: Any = (), *, partial: bool = False, plan: Any = None) -> None:
+        super().__init__(hits)
+        self.partial = partial
+        self.plan = plan
+
+    def __repr__(self) -> str:
+        flag = ", partial=True" if self.partial else ""
+        return f"Hits({list.__repr__(self)}{flag})"
+
+
+@dataclass(frozen=True, slots=True)
+class SearchStep:
+    """One result set of a progressive search (``Collection.search_iter``).
+
+    Attributes:
+        hits: The best hits found so far.
+        final: True for the last step; its hits equal a plain search at the same ``ef``.
+        step: 0-based step number.
+        ef: The beam width of this pass (None for exact search).
+        expected_recall: Recall@k the calibration predicts for this pass.
+        elapsed_ms: Time since the search started.
+        source: ``"index"`` or ``"cache"``.
+    """
+
+    hits: Hits
+    final: bool
+    step: int
+    ef: int | None
+    expected_recall: float | None
+    elapsed_ms: float
+    source: str = "index"

@@ -1,0 +1,251 @@
+"""The query planner: declarative recall targets and deadlines instead of hand-tuned ef.
+
+Calibration: a collection measures, on a sample of its own vectors used as queries, recall@k against the
+exact answer and the native latency for a ladder of ef values, and keeps that curve. Each sampled vector
+is first moved off itself by its nearest-neighbour distance in a random direction: a stored vector is an
+unrealistically easy query for HNSW (the graph holds it), and a curve measured on such queries promises
+more recall than unseen queries get. Recall is made monotone in ef (a running
+maximum) so a higher target never picks a smaller ef. Between rungs, ef is interpolated linearly in recall.
+
+Recalibration rule: when the live count has changed by more than 20% (grown or shrunk) or more than 20%
+of the calibrated count has been written (upserts and deletes included) since the curve was measured, a
+new curve is measured in a background thread. Searches keep using the old curve until the new one is
+ready, so calibration never blocks a search.
+
+Deadlines: the planner picks the largest ef whose measured p99 native latency, scaled by a safety factor
+for the Python around it, fits the time left. If none fits, it runs the smallest rung and the result is
+marked partial. A result is also partial when the deadline forced an ef below what the recall target
+asked for.
+
+Plans are cached per (k, filter, recall target, deadline, ef) and dropped whenever the calibration or the
+index kind changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+
+__all__ = ["DEFAULT_RECALL", "EF_LADDER", "Calibration", "Plan", "calibrate"]
+
+DEFAULT_RECALL = 0.95
+EF_LADDER = (10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 192, 256, 320, 384, 512, 768, 1024)
+# Margin added to a recall target when picking ef: the calibration sample is finite (a few hundred
+# queries), so its recall estimate carries noise of about this size.
+RECALL_MARGIN = 0.006
+# The native call is not all a search costs: row fetch, hit objects and scheduling noise come on top.
+DEADLINE_SAFETY = 0.6
+RECALIBRATE_FRACTION = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A measured recall/latency curve for one collection."""
+
+    k: int
+    efs: tuple[int, ...]
+    recall: tuple[float, ...]
+    latency_us: tuple[float, ...]
+    latency_p99_us: tuple[float, ...]
+    count: int
+    seq: int
+    sample: int
+    created: float = field(default_factory=time.time)
+
+    def ef_for_recall(self, target: float, k: int) -> tuple[int, float]:
+        """Smallest ef expected to reach ``target`` recall@k, and the recall expected there.
+
+        ef grows with k beyond the calibrated k (the beam must hold at least k candidates).
+        """
+        want = min(target + RECALL_MARGIN, 1.0)
+        efs, rec = self.efs, self.recall
+        ef: float = efs[-1]
+        expected = rec[-1]
+        for i, r in enumerate(rec):
+            if r >= want:
+                if i == 0:
+                    ef, expected = efs[0], r
+                else:
+                    r0, r1 = rec[i - 1], r
+                    frac = 1.0 if r1 == r0 else (want - r0) / (r1 - r0)
+                    ef = efs[i - 1] + frac * (efs[i] - efs[i - 1])
+                    expected = want
+                break
+        scale = max(1.0, k / self.k)
+        return max(math.ceil(ef * scale), k), float(expected)
+
+    def recall_at(self, ef: int, k: int) -> float:
+        """Expected recall@k at a given ef (interpolated on the curve)."""
+        e = ef / max(1.0, k / self.k)
+        return float(np.interp(e, self.efs, self.recall))
+
+    def latency_at(self, ef: int, *, p99: bool = True) -> float:
+        """Expected native latency (µs) at a given ef."""
+        return float(np.interp(ef, self.efs, self.latency_p99_us if p99 else self.latency_us))
+
+    def ef_for_budget(self, budget_us: float, k: int) -> int | None:
+        """Largest ef whose p99 latency fits ``budget_us`` (None when even the smallest does not)."""
+        best = None
+        for ef, lat in zip(self.efs, self.latency_p99_us, strict=True):
+            if lat <= budget_us and ef >= k:
+                best = ef
+        return best
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Calibration:
+        d = json.loads(text)
+        for key in ("efs", "recall", "latency_us", "latency_p99_us"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+    def stale(self, count: int, writes_since: int) -> bool:
+        """The recalibration rule (see module docstring)."""
+        base = max(self.count, 1)
+        return (
+            abs(count - self.count) > RECALIBRATE_FRACTION * base
+            or writes_since > RECALIBRATE_FRACTION * base
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How a search is (or would be) run; what ``Collection.explain`` returns.
+
+    Attributes:
+        index: ``"exact"`` or ``"hnsw"``.
+        ef: HNSW beam width of the final pass (None for exact search).
+        expected_recall: Recall@k the calibration predicts at that ef (1.0 for exact search).
+        recall_target: The target asked for (or the collection default).
+        deadline_ms: The deadline asked for, if any.
+        steps: The beam widths of the progressive passes, smallest first (one entry for a plain search).
+        filter_strategy: ``None``, ``"exact-subset"`` (few matches, scanned exactly) or ``"index-hook"``.
+        filter_matches: Records matching the filter, when there is one.
+        calibrated: Whether a calibration curve chose ef (else the collection's ``ef_search``).
+        deadline_limited: The deadline forced a narrower beam than the recall target asked for.
+        plan_cached: Whether the plan came from the plan cache.
+        result_cache: ``"hit"``, ``"semantic-hit"``, ``"miss"`` or ``"off"`` (filled by the cache layer).
+        reason: A short human-readable explanation.
+    """
+
+    index: str
+    ef: int | None
+    expected_recall: float | None
+    recall_target: float | None
+    deadline_ms: float | None
+    steps: tuple[int, ...] = ()
+    filter_strategy: str | None = None
+    filter_matches: int | None = None
+    calibrated: bool = False
+    deadline_limited: bool = False
+    plan_cached: bool = False
+    result_cache: str = "off"
+    reason: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The plan as plain data."""
+        return asdict(self)
+
+
+def check_recall(recall: Any) -> float | None:
+    if recall is None:
+        return None
+    if isinstance(recall, bool) or not isinstance(recall, int | float) or not 0.0 < float(recall) <= 1.0:
+        raise InvalidArgumentError(f"recall must be a number in (0, 1], e.g. 0.95; got {recall!r}")
+    return float(recall)
+
+
+def check_deadline(deadline_ms: Any) -> float | None:
+    if deadline_ms is None:
+        return None
+    if (
+        isinstance(deadline_ms, bool)
+        or not isinstance(deadline_ms, int | float)
+        or not math.isfinite(deadline_ms)
+        or deadline_ms <= 0
+    ):
+        raise InvalidArgumentError(
+            f"deadline_ms must be a positive number of milliseconds; got {deadline_ms!r}"
+        )
+    return float(deadline_ms)
+
+
+def progressive_steps(final_ef: int, k: int) -> tuple[int, ...]:
+    """Beam widths for progressive search: a cheap first pass, then x4 widening up to ``final_ef``."""
+    first = max(k, 10)
+    if first >= final_ef:
+        return (final_ef,)
+    steps = [first]
+    while steps[-1] * 4 < final_ef:
+        steps.append(steps[-1] * 4)
+    steps.append(final_ef)
+    return tuple(steps)
+
+
+def calibrate(
+    search: Callable[[np.ndarray, int, int], np.ndarray],
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    truth: np.ndarray,
+    *,
+    k: int,
+    count: int,
+    seq: int,
+    efs: Sequence[int] = EF_LADDER,
+    stop_at: float = 0.999,
+) -> Calibration:
+    """Measure the recall/latency curve.
+
+    Args:
+        search: ``search(query (1, d), k, ef) -> labels (k,)`` calling the native index.
+        queries: Sample vectors (taken from the collection).
+        query_labels: Their labels (excluded from the answers: leave-one-out).
+        truth: Exact top-k labels per query, self excluded.
+        k: Recall@k measured.
+        count: Live records when calibrating.
+        seq: Store sequence number when calibrating.
+        efs: The ladder.
+        stop_at: Stop climbing once the recall reaches this.
+
+    Returns:
+        The curve.
+    """
+    rec: list[float] = []
+    lat: list[float] = []
+    p99: list[float] = []
+    used: list[int] = []
+    truth_sets = [set(row.tolist()) for row in truth]
+    for ef in efs:
+        if ef < k:
+            continue
+        hits = 0
+        times = np.empty(len(queries))
+        for i in range(len(queries)):
+            q = queries[i : i + 1]
+            t0 = time.perf_counter()
+            labels = search(q, k + 1, ef)
+            times[i] = time.perf_counter() - t0
+            own = int(query_labels[i])
+            got = [int(x) for x in labels if int(x) != own][:k]
+            hits += len(truth_sets[i].intersection(got))
+        r = hits / (len(queries) * k)
+        rec.append(max(r, rec[-1]) if rec else r)  # monotone: a wider beam never finds less
+        lat.append(float(np.mean(times) * 1e6))
+        p99.append(float(np.percentile(times, 99) * 1e6))
+        used.append(ef)
+        if rec[-1] >= stop_at and len(used) >= 3:
+            break
+    # latency must not fall with ef either (noise on a busy machine would otherwise invert the model)
+    lat = list(np.maximum.accumulate(lat))
+    p99 = list(np.maximum.accumulate(p99))
+    return Calibration(k, tuple(used), tuple(rec), tuple(lat), tuple(p99), count, seq, len(queries))
