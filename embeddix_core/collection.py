@@ -38,6 +38,7 @@ from ._validate import (
     check_metadatas,
     dump_metadata,
 )
+from .cache import CacheManager, CacheSettings
 from .config import CollectionConfig, EmbeddixSettings
 from .errors import (
     ClosedError,
@@ -134,8 +135,28 @@ class Collection:
         self._writes_since_cal = 0
         self._cal_thread: threading.Thread | None = None
         self._plans: dict[tuple[Any, ...], Plan] = {}
+        self._cache: CacheManager | None = None
+        self._cache_store_lock = threading.Lock()
+        if settings.cache_enabled:
+            self._cache = CacheManager(
+                self.dim,
+                self._space,
+                self._config.metric != Metric.IP,  # raw inner product is no metric: no semantic tier
+                CacheSettings(
+                    enabled=True,
+                    max_bytes=settings.cache_max_bytes,
+                    session_max_bytes=settings.cache_session_max_bytes,
+                    max_sessions=settings.cache_max_sessions,
+                    ttl=settings.cache_ttl,
+                    semantic=settings.cache_semantic,
+                    similarity=settings.cache_similarity,
+                    candidate_factor=settings.cache_candidate_factor,
+                    persist=settings.cache_persist,
+                ),
+            )
         self._load_index()
         self._load_calibration()
+        self._load_cache()
         self._maybe_calibrate()
 
     # -- properties --------------------------------------------------------------------------------
@@ -289,6 +310,8 @@ class Collection:
             self._index.remove(np.asarray(gone, np.int64))
         self._applied_seq = seq
         self._clear_filters()
+        if self._cache is not None:
+            self._cache.clear()  # other processes' writes: we do not know their vectors here
         self._maybe_switch()
         self._wrote(0)
 
@@ -309,6 +332,9 @@ class Collection:
         """Move from the exact index to HNSW once the collection outgrows the threshold."""
         index = self._index
         if isinstance(index, ExactIndex) and len(index) > self._config.index_threshold:
+            if self._cache is not None:
+                self._cache.clear()
+            self._plans.clear()
             labels = index.live_labels()
             hnsw = self._new_hnsw(len(labels) * 2)
             hnsw.add(labels, index.get_vectors(labels), np.ones(len(labels), bool))
@@ -350,9 +376,61 @@ class Collection:
                     self.checkpoint()
             except Exception as exc:  # closing must not fail because a snapshot could not be written
                 log.warning("collection %r: snapshot on close failed: %s", self.name, exc)
+            self._save_cache()
         self._closed = True
 
     _closing = False
+
+    # -- result cache (see cache/result_cache.py for the rules) ------------------------------------
+    def _cache_dir(self) -> Path | None:
+        root = self._db.path
+        return None if root is None else root / "cache" / str(self._cid)
+
+    def _load_cache(self) -> None:
+        directory = self._cache_dir()
+        if self._cache is None or directory is None or not self._settings.cache_persist:
+            return
+        try:
+            self._cache.load(directory, self._applied_seq)
+        except Exception as exc:  # a cold cache is always correct
+            log.warning("collection %r: ignoring the persistent cache: %s", self.name, exc)
+
+    def _save_cache(self) -> None:
+        directory = self._cache_dir()
+        if self._cache is None or directory is None or not self._settings.cache_persist:
+            return
+        try:
+            self._cache.save(directory, self._applied_seq)
+        except Exception as exc:
+            log.warning("collection %r: could not save the cache: %s", self.name, exc)
+
+    def cache_info(self) -> dict[str, Any]:
+        """Cache counters: hits, misses, semantic_hits, verified_rejects, entries, bytes, ...
+
+        ``invalidated`` counts entries dropped by writes (precise invalidation), ``evicted`` those
+        dropped for the memory budget, ``hit_rate`` the share of lookups served from the cache.
+        """
+        if self._cache is None:
+            return {
+                "hits": 0,
+                "misses": 0,
+                "semantic_hits": 0,
+                "verified_rejects": 0,
+                "entries": 0,
+                "bytes": 0,
+                "invalidated": 0,
+                "evicted": 0,
+                "expired": 0,
+                "sessions": 0,
+                "hit_rate": 0.0,
+                "enabled": False,
+            }
+        return {**self._cache.info(), "enabled": True}
+
+    def cache_clear(self) -> None:
+        """Drop every cached result (all sessions)."""
+        if self._cache is not None:
+            self._cache.clear()
 
     # -- calibration (see query/planner.py for the rules) ------------------------------------------
     def _wrote(self, n: int) -> None:
@@ -420,6 +498,8 @@ class Collection:
             self._calibration = cal
             self._writes_since_cal = max(0, self._writes_since_cal - writes0)
             self._plans.clear()
+            if self._cache is not None:
+                self._cache.clear()  # plans choose new beam widths: cached answers came from the old ones
         self._save_calibration(cal)
         log.info("collection %r calibrated: ef %s -> recall %s", self.name, cal.efs, cal.recall)
         return cal
@@ -596,6 +676,11 @@ class Collection:
         self._index.add(np.asarray(labels, np.int64), prepared, np.asarray(created, bool))
         self._applied_seq = seq
         self._update_filters(labels, metas)
+        if self._cache is not None:
+            replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
+            if replaced:
+                self._cache.on_labels(replaced)
+            self._cache.on_insert(prepared, metas)
         self._maybe_switch()
         self._wrote(len(labels))
 
@@ -643,6 +728,12 @@ class Collection:
             self._applied_seq = res.seq
             if metas is not None:
                 self._update_filters(res.labels, metas)
+            if self._cache is not None:
+                # changed documents/metadata make cached hits stale; new metadata may also admit the
+                # record into filtered answers it was not part of, exactly like an insert
+                self._cache.on_labels(res.labels)
+                if metas is not None:
+                    self._cache.on_insert(self._index.get_vectors(np.asarray(res.labels, np.int64)), metas)
 
     def update_metadata(self, rid: str, patch: dict[str, Any]) -> Record:
         """Merge ``patch`` into one record's metadata (a None value removes that key).
@@ -694,6 +785,8 @@ class Collection:
             self._index.remove(np.asarray(labels, np.int64))
             self._applied_seq = seq
             self._update_filters(labels, None)
+            if self._cache is not None:
+                self._cache.on_labels(labels)
             self._wrote(len(labels))
         return len(labels)
 
@@ -701,6 +794,8 @@ class Collection:
         """Rebuild the index from the live records, reclaiming every tombstone, and save a snapshot."""
         self._check_open()
         with self._write_lock:
+            if self._cache is not None:
+                self._cache.clear()
             self._rebuild()
             self._snapshot_seq = -1
             self.checkpoint()
@@ -722,6 +817,9 @@ class Collection:
             self._config = cfg
             if isinstance(self._index, HnswIndex):
                 self._index.ef_search = cfg.ef_search
+            self._plans.clear()
+            if self._cache is not None:
+                self._cache.clear()
             self._maybe_switch()
 
     def check_model(self, model_id: str, dim: int | None = None) -> None:
@@ -1048,6 +1146,9 @@ class Collection:
         mmr_lambda: float | None = None,
         fetch_k: int | None = None,
         include_vectors: bool = False,
+        cache: bool = True,
+        session: str | None = None,
+        profile_version: int = 0,
     ) -> Hits:
         """Find the k records nearest to ``vector``, best first.
 
@@ -1065,6 +1166,10 @@ class Collection:
             mmr_lambda: If set, diversify with maximal marginal relevance (1.0 = pure relevance).
             fetch_k: Candidates considered by MMR / hybrid fusion (default ``max(4k, 20)``).
             include_vectors: Return stored vectors in the hits.
+            cache: Use the result caches (default True); False bypasses every cache for this call.
+            session: A per-agent/session cache namespace (its entries are never served to others).
+            profile_version: The caller's personalization profile version (part of the cache key, so a
+                profile change invalidates only that profile's entries).
 
         Returns:
             :class:`Hits` (a list of :class:`Hit`) with ``score`` higher-is-better in the collection's
@@ -1089,6 +1194,11 @@ class Collection:
         plan = self._plan(k, recall, deadline_ms, ef)
         if mmr_lambda is not None:
             return Hits(self._mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)
+        cm = self._cache
+        if cache and cm is not None and not include_vectors:
+            return self._cached_search(
+                cm, q, k, flt, plan, (recall, deadline_ms, ef, profile_version), session, t0
+            )
         res = self._knn(q.reshape(1, -1), k, plan.ef, flt)
         labels = res.labels[0]
         if labels.size and labels[-1] < 0:
@@ -1102,6 +1212,59 @@ class Collection:
         if deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > deadline_ms:
             partial = True
         return Hits(hits, partial=partial, plan=plan)
+
+    def _cached_search(
+        self,
+        cm: CacheManager,
+        q: np.ndarray,
+        k: int,
+        flt: Filter | None,
+        plan: Plan,
+        params: tuple[Any, ...],
+        session: str | None,
+        t0: float,
+    ) -> Hits:
+        ns = cm.namespace(session)
+        canonical = flt.canonical if flt is not None else None
+        family = ns.family(k, canonical, params)
+        key = q.tobytes() + repr((k, canonical, params)).encode()
+        index = self._index
+        found = ns.lookup(key, q, family, k, index.get_vectors)
+        if found is not None:
+            if found.hits is not None:
+                # fresh metadata dicts: a caller mutating a hit must not change the cached answer
+                hits = [dataclasses.replace(h, metadata=dict(h.metadata)) for h in found.hits]
+            else:
+                assert found.labels is not None and found.dists is not None
+                hits = self._to_hits(found.labels.tolist(), found.dists.tolist(), include_vectors=False)
+            return Hits(hits, plan=dataclasses.replace(plan, result_cache=found.kind))
+        big = k * cm.settings.candidate_factor
+        # A write landing while we search must not be cached over: its invalidation may already have
+        # run. Writers bump _applied_seq after changing the index and before invalidating, so an
+        # unchanged number at store time proves no write overlapped this search.
+        seq0 = self._applied_seq
+        res = self._knn(q.reshape(1, -1), big, plan.ef, flt)
+        keep = res.labels[0] >= 0
+        labels, dists = res.labels[0][keep], res.distances[0][keep]
+        hits = self._to_hits(labels[:k].tolist(), dists[:k].tolist(), include_vectors=False)
+        partial = plan.deadline_limited or (
+            plan.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > plan.deadline_ms
+        )
+        if not partial and len(hits) == min(k, len(labels)) and self._index is index:
+            stored = [dataclasses.replace(h, metadata=dict(h.metadata)) for h in hits]
+            ns.store(
+                key,
+                q.copy(),
+                family,
+                k,
+                flt,
+                stored,
+                labels.copy(),
+                dists.copy(),
+                full=len(labels) >= big,
+                seq=self._applied_seq,
+            )
+        return Hits(hits, partial=partial, plan=dataclasses.replace(plan, result_cache="miss"))
 
     def search_iter(
         self,

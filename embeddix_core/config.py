@@ -58,6 +58,15 @@ class EmbeddixSettings(BaseSettings):
         calibration_sample: Queries in a calibration sample.
         calibration_noise: How far each sampled vector is moved off itself to act as a query, in
             units of its nearest-neighbour distance (0 = use stored vectors as they are).
+        cache_enabled: Result caching (on by default; ``search(cache=False)`` bypasses it per call).
+        cache_max_bytes: Memory budget of a collection's shared result cache.
+        cache_session_max_bytes: Memory budget of each session's (agent's) cache.
+        cache_max_sessions: Session caches kept per collection (least recently used dropped first).
+        cache_ttl: Seconds a cached result lives (None: until invalidated or evicted).
+        cache_semantic: Serve near-duplicate queries from cached candidate sets when a bound proves it.
+        cache_similarity: Pre-filter for semantic candidates (cosine similarity to a cached query).
+        cache_candidate_factor: Candidates kept per cached query, as a multiple of k.
+        cache_persist: Keep result caches on disk across restarts (in ``<data>/cache``).
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
@@ -76,6 +85,15 @@ class EmbeddixSettings(BaseSettings):
     calibration_min_count: int = Field(2_000, ge=0)
     calibration_sample: int = Field(200, ge=10, le=10_000)
     calibration_noise: float = Field(1.0, ge=0.0, le=4.0)
+    cache_enabled: bool = True
+    cache_max_bytes: int = Field(64 << 20, ge=0)
+    cache_session_max_bytes: int = Field(8 << 20, ge=0)
+    cache_max_sessions: int = Field(256, ge=1)
+    cache_ttl: float | None = Field(None, gt=0)
+    cache_semantic: bool = True
+    cache_similarity: float = Field(0.95, ge=0.0, le=1.0)
+    cache_candidate_factor: int = Field(4, ge=1, le=64)
+    cache_persist: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,222 @@
+"""The per-collection cache manager: a shared namespace plus one namespace per agent/session.
+
+Isolation rule: a session's entries live in its own :class:`ResultCache` with its own budget, so they are
+never served to another session. An LRU of sessions bounds the total; the least recently used session's
+namespace is dropped whole when there are more than ``max_sessions``.
+
+Persistent tier (optional): on close, entries are written to a ``diskcache.Cache`` as JSON + raw float32
+bytes (never pickled), each stamped with the collection's sequence number. On open, entries whose number
+differs from the collection's current one are dropped: a write happened in between, so they could be stale.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..query.filters import parse_filter
+from ..types import Hit
+from .result_cache import ResultCache
+
+__all__ = ["CacheManager", "CacheSettings"]
+
+_FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """Cache knobs (the ``cache_*`` fields of :class:`~embeddix_core.config.EmbeddixSettings`)."""
+
+    enabled: bool = True
+    max_bytes: int = 64 << 20
+    session_max_bytes: int = 8 << 20
+    max_sessions: int = 256
+    ttl: float | None = None
+    semantic: bool = True
+    similarity: float = 0.95
+    candidate_factor: int = 4
+    persist: bool = False
+
+
+class CacheManager:
+    """All cache namespaces of one collection."""
+
+    def __init__(self, dim: int, space: str, metric_ok: bool, settings: CacheSettings) -> None:
+        self.dim = dim
+        self.space = space
+        self.metric_ok = metric_ok
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._shared = self._new(settings.max_bytes)
+        self._sessions: OrderedDict[str, ResultCache] = OrderedDict()
+        self.sessions_evicted = 0
+
+    def _new(self, budget: int) -> ResultCache:
+        s = self.settings
+        return ResultCache(
+            self.dim,
+            self.space,
+            metric_ok=self.metric_ok,
+            max_bytes=budget,
+            ttl=s.ttl,
+            semantic=s.semantic,
+            similarity=s.similarity,
+            candidate_factor=s.candidate_factor,
+        )
+
+    def namespace(self, session: str | None) -> ResultCache:
+        """The cache for a session (None: the shared namespace)."""
+        if session is None:
+            return self._shared
+        with self._lock:
+            ns = self._sessions.get(session)
+            if ns is None:
+                ns = self._sessions[session] = self._new(self.settings.session_max_bytes)
+                while len(self._sessions) > self.settings.max_sessions:
+                    self._sessions.popitem(last=False)
+                    self.sessions_evicted += 1
+            else:
+                self._sessions.move_to_end(session)
+            return ns
+
+    def _all(self) -> list[ResultCache]:
+        with self._lock:
+            return [self._shared, *self._sessions.values()]
+
+    def on_insert(self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> int:
+        return sum(ns.on_insert(vectors, metadatas) for ns in self._all())
+
+    def on_labels(self, labels: Sequence[int]) -> int:
+        return sum(ns.on_labels(labels) for ns in self._all())
+
+    def clear(self) -> None:
+        for ns in self._all():
+            ns.clear()
+
+    def info(self) -> dict[str, Any]:
+        """Counters over every namespace."""
+        spaces = self._all()
+        out: dict[str, Any] = {
+            "hits": 0,
+            "misses": 0,
+            "semantic_hits": 0,
+            "verified_rejects": 0,
+            "invalidated": 0,
+            "evicted": 0,
+            "expired": 0,
+        }
+        for ns in spaces:
+            for key in out:
+                out[key] += ns.stats[key]
+        out["entries"] = sum(len(ns) for ns in spaces)
+        out["bytes"] = sum(ns.bytes for ns in spaces)
+        out["sessions"] = len(spaces) - 1
+        out["sessions_evicted"] = self.sessions_evicted
+        lookups = out["hits"] + out["semantic_hits"] + out["misses"]
+        out["hit_rate"] = (out["hits"] + out["semantic_hits"]) / lookups if lookups else 0.0
+        return out
+
+    # -- persistent tier ---------------------------------------------------------------------------
+    def save(self, directory: Path, seq: int) -> int:
+        """Write every entry to a diskcache directory. Returns how many were written."""
+        import diskcache
+
+        written = 0
+        with diskcache.Cache(str(directory)) as dc:
+            dc.clear()
+            dc.set("__meta__", json.dumps({"format": _FORMAT, "seq": seq}).encode())
+            named: list[tuple[str | None, ResultCache]] = [(None, self._shared)]
+            with self._lock:
+                named += list(self._sessions.items())
+            for session, ns in named:
+                for entry in ns.entries():
+                    params = next((p for p, fid in ns._families.items() if fid == entry.family), None)
+                    if params is None:
+                        continue
+                    header = {
+                        "session": session,
+                        "key": entry.key.hex(),
+                        "k": entry.k,
+                        "family": list(params[1:]),
+                        "radius": None if math.isinf(entry.radius) else entry.radius,
+                        "seq": entry.seq,
+                        "n": len(entry.labels),
+                        "hits": [
+                            [h.id, h.score, h.distance, h.document, h.metadata, h.metric] for h in entry.hits
+                        ],
+                    }
+                    head = json.dumps(header, separators=(",", ":")).encode()
+                    query = np.frombuffer(entry.key[: self.dim * 4], np.float32)
+                    blob = (
+                        len(head).to_bytes(4, "little")
+                        + head
+                        + query.tobytes()
+                        + entry.labels.astype("<i8").tobytes()
+                        + entry.dists.astype("<f4").tobytes()
+                    )
+                    dc.set(f"{session or ''}\x00{entry.key.hex()}", blob)
+                    written += 1
+        return written
+
+    def load(self, directory: Path, seq: int) -> int:
+        """Load entries saved at this same ``seq``; anything else could be stale and is dropped."""
+        import diskcache
+
+        if not directory.exists():
+            return 0
+        loaded = 0
+        with diskcache.Cache(str(directory)) as dc:
+            meta_raw = dc.get("__meta__")
+            if not isinstance(meta_raw, bytes):
+                return 0
+            meta = json.loads(meta_raw)
+            if meta.get("format") != _FORMAT or meta.get("seq") != seq:
+                dc.clear()
+                return 0
+            for key in list(dc.iterkeys()):
+                if key == "__meta__":
+                    continue
+                blob = dc.get(key)
+                if not isinstance(blob, bytes):
+                    continue
+                hl = int.from_bytes(blob[:4], "little")
+                header = json.loads(blob[4 : 4 + hl])
+                if header["seq"] != seq:
+                    continue
+                off = 4 + hl
+                query = np.frombuffer(blob[off : off + self.dim * 4], np.float32).copy()
+                off += self.dim * 4
+                n = header["n"]
+                labels = np.frombuffer(blob[off : off + 8 * n], "<i8").astype(np.int64)
+                dists = np.frombuffer(blob[off + 8 * n : off + 12 * n], "<f4").astype(np.float32)
+                canonical, params = (
+                    header["family"][0],
+                    tuple(tuple(p) if isinstance(p, list) else p for p in header["family"][1]),
+                )
+                flt = parse_filter(json.loads(canonical)) if canonical else None
+                ns = self.namespace(header["session"])
+                family = ns.family(header["k"], canonical, params)
+                hits = [Hit(h[0], h[1], h[2], h[3], h[4], h[5]) for h in header["hits"]]
+                radius = header["radius"]
+                ns.store(
+                    bytes.fromhex(header["key"]),
+                    query,
+                    family,
+                    header["k"],
+                    flt,
+                    hits,
+                    labels,
+                    dists,
+                    full=radius is not None,
+                    seq=seq,
+                )
+                loaded += 1
+        return loaded

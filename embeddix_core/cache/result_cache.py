@@ -1,0 +1,350 @@
+"""Result cache with precise invalidation and a verified semantic tier.
+
+Every entry keeps, for its query q, the candidate set C: the best K = ``candidate_factor * k`` labels the
+search found (with their distances), the top k of which are the served hits, and d_K(q), the distance of
+the last candidate (infinite when fewer than K records could be found).
+
+Correctness rules (each enforced below, where it says so):
+
+* Exact hit: same query bytes (the full vector, not a prefix), k, canonical filter, search parameters,
+  profile version and session namespace.
+* Insert/upsert of vector v with metadata m drops exactly the entries whose filter matches m and whose
+  query lies within d_K of v: only those answers can change. Finding them is one matrix product of the
+  new vectors against all cached queries.
+* Delete, and update of a record's vector, document or metadata, drops the entries whose candidate set
+  holds that record (their hits or their bound would be stale); an update is then treated as an insert.
+* Semantic hit, for a new query q' near a cached q: C is re-ranked against q' and served only when
+  ``r_k(q') + d(q, q') <= d_K(q)``, with r_k(q') the k-th re-ranked distance and d a true metric
+  (Euclidean; for cosine, between unit vectors). By the triangle inequality no record outside C is
+  closer to q' than the served k-th hit, as far as C was the true top-K of q (exact when the search was
+  exact; as good as the search itself when it was approximate). Otherwise: a real search.
+* The ``similarity`` threshold only pre-filters which cached queries are tried; it never decides a hit.
+
+Threads: one lock per namespace; lookups, stores and invalidations hold it briefly.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..query.filters import Filter
+
+__all__ = ["CacheLookup", "ResultCache"]
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: bytes
+    slot: int
+    family: int
+    k: int
+    filter: Filter | None
+    hits: list[Any]
+    labels: np.ndarray  # candidate labels, best first (K of them, or fewer)
+    dists: np.ndarray  # their raw index-space distances
+    radius: float  # raw d_K, or inf when the candidate set is not full
+    nbytes: int
+    expires: float
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CacheLookup:
+    """What a lookup found: exact hits, or a verified semantic candidate set re-ranked for the query."""
+
+    kind: str  # "hit" or "semantic-hit"
+    hits: list[Any] | None = None  # exact hits (served as they are)
+    labels: np.ndarray | None = None  # semantic: the k labels to serve, best first
+    dists: np.ndarray | None = None  # semantic: their raw distances to the new query
+
+
+class ResultCache:
+    """One cache namespace (the shared one, or one agent/session's).
+
+    Args:
+        dim: Vector dimension.
+        space: ``"ip"`` or ``"l2"`` (the index space of the stored query vectors).
+        metric_ok: Whether index distances map to a true metric (False for raw inner product), which
+            the semantic tier needs.
+        max_bytes: Memory budget; least recently used entries go first.
+        ttl: Seconds an entry lives (None: until evicted or invalidated).
+        semantic: Enable the verified semantic tier.
+        similarity: Pre-filter for semantic candidates: only cached queries at least this cosine-similar
+            (or, for l2, within the matching Euclidean distance) are tried.
+        candidate_factor: K = factor * k candidates kept per entry.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        space: str,
+        *,
+        metric_ok: bool = True,
+        max_bytes: int = 64 << 20,
+        ttl: float | None = None,
+        semantic: bool = True,
+        similarity: float = 0.95,
+        candidate_factor: int = 4,
+    ) -> None:
+        self.dim = dim
+        self.space = space
+        self.max_bytes = max_bytes
+        self.ttl = ttl
+        self.semantic = semantic and metric_ok
+        self.similarity = similarity
+        self.candidate_factor = max(1, candidate_factor)
+        self._lock = threading.RLock()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+        cap = 64
+        self._q = np.zeros((cap, dim), np.float32)
+        self._qn = np.zeros(cap, np.float32)  # squared norms (l2)
+        self._radius = np.full(cap, -np.inf, np.float32)  # -inf: free slot, never invalidated
+        self._fam = np.full(cap, -1, np.int64)
+        self._slots: list[_Entry | None] = [None] * cap
+        self._free = list(range(cap - 1, -1, -1))
+        self._by_label: dict[int, set[int]] = {}
+        self._families: dict[tuple[Any, ...], int] = {}
+        self.bytes = 0
+        self.stats = {
+            "hits": 0,
+            "misses": 0,
+            "semantic_hits": 0,
+            "verified_rejects": 0,
+            "invalidated": 0,
+            "evicted": 0,
+            "expired": 0,
+        }
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _raw(self, vecs: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
+        """Raw index-space distances (len(vecs), len(rows)) between vectors and cached queries."""
+        q = self._q[rows]
+        dots = vecs @ q.T
+        if self.space == "ip":
+            return 1.0 - dots
+        vn = np.einsum("ij,ij->i", vecs, vecs)
+        return np.maximum(vn[:, None] - 2.0 * dots + self._qn[rows][None, :], 0.0)
+
+    def true_distance(self, raw: np.ndarray | float) -> np.ndarray | float:
+        """Raw index distance -> Euclidean (ip space holds unit vectors: |a-b|^2 = 2(1 - a.b))."""
+        if self.space == "ip":
+            return np.sqrt(np.maximum(2.0 * np.asarray(raw, np.float64), 0.0))
+        return np.sqrt(np.maximum(np.asarray(raw, np.float64), 0.0))
+
+    def family(self, k: int, canonical_filter: str | None, params: tuple[Any, ...]) -> int:
+        key = (k, canonical_filter, params)
+        fid = self._families.get(key)
+        if fid is None:
+            fid = self._families[key] = len(self._families)
+        return fid
+
+    def _grow(self) -> None:
+        cap = len(self._slots)
+        new = cap * 2
+        self._q = np.concatenate([self._q, np.zeros((cap, self.dim), np.float32)])
+        self._qn = np.concatenate([self._qn, np.zeros(cap, np.float32)])
+        self._radius = np.concatenate([self._radius, np.full(cap, -np.inf, np.float32)])
+        self._fam = np.concatenate([self._fam, np.full(cap, -1, np.int64)])
+        self._slots.extend([None] * cap)
+        self._free.extend(range(new - 1, cap - 1, -1))
+
+    def _drop(self, entry: _Entry, reason: str) -> None:
+        if self._entries.pop(entry.key, None) is None:
+            return
+        slot = entry.slot
+        self._slots[slot] = None
+        self._radius[slot] = -np.inf
+        self._fam[slot] = -1
+        self._free.append(slot)
+        for label in entry.labels.tolist():
+            slots = self._by_label.get(label)
+            if slots is not None:
+                slots.discard(slot)
+                if not slots:
+                    del self._by_label[label]
+        self.bytes -= entry.nbytes
+        self.stats[reason] += 1
+
+    # -- lookup / store ----------------------------------------------------------------------------
+    def lookup(
+        self, key: bytes, query: np.ndarray, family: int, k: int, vectors: Callable[[np.ndarray], np.ndarray]
+    ) -> CacheLookup | None:
+        """Find an exact entry, else try the verified semantic tier.
+
+        Args:
+            key: The exact key (query bytes + parameters).
+            query: The query in index space (unit length for cosine).
+            family: ``family(k, filter, params)`` of the query.
+            k: Hits wanted.
+            vectors: Fetches candidate vectors (index space) by label, for re-ranking.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            now = time.monotonic()
+            if entry is not None:
+                if entry.expires < now:
+                    self._drop(entry, "expired")
+                else:
+                    self._entries.move_to_end(key)
+                    self.stats["hits"] += 1
+                    return CacheLookup("hit", hits=entry.hits)
+            if not self.semantic or not self._entries:
+                self.stats["misses"] += 1
+                return None
+            n = len(self._slots)
+            same = np.flatnonzero(self._fam[:n] == family)
+            if same.size == 0:
+                self.stats["misses"] += 1
+                return None
+            raw = self._raw(query[None, :], same)[0]
+            # pre-filter by similarity (cosine for ip space; the equivalent distance for l2)
+            limit = (1.0 - self.similarity) if self.space == "ip" else np.inf
+            order = np.argsort(raw)[:3]
+            tried = 0
+            for j in order.tolist():
+                if raw[j] > limit:
+                    break
+                cand = self._slots[int(same[j])]
+                if cand is None or cand.expires < now:
+                    continue
+                tried += 1
+                d_qq = float(self.true_distance(raw[j]))
+                # candidates re-ranked against the new query
+                cvecs = vectors(cand.labels)
+                rr = self._rerank(query, cvecs)
+                if len(rr) < k:
+                    continue
+                top = np.argsort(rr, kind="stable")[:k]
+                # A candidate set that is not full holds every record the filter admits: any query's
+                # top k is inside it, no bound needed. Otherwise the triangle-inequality bound decides.
+                complete = not math.isfinite(cand.radius)
+                r_k = float(self.true_distance(rr[top[-1]]))
+                d_k = float(self.true_distance(cand.radius)) if not complete else math.inf
+                if complete or r_k + d_qq <= d_k * (1.0 - 1e-6):
+                    self._entries.move_to_end(cand.key)
+                    self.stats["semantic_hits"] += 1
+                    return CacheLookup("semantic-hit", labels=cand.labels[top], dists=rr[top])
+            if tried:
+                self.stats["verified_rejects"] += 1
+            self.stats["misses"] += 1
+            return None
+
+    def _rerank(self, query: np.ndarray, cvecs: np.ndarray) -> np.ndarray:
+        dots = cvecs @ query
+        if self.space == "ip":
+            return (1.0 - dots).astype(np.float32)
+        return np.maximum(np.einsum("ij,ij->i", cvecs, cvecs) - 2.0 * dots + float(query @ query), 0.0)
+
+    def store(
+        self,
+        key: bytes,
+        query: np.ndarray,
+        family: int,
+        k: int,
+        flt: Filter | None,
+        hits: list[Any],
+        labels: np.ndarray,
+        dists: np.ndarray,
+        full: bool,
+        seq: int,
+    ) -> None:
+        """Keep a search result.
+
+        Args:
+            key: The exact key.
+            query: The query in index space.
+            family: Its family id.
+            k: Hits served.
+            flt: The filter (for insert invalidation).
+            hits: The served hits.
+            labels: Candidate labels, best first.
+            dists: Their raw distances.
+            full: Whether the candidate set is full (K found); if not, d_K is infinite.
+            seq: The collection's sequence number the answer reflects.
+        """
+        nbytes = 200 + query.nbytes + labels.nbytes + dists.nbytes + sum(_hit_bytes(h) for h in hits)
+        if nbytes > self.max_bytes:
+            return
+        with self._lock:
+            old = self._entries.get(key)
+            if old is not None:
+                self._drop(old, "evicted")
+            if not self._free:
+                self._grow()
+            slot = self._free.pop()
+            radius = float(dists[-1]) if full and len(dists) else math.inf
+            expires = time.monotonic() + self.ttl if self.ttl else math.inf
+            entry = _Entry(key, slot, family, k, flt, hits, labels, dists, radius, nbytes, expires, seq)
+            self._entries[key] = entry
+            self._slots[slot] = entry
+            self._q[slot] = query
+            self._qn[slot] = float(query @ query)
+            self._radius[slot] = radius
+            self._fam[slot] = family
+            for label in labels.tolist():
+                self._by_label.setdefault(label, set()).add(slot)
+            self.bytes += nbytes
+            while self.bytes > self.max_bytes and self._entries:
+                self._drop(next(iter(self._entries.values())), "evicted")
+
+    # -- invalidation ------------------------------------------------------------------------------
+    def on_insert(self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> int:
+        """Drop the entries new records could enter (see module docstring). Returns how many."""
+        with self._lock:
+            if not self._entries:
+                return 0
+            n = len(self._slots)
+            raw = self._raw(vectors, slice(0, n))
+            hit = raw <= self._radius[None, :n]
+            slots = np.flatnonzero(hit.any(axis=0))
+            dropped = 0
+            for slot in slots.tolist():
+                entry = self._slots[slot]
+                if entry is None:
+                    continue
+                rows = np.flatnonzero(hit[:, slot])
+                if entry.filter is None or any(entry.filter.matches(metadatas[i]) for i in rows.tolist()):
+                    self._drop(entry, "invalidated")
+                    dropped += 1
+            return dropped
+
+    def on_labels(self, labels: Sequence[int]) -> int:
+        """Drop the entries whose candidate sets hold any of these labels (deleted or changed)."""
+        with self._lock:
+            dropped = 0
+            for label in labels:
+                slots = self._by_label.get(int(label))
+                if not slots:
+                    continue
+                for slot in list(slots):
+                    entry = self._slots[slot]
+                    if entry is not None:
+                        self._drop(entry, "invalidated")
+                        dropped += 1
+            return dropped
+
+    def clear(self) -> None:
+        with self._lock:
+            for entry in list(self._entries.values()):
+                self._drop(entry, "invalidated")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def entries(self) -> list[_Entry]:
+        with self._lock:
+            return list(self._entries.values())
+
+
+def _hit_bytes(hit: Any) -> int:
+    doc = getattr(hit, "document", None)
+    meta = getattr(hit, "metadata", None)
+    return 120 + len(hit.id) + (len(doc) if doc else 0) + (64 * len(meta) if meta else 0)

@@ -1,0 +1,1 @@
+"""Query layer: the metadata filter language, planning, fusion and reranking."""
