@@ -1,0 +1,177 @@
+"""Caches: isolation, TTL, budget, persistence, bypass, and the semantic bound."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from testdata import clustered
+
+from embeddix_core import Embeddix, EmbeddixSettings
+
+
+def _col(db: Embeddix, n: int = 400, dim: int = 16, **kwargs):
+    x = clustered(n, dim, seed=7)
+    col = db.create_collection("c", dim=dim, **kwargs)
+    col.add([str(i) for i in range(n)], x, metadatas=[{"g": i % 4} for i in range(n)])
+    return col, x
+
+
+def test_cache_is_on_by_default_and_invisible(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db)
+    first = col.search(x[3], k=5)
+    second = col.search(x[3], k=5)
+    assert first == second
+    assert first.plan.result_cache == "miss" and second.plan.result_cache == "hit"
+    info = col.cache_info()
+    for key in ("hits", "misses", "semantic_hits", "verified_rejects", "entries", "bytes"):
+        assert key in info
+    assert info["hits"] == 1 and info["misses"] == 1 and info["entries"] == 1 and info["bytes"] > 0
+    bypass = col.search(x[3], k=5, cache=False)
+    assert bypass == first and bypass.plan.result_cache == "off"
+    assert col.cache_info()["hits"] == 1
+
+
+def test_cached_hits_do_not_alias(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db)
+    col.search(x[1], k=3)[0].metadata["g"] = "poisoned"
+    assert col.search(x[1], k=3)[0].metadata == {"g": 1}
+
+
+def test_precise_invalidation_keeps_unaffected_entries(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db)
+    for i in range(20):
+        col.search(x[i], k=5, filter={"g": i % 4})
+    assert col.cache_info()["entries"] == 20
+    # a record far from every cached query and matching no filter of interest
+    col.add("far", -x[0] * 50, metadatas={"g": 99})
+    assert col.cache_info()["entries"] == 20
+    # a record identical to query 0 with the right metadata must invalidate exactly that answer's entry
+    col.add("twin", x[0], metadatas={"g": 0})
+    info = col.cache_info()
+    assert info["invalidated"] >= 1 and info["entries"] < 20
+    hits = col.search(x[0], k=5, filter={"g": 0})
+    assert "twin" in {h.id for h in hits}
+    assert hits == col.search(x[0], k=5, filter={"g": 0}, cache=False)
+
+
+def test_delete_and_update_drop_entries_holding_the_record(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db)
+    top = col.search(x[5], k=3)
+    col.delete(top[1].id)
+    assert top[1].id not in {h.id for h in col.search(x[5], k=3)}
+    col.search(x[6], k=3)
+    col.update("6", documents=["new text"])
+    assert col.search(x[6], k=3)[0].document == "new text"
+    col.update("6", metadatas=[{"g": 42}])
+    assert col.search(x[6], k=3)[0].metadata == {"g": 42}
+    assert col.search(x[6], k=3, filter={"g": 42})[0].id == "6"
+
+
+def test_sessions_are_isolated_and_bounded() -> None:
+    s = EmbeddixSettings(cache_max_sessions=2)
+    with Embeddix.open(None, settings=s) as db:
+        col, x = _col(db)
+        col.search(x[0], k=5, session="agent-a")
+        assert col.search(x[0], k=5, session="agent-b").plan.result_cache == "miss"
+        assert col.search(x[0], k=5, session="agent-a").plan.result_cache == "hit"
+        assert col.search(x[0], k=5).plan.result_cache == "miss"  # the shared namespace is separate too
+        col.search(x[0], k=5, session="agent-c")  # evicts the least recently used session (b)
+        info = col.cache_info()
+        assert info["sessions"] == 2 and info["sessions_evicted"] == 1
+        assert col.search(x[0], k=5, session="agent-b").plan.result_cache == "miss"
+
+
+def test_profile_version_is_part_of_the_key(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db)
+    col.search(x[0], k=5, session="u", profile_version=1)
+    assert col.search(x[0], k=5, session="u", profile_version=2).plan.result_cache == "miss"
+    assert col.search(x[0], k=5, session="u", profile_version=1).plan.result_cache == "hit"
+
+
+def test_ttl_expires_entries(monkeypatch) -> None:
+    import embeddix_core.cache.result_cache as rc
+
+    now = [1000.0]
+    monkeypatch.setattr(rc.time, "monotonic", lambda: now[0])
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_ttl=10.0)) as db:
+        col, x = _col(db)
+        col.search(x[0], k=5)
+        now[0] += 5
+        assert col.search(x[0], k=5).plan.result_cache == "hit"
+        now[0] += 6
+        assert col.search(x[0], k=5).plan.result_cache == "miss"
+        assert col.cache_info()["expired"] >= 1
+
+
+def test_memory_budget_evicts_least_recently_used() -> None:
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=20_000)) as db:
+        col, x = _col(db)
+        for i in range(60):
+            col.search(x[i], k=5)
+        info = col.cache_info()
+        assert info["bytes"] <= 20_000 and info["evicted"] > 0
+        assert col.search(x[59], k=5).plan.result_cache == "hit"  # the most recent one stayed
+
+
+def test_persistent_tier_survives_restart(tmp_path) -> None:
+    s = EmbeddixSettings(cache_persist=True)
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        col, x = _col(db)
+        col.search(x[0], k=5)
+        col.search(x[1], k=5, session="agent-7", filter={"g": 1})
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        col = db.get_collection("c")
+        assert col.cache_info()["entries"] == 2
+        assert col.search(x[0], k=5).plan.result_cache == "hit"
+        assert col.search(x[1], k=5, session="agent-7", filter={"g": 1}).plan.result_cache == "hit"
+        col.add("new", x[2])  # written after the save: the saved entries could be stale
+    with Embeddix.open(tmp_path / "d", settings=EmbeddixSettings()) as db:  # no persistence: no save
+        db.get_collection("c").add("newer", x[3])
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        assert db.get_collection("c").cache_info()["entries"] == 0
+
+
+def test_semantic_hit_is_verified_and_equals_a_fresh_search(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db, n=2000, dim=16)
+    rng = np.random.default_rng(3)
+    served = 0
+    for i in range(40):
+        col.search(x[i], k=5)
+        q2 = x[i] + rng.standard_normal(16).astype(np.float32) * 1e-3
+        hits = col.search(q2, k=5)
+        fresh = col.search(q2, k=5, cache=False)
+        assert [h.id for h in hits] == [h.id for h in fresh]
+        np.testing.assert_allclose(
+            [h.distance for h in hits], [h.distance for h in fresh], rtol=1e-4, atol=1e-5
+        )
+        served += hits.plan.result_cache == "semantic-hit"
+    assert served > 20
+    assert col.cache_info()["semantic_hits"] == served
+
+
+def test_semantic_tier_rejects_when_the_bound_fails(mem_db: Embeddix) -> None:
+    col, x = _col(mem_db, n=2000, dim=16)
+    col.search(x[0], k=5)
+    far = x[0] + np.random.default_rng(0).standard_normal(16).astype(np.float32) * 0.4
+    cos = float(far @ x[0] / np.linalg.norm(far) / np.linalg.norm(x[0]))
+    if cos >= 0.95:  # passes the pre-filter, so the bound must decide
+        hits = col.search(far, k=5)
+        assert [h.id for h in hits] == [h.id for h in col.search(far, k=5, cache=False)]
+
+
+def test_inner_product_collections_have_no_semantic_tier(mem_db: Embeddix) -> None:
+    x = clustered(200, 8, seed=1)
+    col = mem_db.create_collection("ip", dim=8, metric="ip")
+    col.add([str(i) for i in range(200)], x)
+    col.search(x[0], k=3)
+    assert col.search(x[0] * 1.0001, k=3).plan.result_cache == "miss"
+    assert col.search(x[0], k=3).plan.result_cache == "hit"
+
+
+@pytest.mark.parametrize("enabled", [False])
+def test_cache_can_be_disabled(enabled: bool) -> None:
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_enabled=enabled)) as db:
+        col, x = _col(db)
+        col.search(x[0], k=3)
+        assert col.search(x[0], k=3).plan.result_cache == "off"
+        assert col.cache_info()["enabled"] is False
