@@ -98,7 +98,13 @@ def check_ids(ids: Any, n: int | None = None) -> list[str]:
             raise InvalidIdError(f"ids[{i}] must be a string; got {type(rid).__name__} {rid!r}")
         if not rid:
             raise InvalidIdError(f"ids[{i}] is an empty string; ids must be non-empty")
-        if len(rid) > MAX_ID_BYTES // 4 and len(rid.encode("utf-8")) > MAX_ID_BYTES:
+        try:
+            size = len(rid.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidIdError(
+                f"ids[{i}] is not valid Unicode (unpaired surrogate); expected UTF-8 text"
+            ) from None
+        if size > MAX_ID_BYTES:
             raise InvalidIdError(
                 f"ids[{i}] is {len(rid.encode('utf-8'))} bytes long; at most {MAX_ID_BYTES} bytes allowed"
             )
@@ -123,17 +129,52 @@ def check_documents(documents: Any, n: int) -> list[str | None]:
     for i, doc in enumerate(docs):
         if doc is not None and not isinstance(doc, str):
             raise InvalidArgumentError(f"documents[{i}] must be a string or None; got {type(doc).__name__}")
+        if doc:
+            try:
+                doc.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidArgumentError(
+                    f"documents[{i}] is not valid Unicode (unpaired surrogate); expected UTF-8 text"
+                ) from None
     return docs
 
 
-def _check_value(key: str, value: Any, where: str) -> None:
-    if isinstance(value, _SCALARS):
-        if isinstance(value, float) and not math.isfinite(value):
+def _check_scalar(key: str, value: Any, where: str) -> bool:
+    """True for an allowed scalar; raise for a scalar SQLite's JSON functions would mangle."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise InvalidMetadataError(f"{where}[{key!r}] is {value}; metadata integers must fit in 64 bits")
+        return True
+    if isinstance(value, float):
+        if not math.isfinite(value):
             raise InvalidMetadataError(f"{where}[{key!r}] is {value}; metadata floats must be finite")
+        return True
+    if isinstance(value, str):
+        _check_text(value, f"{where}[{key!r}]")
+        return True
+    return False
+
+
+def _check_text(text: str, what: str) -> None:
+    # SQLite's JSON functions stop at NUL, and unpaired surrogates cannot be stored as UTF-8.
+    if "\x00" in text:
+        raise InvalidMetadataError(f"{what} contains a NUL character; metadata text cannot hold NUL")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidMetadataError(
+            f"{what} is not valid Unicode ({exc.reason}); expected UTF-8 text"
+        ) from None
+
+
+def _check_value(key: str, value: Any, where: str) -> None:
+    if _check_scalar(key, value, where):
         return
     if isinstance(value, list | tuple):
         for item in value:
-            if not isinstance(item, _SCALARS) or (isinstance(item, float) and not math.isfinite(item)):
+            if not _check_scalar(key, item, where):
                 raise InvalidMetadataError(
                     f"{where}[{key!r}] holds {item!r} ({type(item).__name__}); list items must be "
                     "str, int, float or bool"
@@ -155,6 +196,7 @@ def check_metadata(meta: Any, where: str = "metadata") -> dict[str, Any]:
     for key, value in meta.items():
         if not isinstance(key, str) or not key:
             raise InvalidMetadataError(f"{where} keys must be non-empty strings; got {key!r}")
+        _check_text(key, f"{where} key {key!r}")
         if value is None:
             continue  # JSON null carries no information a filter could use; dropping it keeps $exists exact
         _check_value(key, value, where)

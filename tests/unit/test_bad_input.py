@@ -51,6 +51,10 @@ BAD_WRITES = [
     (dict(ids=["n"], vectors=[[1.0, 0, 0]], metadatas=[{"o": float("nan")}]), InvalidMetadataError, "finite"),
     (dict(ids=["n"], vectors=[[1.0, 0, 0]], metadatas=["notadict"]), InvalidMetadataError, "must be a dict"),
     (dict(ids=["n"], vectors=[[1.0, 0, 0]], documents=[3]), InvalidArgumentError, "documents"),
+    (dict(ids=["n"], vectors=[[1.0, 0, 0]], metadatas=[{"o": 2**70}]), InvalidMetadataError, "64 bits"),
+    (dict(ids=["n"], vectors=[[1.0, 0, 0]], metadatas=[{"o": "a\x00b"}]), InvalidMetadataError, "NUL"),
+    (dict(ids=["n"], vectors=[[1.0, 0, 0]], documents=["\udc80"]), InvalidArgumentError, "Unicode"),
+    (dict(ids=["\udc80"], vectors=[[1.0, 0, 0]]), InvalidIdError, "Unicode"),
     (dict(ids=["n", "a"], vectors=[[1.0, 0, 0], [0, 0, 1.0]]), DuplicateIdError, "'a'"),
 ]
 
