@@ -50,7 +50,7 @@ from .errors import (
 )
 from .index.base import IndexResult, VectorIndex, exact_topk
 from .index.exact import ExactIndex
-from .index.hnsw import HnswIndex
+from .index.segmented import SegmentedHnsw
 from .query.filters import Filter, parse_filter
 from .query.fusion import fts_query, mmr_select, rrf_fuse
 from .query.planner import (
@@ -212,7 +212,13 @@ class Collection:
 
     def _index_params(self) -> dict[str, Any]:
         c = self._config
-        return {"dim": c.dim, "space": self._space, "m": c.hnsw_m, "ef_construction": c.ef_construction}
+        return {
+            "dim": c.dim,
+            "space": self._space,
+            "m": c.hnsw_m,
+            "ef_construction": c.ef_construction,
+            "segment_size": c.segment_size,
+        }
 
     def _prepare(self, vectors: np.ndarray, *, copy: bool = True) -> np.ndarray:
         """Vectors as the index stores them: unit length for cosine, as given otherwise."""
@@ -226,14 +232,15 @@ class Collection:
             )
         return (vectors / norms[:, None]).astype(np.float32, copy=False)
 
-    def _new_hnsw(self, capacity: int) -> HnswIndex:
+    def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
         c = self._config
-        return HnswIndex(
+        return SegmentedHnsw(
             c.dim,
             self._space,
             m=c.hnsw_m,
             ef_construction=c.ef_construction,
             ef_search=c.ef_search,
+            segment_size=c.segment_size,
             capacity=capacity,
         )
 
@@ -254,14 +261,16 @@ class Collection:
                 snap = None
             if snap is not None and snap.seq >= pruned:
                 c = self._config
-                self._index = HnswIndex.load(
-                    snap.path,
+                self._index = SegmentedHnsw.load(
+                    snap.paths,
+                    snap.extra.get("bounds", [0]),
+                    snap.lives,
                     c.dim,
                     self._space,
                     m=c.hnsw_m,
                     ef_construction=c.ef_construction,
                     ef_search=c.ef_search,
-                    live=snap.live,
+                    segment_size=c.segment_size,
                 )
                 self._applied_seq = self._snapshot_seq = snap.seq
                 self._replay()
@@ -352,12 +361,14 @@ class Collection:
         with self._write_lock:
             self._replay()
             index = self._index
-            if directory is None or not isinstance(index, HnswIndex):
+            if directory is None or not isinstance(index, SegmentedHnsw):
                 return False
             if self._applied_seq == self._snapshot_seq:
                 return False
             seq = self._applied_seq
-            write_snapshot(directory, "hnsw", seq, len(index), self._index_params(), index.save)
+            write_snapshot(
+                directory, "hnsw", seq, self._index_params(), index.savers(), {"bounds": index.bounds}
+            )
             self._snapshot_seq = seq
             self._store.prune_deletions(self._cid, seq)
             return True
@@ -380,6 +391,7 @@ class Collection:
         self._closed = True
 
     _closing = False
+    _plan_segments = 0
 
     # -- result cache (see cache/result_cache.py for the rules) ------------------------------------
     def _cache_dir(self) -> Path | None:
@@ -435,14 +447,20 @@ class Collection:
     # -- calibration (see query/planner.py for the rules) ------------------------------------------
     def _wrote(self, n: int) -> None:
         self._writes_since_cal += n
-        if self._plans and not isinstance(self._index, HnswIndex):
+        index = self._index
+        if self._plans and (not isinstance(index, SegmentedHnsw) or index.segments != self._plan_segments):
             self._plans.clear()
+        self._plan_segments = index.segments if isinstance(index, SegmentedHnsw) else 0
         self._maybe_calibrate()
 
     def _maybe_calibrate(self) -> None:
         s = self._settings
         index = self._index
-        if not s.auto_calibrate or not isinstance(index, HnswIndex) or len(index) < s.calibration_min_count:
+        if (
+            not s.auto_calibrate
+            or not isinstance(index, SegmentedHnsw)
+            or len(index) < s.calibration_min_count
+        ):
             return
         cal = self._calibration
         if cal is not None and not cal.stale(len(index), self._writes_since_cal):
@@ -473,7 +491,7 @@ class Collection:
         """
         self._check_open()
         index = self._index
-        if not isinstance(index, HnswIndex) or len(index) <= k + 1:
+        if not isinstance(index, SegmentedHnsw) or len(index) <= k + 1:
             return None
         count, seq, writes0 = len(index), self._applied_seq, self._writes_since_cal
         labels = index.live_labels()
@@ -505,7 +523,7 @@ class Collection:
         return cal
 
     def _calibration_queries(
-        self, index: HnswIndex, labels: np.ndarray, qlabels: np.ndarray, rng: np.random.Generator
+        self, index: SegmentedHnsw, labels: np.ndarray, qlabels: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """Sampled records moved off themselves, so they behave like new queries.
 
@@ -526,7 +544,7 @@ class Collection:
 
     def _exact_truth(
         self,
-        index: HnswIndex,
+        index: SegmentedHnsw,
         labels: np.ndarray,
         queries: np.ndarray,
         k: int,
@@ -577,7 +595,7 @@ class Collection:
 
     def _load_calibration(self) -> None:
         path = self._calibration_path()
-        if path is None or not path.exists() or not isinstance(self._index, HnswIndex):
+        if path is None or not path.exists() or not isinstance(self._index, SegmentedHnsw):
             return
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
@@ -815,7 +833,7 @@ class Collection:
             cfg = dataclasses.replace(self._config, **changes)
             self._store.set_config(self._cid, cfg.to_json())
             self._config = cfg
-            if isinstance(self._index, HnswIndex):
+            if isinstance(self._index, SegmentedHnsw):
                 self._index.ef_search = cfg.ef_search
             self._plans.clear()
             if self._cache is not None:
@@ -954,10 +972,8 @@ class Collection:
         """Counts, index kind and parameters."""
         self._sync()
         index = self._index
-        size = index.capacity if isinstance(index, HnswIndex) else len(index)
-        tomb = 0
-        if isinstance(index, HnswIndex):
-            tomb = index._index.get_current_count() - len(index)
+        size = index.capacity if isinstance(index, SegmentedHnsw) else len(index)
+        tomb = index.tombstones if isinstance(index, SegmentedHnsw) else 0
         c = self._config
         return CollectionStats(
             name=self.name,
@@ -971,6 +987,8 @@ class Collection:
             snapshot_seq=self._snapshot_seq,
             embedding_model=c.embedding_model,
             params={
+                "segments": index.segments if isinstance(index, SegmentedHnsw) else 1,
+                "segment_size": c.segment_size,
                 "hnsw_m": c.hnsw_m,
                 "ef_construction": c.ef_construction,
                 "ef_search": c.ef_search,
@@ -1052,7 +1070,7 @@ class Collection:
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
         """Choose the index pass for a search (cached; see ``query/planner.py``)."""
         index = self._index
-        if not isinstance(index, HnswIndex):
+        if not isinstance(index, SegmentedHnsw):
             return Plan("exact", None, 1.0, recall, deadline_ms, steps=(0,), reason="exact search")
         key = (k, recall, deadline_ms, ef)
         plan = self._plans.get(key)
@@ -1086,6 +1104,8 @@ class Collection:
             steps=(use,),
             calibrated=cal is not None,
             deadline_limited=limited,
+            segments=index.segments,
+            parallel_segments=index.segments > 1 and (os.cpu_count() or 1) > 1,
             reason=reason,
         )
         if len(self._plans) > 256:
@@ -1252,18 +1272,20 @@ class Collection:
         )
         if not partial and len(hits) == min(k, len(labels)) and self._index is index:
             stored = [dataclasses.replace(h, metadata=dict(h.metadata)) for h in hits]
-            ns.store(
-                key,
-                q.copy(),
-                family,
-                k,
-                flt,
-                stored,
-                labels.copy(),
-                dists.copy(),
-                full=len(labels) >= big,
-                seq=self._applied_seq,
-            )
+            with self._cache_store_lock:
+                if self._applied_seq == seq0:
+                    ns.store(
+                        key,
+                        q.copy(),
+                        family,
+                        k,
+                        flt,
+                        stored,
+                        labels.copy(),
+                        dists.copy(),
+                        full=len(labels) >= big,
+                        seq=seq0,
+                    )
         return Hits(hits, partial=partial, plan=dataclasses.replace(plan, result_cache="miss"))
 
     def search_iter(

@@ -45,6 +45,8 @@ class EmbeddixSettings(BaseSettings):
         hnsw_m: HNSW graph degree for new collections.
         ef_construction: HNSW build-time beam width for new collections.
         ef_search: Default HNSW query beam width (runtime; per-query ``ef`` overrides it).
+        segment_size: HNSW vectors per segment; larger collections get more segments, searched in
+            parallel and merged exactly (0 = one graph however large).
         exact_filter_fraction: A filtered search scans the matching subset exactly when at most this
             fraction of the collection matches (or fewer than ``exact_filter_min`` records).
         exact_filter_min: See ``exact_filter_fraction``.
@@ -76,6 +78,7 @@ class EmbeddixSettings(BaseSettings):
     hnsw_m: int = Field(16, ge=2, le=128)
     ef_construction: int = Field(200, ge=8, le=4096)
     ef_search: int = Field(96, ge=1, le=32768)
+    segment_size: int = Field(1_000_000, ge=0)
     exact_filter_fraction: float = Field(0.02, ge=0.0, le=1.0)
     exact_filter_min: int = Field(4096, ge=0)
     snapshot_min_changes: int = Field(1, ge=0)
@@ -111,8 +114,9 @@ class CollectionConfig:
     ef_search: int = 96
     index_threshold: int = 10_000
     embedding_model: str | None = None
+    segment_size: int = 1_000_000
 
-    FIXED = ("dim", "metric", "hnsw_m", "ef_construction")
+    FIXED = ("dim", "metric", "hnsw_m", "ef_construction", "segment_size")
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 1 <= self.dim <= 65_536:
@@ -123,6 +127,7 @@ class CollectionConfig:
             ("ef_construction", 8, 4096),
             ("ef_search", 1, 32768),
             ("index_threshold", 0, 2**62),
+            ("segment_size", 0, 2**62),
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:

@@ -118,6 +118,7 @@ class Embeddix:
         ef_search: int | None = None,
         index_threshold: int | None = None,
         embedding_model: str | None = None,
+        segment_size: int | None = None,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection.
@@ -131,6 +132,7 @@ class Embeddix:
             ef_search: Default query beam width (changeable with ``configure``).
             index_threshold: Record count above which HNSW replaces exact search.
             embedding_model: Id of the embedding model the vectors come from (checked by adapters).
+            segment_size: HNSW vectors per segment (fixed; default from settings, 0 = one graph).
             exist_ok: Return the existing collection instead of raising when the name exists and its
                 dimension and metric match.
 
@@ -148,6 +150,7 @@ class Embeddix:
             ef_search=ef_search if ef_search is not None else s.ef_search,
             index_threshold=index_threshold if index_threshold is not None else s.index_threshold,
             embedding_model=embedding_model,
+            segment_size=segment_size if segment_size is not None else s.segment_size,
         )
         with self._lock:
             if exist_ok and self._store.get_collection(name) is not None:

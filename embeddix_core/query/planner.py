@@ -133,6 +133,8 @@ class Plan:
         filter_matches: Records matching the filter, when there is one.
         calibrated: Whether a calibration curve chose ef (else the collection's ``ef_search``).
         deadline_limited: The deadline forced a narrower beam than the recall target asked for.
+        segments: HNSW segments searched (large collections are split; answers merged exactly).
+        parallel_segments: Whether a single query searches its segments at once on a thread pool.
         plan_cached: Whether the plan came from the plan cache.
         result_cache: ``"hit"``, ``"semantic-hit"``, ``"miss"`` or ``"off"`` (filled by the cache layer).
         reason: A short human-readable explanation.
@@ -148,6 +150,8 @@ class Plan:
     filter_matches: int | None = None
     calibrated: bool = False
     deadline_limited: bool = False
+    segments: int = 1
+    parallel_segments: bool = False
     plan_cached: bool = False
     result_cache: str = "off"
     reason: str = ""

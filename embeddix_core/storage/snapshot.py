@@ -2,12 +2,13 @@
 
 Layout in ``<data>/indexes/<cid>/``::
 
-    manifest.json          {"magic": "embeddix-index", "format_version": 1, "file": "hnsw-<seq>.bin",
-                            "seq": ..., "live": ..., "size": ..., "crc32": ..., ...}
-    hnsw-<seq>.bin         hnswlib's own save format (no pickle)
+    manifest.json          {"magic": "embeddix-index", "format_version": 1, "seq": ..., "live": ...,
+                            "files": [{"file": "hnsw-<seq>-0.bin", "size", "crc32", "live"}, ...],
+                            "extra": {"bounds": [...]}, "params": {...}}
+    hnsw-<seq>-<i>.bin     one file per index segment, in hnswlib's own save format (no pickle)
 
-Write order (crash-safe at every step): the index goes to ``hnsw-<seq>.bin.tmp`` -> fsync -> rename to
-``hnsw-<seq>.bin``; then the manifest goes to ``manifest.json.tmp`` -> fsync -> rename -> fsync the
+Write order (crash-safe at every step): each segment goes to ``hnsw-<seq>-<i>.bin.tmp`` -> fsync -> rename
+to ``hnsw-<seq>-<i>.bin``; then the manifest goes to ``manifest.json.tmp`` -> fsync -> rename -> fsync the
 directory; only then are older ``.bin`` files removed. A crash leaves either the old manifest with its old
 file, or the new manifest with its new file; a torn or foreign file fails the size/CRC check and the caller
 rebuilds from the store with a warning.
@@ -20,7 +21,7 @@ import json
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,14 @@ _MANIFEST = "manifest.json"
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """A verified snapshot on disk."""
+    """A verified snapshot on disk: one file per segment."""
 
-    path: Path
+    paths: list[Path]
+    lives: list[int]
     seq: int
     live: int
     params: dict[str, Any]
+    extra: dict[str, Any]
 
 
 def _crc32(path: Path) -> int:
@@ -69,7 +72,12 @@ def _fsync_file(path: Path) -> None:
 
 
 def write_snapshot(
-    directory: Path, kind: str, seq: int, live: int, params: dict[str, Any], save: Callable[[Path], None]
+    directory: Path,
+    kind: str,
+    seq: int,
+    params: dict[str, Any],
+    segments: Sequence[tuple[int, Callable[[Path], None]]],
+    extra: dict[str, Any] | None = None,
 ) -> Snapshot:
     """Save an index atomically with its manifest.
 
@@ -77,36 +85,40 @@ def write_snapshot(
         directory: The collection's index directory (created if missing).
         kind: Index kind, e.g. ``"hnsw"``.
         seq: The store sequence number the index contains.
-        live: Live vectors in the index.
         params: Index parameters to check on load (dim, space, m, ...).
-        save: Writes the native index file to the path it is given.
+        segments: (live vectors, save function) per segment; each function writes its native index file
+            to the path it is given.
+        extra: More JSON data to keep (e.g. segment bounds).
 
     Returns:
         The snapshot written.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    name = f"{kind}-{seq}.bin"
-    final = directory / name
-    tmp = directory / (name + ".tmp")
+    files: list[dict[str, Any]] = []
+    written: list[Path] = []
+    tmp: Path | None = None
     try:
-        save(tmp)
-        _fsync_file(tmp)
-        size = tmp.stat().st_size
-        crc = _crc32(tmp)
-        os.replace(tmp, final)
+        for i, (live, save) in enumerate(segments):
+            name = f"{kind}-{seq}-{i}.bin"
+            final = directory / name
+            tmp = directory / f"{name}.{os.getpid()}.tmp"
+            save(tmp)
+            _fsync_file(tmp)
+            files.append({"file": name, "size": tmp.stat().st_size, "crc32": _crc32(tmp), "live": live})
+            os.replace(tmp, final)
+            written.append(final)
         manifest = {
             "magic": _MAGIC,
             "format_version": SNAPSHOT_FORMAT,
             "kind": kind,
-            "file": name,
             "seq": seq,
-            "live": live,
-            "size": size,
-            "crc32": crc,
+            "live": sum(f["live"] for f in files),
+            "files": files,
             "params": params,
+            "extra": extra or {},
             "created": time.time(),
         }
-        mtmp = directory / (_MANIFEST + ".tmp")
+        mtmp = directory / f"{_MANIFEST}.{os.getpid()}.tmp"
         with open(mtmp, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, sort_keys=True)
             fh.flush()
@@ -116,11 +128,13 @@ def write_snapshot(
     except OSError as exc:
         raise StorageError(f"could not write the index snapshot in {directory}: {exc}") from exc
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+    keep = {p.name for p in written}
     for old in directory.glob(f"{kind}-*.bin*"):
-        if old.name != name:
+        if old.name not in keep:
             old.unlink(missing_ok=True)
-    return Snapshot(final, seq, live, params)
+    return Snapshot(written, [f["live"] for f in files], seq, manifest["live"], params, extra or {})
 
 
 def read_snapshot(directory: Path, kind: str, params: dict[str, Any]) -> Snapshot | None:
@@ -156,16 +170,25 @@ def read_snapshot(directory: Path, kind: str, params: dict[str, Any]) -> Snapsho
             raise StorageError(
                 f"snapshot {mpath} was built with {key}={stored.get(key)!r}, expected {value!r}"
             )
-    path = directory / str(manifest["file"])
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise StorageError(f"snapshot file {path} is missing: {exc}") from exc
-    if size != manifest["size"]:
-        raise StorageError(f"snapshot file {path} has {size} bytes, the manifest says {manifest['size']}")
-    if _crc32(path) != manifest["crc32"]:
-        raise StorageError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
-    return Snapshot(path, int(manifest["seq"]), int(manifest["live"]), stored)
+    paths: list[Path] = []
+    lives: list[int] = []
+    for entry in manifest.get("files", []):
+        path = directory / str(entry["file"])
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise StorageError(f"snapshot file {path} is missing: {exc}") from exc
+        if size != entry["size"]:
+            raise StorageError(f"snapshot file {path} has {size} bytes, the manifest says {entry['size']}")
+        if _crc32(path) != entry["crc32"]:
+            raise StorageError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
+        paths.append(path)
+        lives.append(int(entry["live"]))
+    if not paths:
+        raise StorageError(f"snapshot manifest {mpath} lists no files")
+    return Snapshot(
+        paths, lives, int(manifest["seq"]), int(manifest["live"]), stored, manifest.get("extra", {})
+    )
 
 
 def remove_snapshots(directory: Path) -> None:
