@@ -137,6 +137,7 @@ class Collection:
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._cache: CacheManager | None = None
         self._cache_store_lock = threading.Lock()
+        self._plan_variants: dict[tuple[int, str], tuple[Plan, Plan]] = {}
         if settings.cache_enabled:
             self._cache = CacheManager(
                 self.dim,
@@ -1044,6 +1045,7 @@ class Collection:
         include_vectors: bool,
         scores: Sequence[float] | None = None,
         metric: str | None = None,
+        raw: list[tuple[Any, ...]] | None = None,
     ) -> list[Hit]:
         rows = self._store.rows_by_labels(labels, vectors=include_vectors)
         l2 = self._space == "l2"
@@ -1065,6 +1067,8 @@ class Collection:
                 score = 1.0 - d
             vec = np.frombuffer(row[4], np.float32).copy() if include_vectors else None
             out.append(Hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, m, vec))
+            if raw is not None:
+                raw.append((row[1], score, d, row[2], row[3]))
         return out
 
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
@@ -1252,12 +1256,14 @@ class Collection:
         found = ns.lookup(key, q, family, k, index.get_vectors)
         if found is not None:
             if found.hits is not None:
-                # fresh metadata dicts: a caller mutating a hit must not change the cached answer
-                hits = [dataclasses.replace(h, metadata=dict(h.metadata)) for h in found.hits]
+                # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
+                # caller may mutate without touching the cache.
+                loads, metric = orjson.loads, self._metric
+                hits = [Hit(r[0], r[1], r[2], r[3], loads(r[4]) if r[4] else {}, metric) for r in found.hits]
             else:
                 assert found.labels is not None and found.dists is not None
                 hits = self._to_hits(found.labels.tolist(), found.dists.tolist(), include_vectors=False)
-            return Hits(hits, plan=dataclasses.replace(plan, result_cache=found.kind))
+            return Hits(hits, plan=self._plan_variant(plan, found.kind))
         big = k * cm.settings.candidate_factor
         # A write landing while we search must not be cached over: its invalidation may already have
         # run. Writers bump _applied_seq after changing the index and before invalidating, so an
@@ -1266,12 +1272,12 @@ class Collection:
         res = self._knn(q.reshape(1, -1), big, plan.ef, flt)
         keep = res.labels[0] >= 0
         labels, dists = res.labels[0][keep], res.distances[0][keep]
-        hits = self._to_hits(labels[:k].tolist(), dists[:k].tolist(), include_vectors=False)
+        rows: list[tuple[Any, ...]] = []
+        hits = self._to_hits(labels[:k].tolist(), dists[:k].tolist(), include_vectors=False, raw=rows)
         partial = plan.deadline_limited or (
             plan.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > plan.deadline_ms
         )
         if not partial and len(hits) == min(k, len(labels)) and self._index is index:
-            stored = [dataclasses.replace(h, metadata=dict(h.metadata)) for h in hits]
             with self._cache_store_lock:
                 if self._applied_seq == seq0:
                     ns.store(
@@ -1280,13 +1286,23 @@ class Collection:
                         family,
                         k,
                         flt,
-                        stored,
+                        rows,
                         labels.copy(),
                         dists.copy(),
                         full=len(labels) >= big,
                         seq=seq0,
                     )
-        return Hits(hits, partial=partial, plan=dataclasses.replace(plan, result_cache="miss"))
+        return Hits(hits, partial=partial, plan=self._plan_variant(plan, "miss"))
+
+    def _plan_variant(self, plan: Plan, result_cache: str) -> Plan:
+        """``plan`` with ``result_cache`` set, memoized (dataclasses.replace costs ~10 us per call)."""
+        key = (id(plan), result_cache)
+        got = self._plan_variants.get(key)
+        if got is None or got[0] is not plan:
+            if len(self._plan_variants) > 1024:
+                self._plan_variants.clear()
+            got = self._plan_variants[key] = (plan, dataclasses.replace(plan, result_cache=result_cache))
+        return got[1]
 
     def search_iter(
         self,

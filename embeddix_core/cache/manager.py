@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 
 from ..query.filters import parse_filter
-from ..types import Hit
 from .result_cache import ResultCache
 
 __all__ = ["CacheManager", "CacheSettings"]
@@ -150,7 +149,7 @@ class CacheManager:
                         "seq": entry.seq,
                         "n": len(entry.labels),
                         "hits": [
-                            [h.id, h.score, h.distance, h.document, h.metadata, h.metric] for h in entry.hits
+                            [*r[:4], r[4].decode() if isinstance(r[4], bytes) else r[4]] for r in entry.hits
                         ],
                     }
                     head = json.dumps(header, separators=(",", ":")).encode()
@@ -204,7 +203,7 @@ class CacheManager:
                 flt = parse_filter(json.loads(canonical)) if canonical else None
                 ns = self.namespace(header["session"])
                 family = ns.family(header["k"], canonical, params)
-                hits = [Hit(h[0], h[1], h[2], h[3], h[4], h[5]) for h in header["hits"]]
+                hits = [tuple(h) for h in header["hits"]]
                 radius = header["radius"]
                 ns.store(
                     bytes.fromhex(header["key"]),

@@ -39,6 +39,10 @@ from ..query.filters import Filter
 
 __all__ = ["CacheLookup", "ResultCache"]
 
+# Below this many entries a semantic lookup scans the cached queries with one matrix-vector product;
+# above it, an HNSW graph over them answers in about O(log n).
+_ANN_MIN = 256
+
 
 @dataclass(slots=True)
 class _Entry:
@@ -47,7 +51,7 @@ class _Entry:
     family: int
     k: int
     filter: Filter | None
-    hits: list[Any]
+    hits: list[tuple[Any, ...]]  # served rows: (id, score, distance, document, metadata JSON)
     labels: np.ndarray  # candidate labels, best first (K of them, or fewer)
     dists: np.ndarray  # their raw index-space distances
     radius: float  # raw d_K, or inf when the candidate set is not full
@@ -110,9 +114,13 @@ class ResultCache:
         self._fam = np.full(cap, -1, np.int64)
         self._slots: list[_Entry | None] = [None] * cap
         self._free = list(range(cap - 1, -1, -1))
-        self._by_label: dict[int, set[int]] = {}
+        # candidate labels per slot (padded with -1): deletes and updates find the entries holding a
+        # label with one vectorized membership test, so storing an entry costs no per-label work
+        self._cand = np.full((cap, 40), -1, np.int64)
         self._families: dict[tuple[Any, ...], int] = {}
         self.bytes = 0
+        self._ann: Any = None  # hnswlib graph over cached queries, once there are many
+        self._ann_count = 0
         self.stats = {
             "hits": 0,
             "misses": 0,
@@ -127,7 +135,9 @@ class ResultCache:
     def _raw(self, vecs: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
         """Raw index-space distances (len(vecs), len(rows)) between vectors and cached queries."""
         q = self._q[rows]
-        dots = vecs @ q.T
+        # (cached x new) orientation: for one new vector this is a matrix-vector product (sgemv); the
+        # (1 x d) @ (d x n) spelling goes through sgemm, several times slower for this shape
+        dots = (q @ vecs.T).T
         if self.space == "ip":
             return 1.0 - dots
         vn = np.einsum("ij,ij->i", vecs, vecs)
@@ -155,21 +165,18 @@ class ResultCache:
         self._fam = np.concatenate([self._fam, np.full(cap, -1, np.int64)])
         self._slots.extend([None] * cap)
         self._free.extend(range(new - 1, cap - 1, -1))
+        self._cand = np.concatenate([self._cand, np.full((cap, self._cand.shape[1]), -1, np.int64)])
 
     def _drop(self, entry: _Entry, reason: str) -> None:
         if self._entries.pop(entry.key, None) is None:
             return
         slot = entry.slot
+        self._ann_drop(slot)
         self._slots[slot] = None
         self._radius[slot] = -np.inf
         self._fam[slot] = -1
         self._free.append(slot)
-        for label in entry.labels.tolist():
-            slots = self._by_label.get(label)
-            if slots is not None:
-                slots.discard(slot)
-                if not slots:
-                    del self._by_label[label]
+        self._cand[slot] = -1
         self.bytes -= entry.nbytes
         self.stats[reason] += 1
 
@@ -199,24 +206,21 @@ class ResultCache:
             if not self.semantic or not self._entries:
                 self.stats["misses"] += 1
                 return None
-            n = len(self._slots)
-            same = np.flatnonzero(self._fam[:n] == family)
-            if same.size == 0:
+            order, raw = self._near_queries(query, family)
+            if not order:
                 self.stats["misses"] += 1
                 return None
-            raw = self._raw(query[None, :], same)[0]
-            # pre-filter by similarity (cosine for ip space; the equivalent distance for l2)
+            # pre-filter by similarity (cosine for ip space); the bound below is what decides a hit
             limit = (1.0 - self.similarity) if self.space == "ip" else np.inf
-            order = np.argsort(raw)[:3]
             tried = 0
-            for j in order.tolist():
-                if raw[j] > limit:
+            for slot, r in zip(order, raw, strict=True):
+                if r > limit:
                     break
-                cand = self._slots[int(same[j])]
+                cand = self._slots[slot]
                 if cand is None or cand.expires < now:
                     continue
                 tried += 1
-                d_qq = float(self.true_distance(raw[j]))
+                d_qq = float(self.true_distance(r))
                 # candidates re-ranked against the new query
                 cvecs = vectors(cand.labels)
                 rr = self._rerank(query, cvecs)
@@ -236,6 +240,60 @@ class ResultCache:
                 self.stats["verified_rejects"] += 1
             self.stats["misses"] += 1
             return None
+
+    def _near_queries(self, query: np.ndarray, family: int) -> tuple[list[int], list[float]]:
+        """The (up to 3) cached queries of the same family nearest to ``query``: slots, raw distances.
+
+        A small vector search of its own: one matrix-vector product over the cached queries while they
+        are few; past ``_ANN_MIN`` entries an HNSW graph over them, so a lookup stays ~O(log n).
+        """
+        n = len(self._slots)
+        if self._ann is not None:
+            want = min(16, self._ann_count)
+            if want == 0:
+                return [], []
+            labels, dists = self._ann.knn_query(query, k=want)
+            out = [
+                (int(s), float(d)) for s, d in zip(labels[0], dists[0], strict=True) if self._fam[s] == family
+            ]
+            return [s for s, _ in out[:3]], [d for _, d in out[:3]]
+        raw = self._raw(query[None, :], slice(0, n))[0]
+        raw[self._fam[:n] != family] = np.inf
+        m = min(3, n)
+        top = np.argpartition(raw, m - 1)[:m] if m < n else np.arange(n)
+        top = top[np.argsort(raw[top])]
+        keep = [int(t) for t in top if np.isfinite(raw[t])]
+        return keep, [float(raw[t]) for t in keep]
+
+    def _ann_add(self, slot: int, query: np.ndarray) -> None:
+        if self._ann is None:
+            if len(self._entries) < _ANN_MIN:
+                return
+            import hnswlib
+
+            self._ann = hnswlib.Index(space=self.space, dim=self.dim)
+            self._ann.init_index(max_elements=len(self._slots), M=8, ef_construction=40)
+            self._ann.set_ef(48)
+            self._ann.set_num_threads(1)
+            live = [e.slot for e in self._entries.values()]
+            self._ann.add_items(self._q[live], live)
+            self._ann_count = len(live)
+            return
+        if slot >= self._ann.get_max_elements():
+            self._ann.resize_index(len(self._slots))
+        try:
+            self._ann.unmark_deleted(slot)
+        except RuntimeError:
+            self._ann_count += 1
+        self._ann.add_items(query[None, :], [slot])
+
+    def _ann_drop(self, slot: int) -> None:
+        if self._ann is not None:
+            try:
+                self._ann.mark_deleted(slot)
+                self._ann_count -= 1
+            except RuntimeError:
+                pass
 
     def _rerank(self, query: np.ndarray, cvecs: np.ndarray) -> np.ndarray:
         dots = cvecs @ query
@@ -289,8 +347,15 @@ class ResultCache:
             self._qn[slot] = float(query @ query)
             self._radius[slot] = radius
             self._fam[slot] = family
-            for label in labels.tolist():
-                self._by_label.setdefault(label, set()).add(slot)
+            width = self._cand.shape[1]
+            if len(labels) > width:
+                grown = np.full((len(self._slots), len(labels)), -1, np.int64)
+                grown[:, :width] = self._cand
+                self._cand = grown
+            self._cand[slot, : len(labels)] = labels
+            self._cand[slot, len(labels) :] = -1
+            if self.semantic:
+                self._ann_add(slot, query)
             self.bytes += nbytes
             while self.bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries.values())), "evicted")
@@ -319,16 +384,16 @@ class ResultCache:
     def on_labels(self, labels: Sequence[int]) -> int:
         """Drop the entries whose candidate sets hold any of these labels (deleted or changed)."""
         with self._lock:
+            if not self._entries:
+                return 0
+            n = len(self._slots)
+            hit = np.isin(self._cand[:n], np.asarray(labels, np.int64)).any(axis=1)
             dropped = 0
-            for label in labels:
-                slots = self._by_label.get(int(label))
-                if not slots:
-                    continue
-                for slot in list(slots):
-                    entry = self._slots[slot]
-                    if entry is not None:
-                        self._drop(entry, "invalidated")
-                        dropped += 1
+            for slot in np.flatnonzero(hit).tolist():
+                entry = self._slots[slot]
+                if entry is not None:
+                    self._drop(entry, "invalidated")
+                    dropped += 1
             return dropped
 
     def clear(self) -> None:
@@ -344,7 +409,6 @@ class ResultCache:
             return list(self._entries.values())
 
 
-def _hit_bytes(hit: Any) -> int:
-    doc = getattr(hit, "document", None)
-    meta = getattr(hit, "metadata", None)
-    return 120 + len(hit.id) + (len(doc) if doc else 0) + (64 * len(meta) if meta else 0)
+def _hit_bytes(row: Any) -> int:
+    """Approximate bytes of a cached row (id, score, distance, document, metadata JSON)."""
+    return 150 + len(row[0]) + (len(row[3]) if row[3] else 0) + (len(row[4]) if row[4] else 0)

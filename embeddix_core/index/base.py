@@ -101,7 +101,9 @@ def exact_topk(
     kk = min(k, n)
     if kk == 0:
         return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
-    dots = queries @ vectors.T  # (nq, n)
+    # (n x d) @ (d x nq), transposed: a matrix-vector product for one query (sgemv), which BLAS runs
+    # several times faster than the (1 x d) @ (d x n) sgemm spelling of the same numbers
+    dots = (vectors @ queries.T).T  # (nq, n)
     if space == "ip":
         dist = 1.0 - dots
     else:
