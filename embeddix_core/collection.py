@@ -74,6 +74,7 @@ __all__ = ["Collection"]
 log = logging.getLogger("embeddix")
 
 _FILTER_CACHE_SIZE = 32
+_RESERVOIR = 512
 # Above this batch size, re-evaluating every cached filter on every new record costs more than
 # recomputing the filters lazily from the store.
 _FILTER_MAINTAIN_MAX = 512
@@ -138,6 +139,12 @@ class Collection:
         self._cache: CacheManager | None = None
         self._cache_store_lock = threading.Lock()
         self._plan_variants: dict[tuple[int, str], tuple[Plan, Plan]] = {}
+        # A reservoir sample of the queries this collection answers: calibration on real queries
+        # predicts the recall users get far better than any sample of stored vectors.
+        self._reservoir = np.empty((_RESERVOIR, self.dim), np.float32)
+        self._reservoir_n = 0
+        self._reservoir_seen = 0
+        self._reservoir_lock = threading.Lock()
         if settings.cache_enabled:
             self._cache = CacheManager(
                 self.dim,
@@ -392,6 +399,7 @@ class Collection:
         self._closed = True
 
     _closing = False
+    _force_recalibrate = False
     _plan_segments = 0
 
     # -- result cache (see cache/result_cache.py for the rules) ------------------------------------
@@ -464,7 +472,11 @@ class Collection:
         ):
             return
         cal = self._calibration
-        if cal is not None and not cal.stale(len(index), self._writes_since_cal):
+        if (
+            cal is not None
+            and not cal.stale(len(index), self._writes_since_cal)
+            and not self._force_recalibrate
+        ):
             return
         thread = self._cal_thread
         if thread is not None and thread.is_alive():
@@ -480,12 +492,17 @@ class Collection:
         except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving
             log.warning("collection %r: calibration failed: %s", self.name, exc)
 
-    def calibrate(self, *, sample: int | None = None, k: int = 10) -> Calibration | None:
+    def calibrate(
+        self, *, sample: int | None = None, k: int = 10, source: str = "auto"
+    ) -> Calibration | None:
         """Measure the recall/latency curve now (normally done in the background).
 
         Args:
-            sample: Queries to sample from the collection (default from settings).
+            sample: Queries to use (default from settings).
             k: The k of recall@k.
+            source: ``"queries"``: the reservoir of real queries this collection has answered;
+                ``"sample"``: the collection's own vectors, each moved off itself; ``"auto"``: real
+                queries once at least ``calibration_min_queries`` were seen, else the sample.
 
         Returns:
             The new calibration, or None for an exact index (which needs none).
@@ -498,8 +515,19 @@ class Collection:
         labels = index.live_labels()
         rng = np.random.default_rng(seq)
         n = min(sample or self._settings.calibration_sample, len(labels))
-        qlabels = rng.choice(labels, n, replace=False)
-        queries = self._calibration_queries(index, labels, qlabels, rng)
+        with self._reservoir_lock:
+            seen = self._reservoir[: self._reservoir_n].copy()
+        use_queries = source == "queries" or (
+            source == "auto" and len(seen) >= self._settings.calibration_min_queries
+        )
+        if use_queries and len(seen):
+            queries = seen[rng.permutation(len(seen))[: max(n, min(len(seen), 2 * n))]]
+            origin = "queries"
+        else:
+            qlabels = rng.choice(labels, n, replace=False)
+            queries = self._calibration_queries(index, labels, qlabels, rng)
+            origin = "sample"
+        n = len(queries)
         truth = self._exact_truth(index, labels, queries, k)
 
         def search(q: np.ndarray, kk: int, ef: int) -> np.ndarray:
@@ -508,7 +536,9 @@ class Collection:
             return index.search(q, kk, ef=ef).labels[0]
 
         try:
-            cal = calibrate(search, queries, np.full(n, -1, np.int64), truth, k=k, count=count, seq=seq)
+            cal = calibrate(
+                search, queries, np.full(n, -1, np.int64), truth, k=k, count=count, seq=seq, source=origin
+            )
         except InterruptedError:
             return None
         with self._write_lock:
@@ -516,12 +546,34 @@ class Collection:
                 return None  # the index was rebuilt meanwhile; its own calibration will follow
             self._calibration = cal
             self._writes_since_cal = max(0, self._writes_since_cal - writes0)
+            if cal.source == "queries":
+                self._force_recalibrate = False
             self._plans.clear()
             if self._cache is not None:
                 self._cache.clear()  # plans choose new beam widths: cached answers came from the old ones
         self._save_calibration(cal)
         log.info("collection %r calibrated: ef %s -> recall %s", self.name, cal.efs, cal.recall)
         return cal
+
+    def _remember_query(self, q: np.ndarray) -> None:
+        """Keep a uniform sample of answered queries (reservoir sampling; every 8th once full)."""
+        if not isinstance(self._index, SegmentedHnsw):
+            return
+        with self._reservoir_lock:
+            self._reservoir_seen += 1
+            if self._reservoir_n < _RESERVOIR:
+                self._reservoir[self._reservoir_n] = q
+                self._reservoir_n += 1
+                if self._reservoir_n == self._settings.calibration_min_queries:
+                    cal = self._calibration
+                    if cal is not None and cal.source != "queries":
+                        self._force_recalibrate = True
+            else:
+                j = int(np.random.default_rng(self._reservoir_seen).integers(0, self._reservoir_seen))
+                if j < _RESERVOIR:
+                    self._reservoir[j] = q
+        if self._force_recalibrate:
+            self._maybe_calibrate()
 
     def _calibration_queries(
         self, index: SegmentedHnsw, labels: np.ndarray, qlabels: np.ndarray, rng: np.random.Generator
@@ -1215,6 +1267,10 @@ class Collection:
             )
         q = self._query(vector)
         self._sync()
+        if self._reservoir_n < _RESERVOIR or self._reservoir_seen % 8 == 0:
+            self._remember_query(q)
+        else:
+            self._reservoir_seen += 1
         plan = self._plan(k, recall, deadline_ms, ef)
         if mmr_lambda is not None:
             return Hits(self._mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)

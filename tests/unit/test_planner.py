@@ -156,3 +156,19 @@ def test_calibration_persists_and_recalibrates_when_stale(tmp_path) -> None:
         col = db.get_collection("c")
         assert col.calibration is not None and col.calibration.count == 2000
         assert col.explain(x[0], k=10).calibrated
+
+
+def test_calibration_moves_to_real_queries_once_enough_were_answered() -> None:
+    x = clustered(4000, 24, seed=31)
+    s = EmbeddixSettings(calibration_min_count=1000, calibration_sample=60, calibration_min_queries=50)
+    with Embeddix.open(None, settings=s) as db:
+        col = db.create_collection("c", dim=24, index_threshold=500)
+        col.add([str(i) for i in range(3000)], x[:3000])
+        col._cal_thread.join()
+        assert col.calibration is not None and col.calibration.source == "sample"
+        for v in x[3000:3060]:
+            col.search(v, k=10, cache=False)
+        col._cal_thread.join()
+        assert col.calibration.source == "queries"
+        assert col.calibrate(source="sample").source == "sample"
+        assert col.calibrate(source="queries").source == "queries"
