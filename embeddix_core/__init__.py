@@ -31,6 +31,7 @@ from .errors import (
     NotFoundError,
     StorageError,
 )
+from .query.filters import Filter, parse_filter
 from .query.planner import Calibration, Plan
 from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep
 
@@ -50,6 +51,7 @@ __all__ = [
     "Embeddix",
     "EmbeddixError",
     "EmbeddixSettings",
+    "Filter",
     "FormatVersionError",
     "Hit",
     "Hits",
@@ -68,4 +70,5 @@ __all__ = [
     "SearchStep",
     "StorageError",
     "__version__",
+    "parse_filter",
 ]

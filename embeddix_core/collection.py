@@ -861,6 +861,29 @@ class Collection:
             self._wrote(len(labels))
         return len(labels)
 
+    def clear(self) -> int:
+        """Delete every record (the collection and its settings stay).
+
+        Returns:
+            How many records were deleted.
+        """
+        self._check_open()
+        with self._write_lock:
+            self._sync_locked()
+            labels, seq = self._store.delete_where(self._cid, "1", [])
+            if not labels:
+                return 0
+            if seq != self._applied_seq + 1:
+                self._replay()
+                return len(labels)
+            self._index.remove(np.asarray(labels, np.int64))
+            self._applied_seq = seq
+            self._clear_filters()
+            if self._cache is not None:
+                self._cache.clear()
+            self._wrote(len(labels))
+        return len(labels)
+
     def compact(self) -> None:
         """Rebuild the index from the live records, reclaiming every tombstone, and save a snapshot."""
         self._check_open()

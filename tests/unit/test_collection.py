@@ -259,3 +259,11 @@ def test_compact_reclaims_tombstones(mem_db: Embeddix) -> None:
     col.compact()
     assert col.stats().tombstones == 0 and len(col) == 200
     assert col.search(x[250], k=1)[0].id == "250"
+
+
+def test_clear_deletes_every_record(db: Embeddix) -> None:
+    col = db.create_collection("c", dim=3)
+    col.add(["a", "b"], [[1.0, 0, 0], [0, 1.0, 0]])
+    assert col.clear() == 2 and len(col) == 0 and col.search([1.0, 0, 0]) == []
+    col.add(["a"], [[1.0, 0, 0]])
+    assert col.search([1.0, 0, 0])[0].id == "a"
