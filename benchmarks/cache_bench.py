@@ -88,6 +88,7 @@ def run(write_every: int | None, settings: EmbeddixSettings, check: bool = True)
         kinds = {"hit": [], "semantic-hit": [], "miss": []}  # latencies
         by_kind: dict[str, dict[str, int]] = {}
         worse = 0
+        worse_by: dict[str, int] = {}
         checked = 0
         writes = 0
         rem = iter(remember)
@@ -116,7 +117,9 @@ def run(write_every: int | None, settings: EmbeddixSettings, check: bool = True)
                 }
                 r_served = len(truth_ids & {h.id for h in hits})
                 r_fresh = len(truth_ids & {h.id for h in fresh})
-                worse += r_served < r_fresh
+                if r_served < r_fresh:
+                    worse += 1
+                    worse_by[src] = worse_by.get(src, 0) + 1
                 checked += 1
         info = col.cache_info()
         served = len(kinds["hit"]) + len(kinds["semantic-hit"])
@@ -129,6 +132,7 @@ def run(write_every: int | None, settings: EmbeddixSettings, check: bool = True)
             "by_query_kind": by_kind,
             "served_checked": checked,
             "served_worse_than_fresh": worse,
+            "served_worse_by_kind": worse_by,
             "exact_hit_p50_us": float(np.median(kinds["hit"]) * 1e6) if kinds["hit"] else None,
             "semantic_hit_p50_us": float(np.median(kinds["semantic-hit"]) * 1e6)
             if kinds["semantic-hit"]
@@ -149,15 +153,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate-factor", type=int, default=None)
     p.add_argument("--no-check", action="store_true", help="skip the per-hit recall check (faster)")
+    p.add_argument("--out", default="cache_bench", help="result file stem under benchmarks/results")
     a = p.parse_args()
     s = EmbeddixSettings(auto_calibrate=False)
     if a.candidate_factor:
         s = s.model_copy(update={"cache_candidate_factor": a.candidate_factor})
-    report = {"read_only": run(None, s, not a.no_check), "one_write_per_5_reads": run(5, s, not a.no_check)}
+    report = {"candidate_factor": s.cache_candidate_factor, "read_only": run(None, s, not a.no_check),
+              "one_write_per_5_reads": run(5, s, not a.no_check)}
     ro, rw = report["read_only"], report["one_write_per_5_reads"]
     report["write_over_read_only_hit_rate"] = rw["hit_rate"] / ro["hit_rate"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "cache_bench.json").write_text(json.dumps(report, indent=2))
+    (RESULTS / f"{a.out}.json").write_text(json.dumps(report, indent=2))
     lines = [
         "# Cache benchmark (replayed agent workload, real-text set, 10,000 recalls)",
         "",
@@ -188,7 +194,7 @@ def main() -> None:
         f"By query kind (read-only): {ro['by_query_kind']}",
         "",
     ]
-    (RESULTS / "cache_bench.md").write_text("\n".join(lines))
+    (RESULTS / f"{a.out}.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
 

@@ -50,6 +50,7 @@ from .errors import (
 )
 from .index.base import IndexResult, VectorIndex, exact_topk
 from .index.exact import ExactIndex
+from .index.faiss_flat import FaissFlatIndex, gpu_count
 from .index.segmented import SegmentedHnsw
 from .query.filters import Filter, parse_filter
 from .query.fusion import fts_query, mmr_select, rrf_fuse
@@ -252,6 +253,13 @@ class Collection:
             capacity=capacity,
         )
 
+    def _new_exact(self, capacity: int) -> VectorIndex:
+        """The exact index: FAISS on a GPU when one is present (``exact_backend="auto"``), else numpy."""
+        backend = self._settings.exact_backend
+        if backend == "faiss" or (backend == "auto" and gpu_count() > 0):
+            return FaissFlatIndex(self.dim, self._space)
+        return ExactIndex(self.dim, self._space, capacity=capacity)
+
     def _load_index(self) -> None:
         """Load the snapshot and replay later writes, or build the index from the store."""
         seq, pruned = self._store.seq(self._cid)
@@ -294,7 +302,7 @@ class Collection:
         if count > self._config.index_threshold:
             index = self._new_hnsw(count + 1024)
         else:
-            index = ExactIndex(self.dim, self._space, capacity=max(count, 1024))
+            index = self._new_exact(max(count, 1024))
         after = -1
         while True:
             rows = self._store.scan(self._cid, None, (), after_label=after, limit=20_000, vectors=True)
@@ -348,7 +356,7 @@ class Collection:
     def _maybe_switch(self) -> None:
         """Move from the exact index to HNSW once the collection outgrows the threshold."""
         index = self._index
-        if isinstance(index, ExactIndex) and len(index) > self._config.index_threshold:
+        if not isinstance(index, SegmentedHnsw) and len(index) > self._config.index_threshold:
             if self._cache is not None:
                 self._cache.clear()
             self._plans.clear()
@@ -1093,7 +1101,7 @@ class Collection:
         if matched == 0:
             nq = queries.shape[0]
             return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
-        if small or isinstance(index, ExactIndex):
+        if small or not isinstance(index, SegmentedHnsw):
             labels = entry.array()
             return exact_topk(index.get_vectors(labels), labels, queries, k, self._space)
         # Beam width grows with the filter's selectivity so the allowed neighbours are still found.
@@ -1198,7 +1206,7 @@ class Collection:
         matched = len(self._filter_entry(flt).labels)
         total = len(self._index)
         small = matched <= max(self._settings.exact_filter_min, self._settings.exact_filter_fraction * total)
-        exact = small or isinstance(self._index, ExactIndex)
+        exact = small or not isinstance(self._index, SegmentedHnsw)
         return ("exact-subset" if exact else "index-hook"), matched
 
     def explain(

@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +45,8 @@ class EmbeddixSettings(BaseSettings):
         hnsw_m: HNSW graph degree for new collections.
         ef_construction: HNSW build-time beam width for new collections.
         ef_search: Default HNSW query beam width (runtime; per-query ``ef`` overrides it).
+        exact_backend: Exact search below the HNSW threshold: ``"numpy"``, ``"faiss"``, or ``"auto"``
+            (FAISS on a CUDA GPU when one is present, else numpy).
         segment_size: HNSW vectors per segment; larger collections get more segments, searched in
             parallel and merged exactly (0 = one graph however large).
         exact_filter_fraction: A filtered search scans the matching subset exactly when at most this
@@ -80,6 +82,7 @@ class EmbeddixSettings(BaseSettings):
     ef_construction: int = Field(200, ge=8, le=4096)
     ef_search: int = Field(96, ge=1, le=32768)
     segment_size: int = Field(1_000_000, ge=0)
+    exact_backend: Literal["auto", "numpy", "faiss"] = "auto"
     exact_filter_fraction: float = Field(0.02, ge=0.0, le=1.0)
     exact_filter_min: int = Field(4096, ge=0)
     snapshot_min_changes: int = Field(1, ge=0)
