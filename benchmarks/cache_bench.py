@@ -158,8 +158,11 @@ def main() -> None:
     s = EmbeddixSettings(auto_calibrate=False)
     if a.candidate_factor:
         s = s.model_copy(update={"cache_candidate_factor": a.candidate_factor})
-    report = {"candidate_factor": s.cache_candidate_factor, "read_only": run(None, s, not a.no_check),
-              "one_write_per_5_reads": run(5, s, not a.no_check)}
+    report = {
+        "candidate_factor": s.cache_candidate_factor,
+        "read_only": run(None, s, not a.no_check),
+        "one_write_per_5_reads": run(5, s, not a.no_check),
+    }
     ro, rw = report["read_only"], report["one_write_per_5_reads"]
     report["write_over_read_only_hit_rate"] = rw["hit_rate"] / ro["hit_rate"]
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -1181,6 +1181,14 @@ class Collection:
                     use = fit if fit is not None else max(k, cal.efs[0])
                     limited = True
                     reason = f"deadline {deadline_ms} ms allows ef {use} at most (p99 latency model)"
+        if self._cache is not None and ef is None and not limited:
+            # The result cache keeps factor*k candidates per query, found with the same beam as the
+            # search itself, so that cached and uncached answers are identical; the beam is therefore
+            # at least that wide.
+            floor = k * self._cache.settings.candidate_factor
+            if use < floor:
+                use = floor
+                reason += f"; at least {floor} so the result cache keeps {floor} candidates"
         expected = cal.recall_at(use, k) if cal is not None else None
         plan = Plan(
             "hnsw",
@@ -1352,6 +1360,9 @@ class Collection:
                 hits = self._to_hits(found.labels.tolist(), found.dists.tolist(), include_vectors=False)
             return Hits(hits, plan=self._plan_variant(plan, found.kind))
         big = k * cm.settings.candidate_factor
+        if plan.ef is not None:
+            # never widen the beam beyond what an uncached search uses: cached answers must be identical
+            big = max(k, min(big, plan.ef))
         # A write landing while we search must not be cached over: its invalidation may already have
         # run. Writers bump _applied_seq after changing the index and before invalidating, so an
         # unchanged number at store time proves no write overlapped this search.

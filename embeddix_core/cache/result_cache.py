@@ -248,15 +248,18 @@ class ResultCache:
         are few; past ``_ANN_MIN`` entries an HNSW graph over them, so a lookup stays ~O(log n).
         """
         n = len(self._slots)
-        if self._ann is not None:
-            want = min(16, self._ann_count)
-            if want == 0:
-                return [], []
-            labels, dists = self._ann.knn_query(query, k=want)
-            out = [
-                (int(s), float(d)) for s, d in zip(labels[0], dists[0], strict=True) if self._fam[s] == family
-            ]
-            return [s for s, _ in out[:3]], [d for _, d in out[:3]]
+        if self._ann is not None and self._ann_count > 0:
+            try:
+                labels, dists = self._ann.knn_query(query, k=min(16, self._ann_count))
+            except RuntimeError:
+                pass  # hnswlib found fewer live points than asked (many drops): scan instead
+            else:
+                out = [
+                    (int(s), float(d))
+                    for s, d in zip(labels[0], dists[0], strict=True)
+                    if self._fam[s] == family
+                ]
+                return [s for s, _ in out[:3]], [d for _, d in out[:3]]
         raw = self._raw(query[None, :], slice(0, n))[0]
         raw[self._fam[:n] != family] = np.inf
         m = min(3, n)
@@ -282,10 +285,11 @@ class ResultCache:
         if slot >= self._ann.get_max_elements():
             self._ann.resize_index(len(self._slots))
         try:
-            self._ann.unmark_deleted(slot)
+            self._ann.unmark_deleted(slot)  # a reused slot: its label was tombstoned when it was freed
         except RuntimeError:
-            self._ann_count += 1
+            pass  # a slot the graph has never seen
         self._ann.add_items(query[None, :], [slot])
+        self._ann_count += 1
 
     def _ann_drop(self, slot: int) -> None:
         if self._ann is not None:

@@ -175,3 +175,24 @@ def test_cache_can_be_disabled(enabled: bool) -> None:
         col.search(x[0], k=3)
         assert col.search(x[0], k=3).plan.result_cache == "off"
         assert col.cache_info()["enabled"] is False
+
+
+def test_many_entries_use_a_graph_over_cached_queries_and_stay_correct() -> None:
+    rng = np.random.default_rng(5)
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=1_500_000)) as db:
+        col, x = _col(db, n=3000, dim=16)
+        served = 0
+        for round_ in range(3):
+            for i in range(400):
+                col.search(x[i + round_ * 7], k=5)
+            col.add([f"new{round_}-{j}" for j in range(50)], x[3000 - 50 :] * 1.01)
+            col.delete([str(j) for j in range(round_ * 10, round_ * 10 + 10)])
+            for i in range(0, 400, 7):
+                q2 = x[i + round_ * 7] + rng.standard_normal(16).astype(np.float32) * 1e-3
+                hits = col.search(q2, k=5)
+                fresh = col.search(q2, k=5, cache=False)
+                np.testing.assert_allclose([h.distance for h in hits], [h.distance for h in fresh], atol=1e-5)
+                served += hits.plan.result_cache == "semantic-hit"
+        assert served > 0
+        ns = col._cache.namespace(None)
+        assert ns._ann is not None and ns._ann_count == len(ns)

@@ -1,0 +1,99 @@
+"""``embeddix-mcp``: run the Embeddix MCP server over stdio (default) or streamable HTTP.
+
+Examples::
+
+    embeddix-mcp --data ~/embeddix-data --agent claude
+    embeddix-mcp --transport streamable-http --port 8765 --token-file ~/.config/embeddix/tokens.json
+
+Every option falls back to its ``EMBEDDIX_*`` environment variable, then the config file, then the default.
+Logs go to stderr: over stdio, stdout carries the protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+from .settings import ConfigError, ServerSettings
+
+__all__ = ["main", "parse_args"]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line (options left out are None, so lower-priority sources apply)."""
+    p = argparse.ArgumentParser(
+        prog="embeddix-mcp",
+        description="Embeddix MCP server: long-term vector memory for LLM agents.",
+        epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_TRANSPORT, "
+        "EMBEDDIX_HOST, "
+        "EMBEDDIX_PORT, EMBEDDIX_TOKEN, EMBEDDIX_TOKEN_FILE, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_CONFIG.",
+    )
+    p.add_argument("--data", help="data directory, or :memory: (default ./embeddix-data)")
+    p.add_argument(
+        "--agent", help="agent served over stdio, and over HTTP without tokens (default 'default')"
+    )
+    p.add_argument("--transport", choices=["stdio", "streamable-http"], help="default stdio")
+    p.add_argument("--host", help="HTTP bind address (default 127.0.0.1; anything else requires a token)")
+    p.add_argument("--port", type=int, help="HTTP port (default 8765)")
+    p.add_argument("--embedder", choices=["minilm", "hash"], help="embedding model (default minilm)")
+    p.add_argument("--token-file", help='HTTP bearer tokens: one token, or JSON {"<token>": "<agent>"}')
+    p.add_argument("--max-body-bytes", type=int, help="largest HTTP request body (default 1 MiB)")
+    p.add_argument("--config", help="TOML or JSON config file (same keys as the environment, without prefix)")
+    p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the server until the client disconnects (stdio) or the process is interrupted (HTTP).
+
+    Returns:
+        The process exit status (2 for a configuration error).
+    """
+    args = parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    try:
+        settings = ServerSettings(**overrides)
+    except (ValidationError, ConfigError) as exc:
+        print(f"embeddix-mcp: error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if settings.transport == "stdio":
+        from .server import build_server
+
+        build_server(settings).run("stdio")
+        return 0
+    return _serve_http(settings)
+
+
+def _serve_http(settings: ServerSettings) -> int:
+    import uvicorn
+
+    from .server import build_http_app
+
+    try:
+        app = build_http_app(settings)
+    except ConfigError as exc:
+        print(f"embeddix-mcp: error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"embeddix-mcp: serving MCP on http://{settings.host}:{settings.port}/mcp (health: /healthz)",
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    uvicorn.Server(config).run()
+    return 0
