@@ -25,6 +25,7 @@ Threads: one lock per namespace; lookups, stores and invalidations hold it brief
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -284,10 +285,9 @@ class ResultCache:
             return
         if slot >= self._ann.get_max_elements():
             self._ann.resize_index(len(self._slots))
-        try:
-            self._ann.unmark_deleted(slot)  # a reused slot: its label was tombstoned when it was freed
-        except RuntimeError:
-            pass  # a slot the graph has never seen
+        # a reused slot's label was tombstoned when it was freed; a new slot is simply not there yet
+        with contextlib.suppress(RuntimeError):
+            self._ann.unmark_deleted(slot)
         self._ann.add_items(query[None, :], [slot])
         self._ann_count += 1
 
