@@ -190,7 +190,7 @@ class Embeddix:
                 # the message names no other collection: servers may show it to a caller who must not
                 # learn other tenants' names
                 raise CollectionNotFoundError(
-                    f"no collection named {name!r}; create it with create_collection, or see list_collections()"
+                    f"no collection named {name!r}; create it with create_collection, or see list_collections"
                 )
             col = Collection(self, row, self.settings)
             self._collections[name] = col
