@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
+# The MCP Inspector CLI (npm) drives the server in one end-to-end test; without node/npm that test skips.
+INSPECTOR_DIR := $(VENV)/mcp-inspector
+INSPECTOR_BIN := $(INSPECTOR_DIR)/node_modules/.bin/mcp-inspector
 
 .PHONY: run serve test test-fast lint bench install clean
 
@@ -30,8 +33,15 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 	$(PY) tests/check_imports.py
 
-test: lint
-	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+$(INSPECTOR_DIR)/.stamp:
+	mkdir -p $(INSPECTOR_DIR)
+	-command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(INSPECTOR_DIR) \
+		@modelcontextprotocol/inspector@2.12.0
+	touch $@
+
+test: lint $(INSPECTOR_DIR)/.stamp
+	MCP_INSPECTOR_BIN=$$(test -x $(INSPECTOR_BIN) && echo $(abspath $(INSPECTOR_BIN))) \
+		$(PY) -m pytest -q -p no:cacheprovider --timeout=600
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
