@@ -100,7 +100,7 @@ class EmbeddixSettings(BaseSettings):
     cache_ttl: float | None = Field(None, gt=0)
     cache_semantic: bool = True
     cache_similarity: float = Field(0.95, ge=0.0, le=1.0)
-    cache_candidate_factor: int = Field(4, ge=1, le=64)
+    cache_candidate_factor: int = Field(8, ge=1, le=64)
     cache_persist: bool = False
 
 

@@ -41,7 +41,7 @@ class CacheSettings:
     ttl: float | None = None
     semantic: bool = True
     similarity: float = 0.95
-    candidate_factor: int = 4
+    candidate_factor: int = 8
     persist: bool = False
 
 

@@ -97,7 +97,7 @@ class ResultCache:
         ttl: float | None = None,
         semantic: bool = True,
         similarity: float = 0.95,
-        candidate_factor: int = 4,
+        candidate_factor: int = 8,
     ) -> None:
         self.dim = dim
         self.space = space
