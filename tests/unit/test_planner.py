@@ -70,7 +70,7 @@ def test_deadline_marks_partial_results(setup) -> None:
     assert tight.plan is not None and tight.plan.deadline_limited
     roomy = col.search(q[0], k=10, deadline_ms=10_000)
     assert not roomy.partial
-    assert roomy.plan is not None and roomy.plan.ef == col.explain(q[0], k=10).ef
+    assert roomy.plan is not None and roomy.plan.ef == col.explain(q[0], k=10, recall=0.95).ef
 
 
 def test_progressive_search_widens_and_ends_like_a_plain_search(setup) -> None:
