@@ -408,6 +408,7 @@ class Collection:
 
     _closing = False
     _force_recalibrate = False
+    _last_write = 0.0
     _plan_segments = 0
 
     # -- result cache (see cache/result_cache.py for the rules) ------------------------------------
@@ -464,6 +465,7 @@ class Collection:
     # -- calibration (see query/planner.py for the rules) ------------------------------------------
     def _wrote(self, n: int) -> None:
         self._writes_since_cal += n
+        self._last_write = time.monotonic()
         index = self._index
         if self._plans and (not isinstance(index, SegmentedHnsw) or index.segments != self._plan_segments):
             self._plans.clear()
@@ -495,6 +497,16 @@ class Collection:
         self._cal_thread.start()
 
     def _calibrate_in_background(self) -> None:
+        # Wait for writes to pause: calibrating in the middle of a bulk load would take CPU from it
+        # and measure a curve that is stale a moment later.
+        quiet = self._settings.calibration_quiet_s
+        while not self._closing:
+            idle = time.monotonic() - self._last_write
+            if idle >= quiet:
+                break
+            time.sleep(min(0.25, quiet - idle))
+        if self._closing or self._closed:
+            return
         try:
             self.calibrate()
         except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving

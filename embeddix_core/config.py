@@ -62,6 +62,7 @@ class EmbeddixSettings(BaseSettings):
         calibration_sample: Queries in a calibration sample.
         calibration_noise: How far each sampled vector is moved off itself to act as a query, in
             units of its nearest-neighbour distance (0 = use stored vectors as they are).
+        calibration_quiet_s: A background calibration waits until no write happened for this long.
         calibration_min_queries: Real queries needed before calibration uses them instead of the sample.
         cache_enabled: Result caching (on by default; ``search(cache=False)`` bypasses it per call).
         cache_max_bytes: Memory budget of a collection's shared result cache.
@@ -93,6 +94,7 @@ class EmbeddixSettings(BaseSettings):
     calibration_sample: int = Field(200, ge=10, le=10_000)
     calibration_noise: float = Field(1.0, ge=0.0, le=4.0)
     calibration_min_queries: int = Field(200, ge=10, le=512)
+    calibration_quiet_s: float = Field(1.0, ge=0.0)
     cache_enabled: bool = True
     cache_max_bytes: int = Field(64 << 20, ge=0)
     cache_session_max_bytes: int = Field(8 << 20, ge=0)
