@@ -51,7 +51,7 @@ from .errors import (
 from .index.base import IndexResult, VectorIndex, exact_topk
 from .index.exact import ExactIndex
 from .index.faiss_flat import FaissFlatIndex, gpu_count
-from .index.segmented import SegmentedHnsw
+from .index.segmented import SegmentedHnsw, shared_pool
 from .query.filters import Filter, parse_filter
 from .query.fusion import fts_query, mmr_select, rrf_fuse
 from .query.planner import (
@@ -1643,14 +1643,27 @@ class Collection:
         flt = parse_filter(filter) if filter else None
         self._sync()
         plan = self._plan(k, check_recall(recall), None, ef)
-        res = self._knn(q, k, plan.ef, flt, num_threads=num_threads)
+        workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads
+        if workers > 1 and q.shape[0] >= 64:
+            # Chunks on a thread pool, each a native single-threaded search plus its own hit building:
+            # while one chunk holds the GIL to build hits, another runs in hnswlib without it. One
+            # multi-threaded native call would leave the (GIL-bound) hit building serial.
+            chunks = np.array_split(q, min(q.shape[0] // 32, workers * 4))
+            futures = [shared_pool().submit(self._batch_chunk, c, k, plan.ef, flt, include_vectors) for c in chunks]
+            return [hits for f in futures for hits in f.result()]
+        return self._batch_chunk(q, k, plan.ef, flt, include_vectors)
+
+    def _batch_chunk(
+        self, q: np.ndarray, k: int, ef: int | None, flt: Filter | None, include_vectors: bool
+    ) -> list[list[Hit]]:
+        res = self._knn(q, k, ef, flt, num_threads=1)
         labels = res.labels
         uniq = np.unique(labels[labels >= 0]).tolist()
         rows = self._store.rows_by_labels(uniq, vectors=include_vectors)
         out: list[list[Hit]] = []
         l2 = self._space == "l2"
         loads = orjson.loads
-        metas: dict[int, dict[str, Any]] = {}
+        metric = self._metric
         for qi in range(labels.shape[0]):
             hits: list[Hit] = []
             for label, d in zip(labels[qi].tolist(), res.distances[qi].tolist(), strict=True):
@@ -1662,10 +1675,7 @@ class Collection:
                     score = 1.0 / (1.0 + d)
                 else:
                     score = 1.0 - d
-                meta = metas.get(label)
-                if meta is None:
-                    meta = metas[label] = loads(row[3]) if row[3] else {}
                 vec = np.frombuffer(row[4], np.float32).copy() if include_vectors else None
-                hits.append(Hit(row[1], score, d, row[2], dict(meta), self._metric, vec))
+                hits.append(Hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, metric, vec))
             out.append(hits)
         return out

@@ -30,7 +30,7 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _pool() -> ThreadPoolExecutor:
+def shared_pool() -> ThreadPoolExecutor:
     global _POOL
     with _POOL_LOCK:
         if _POOL is None:
@@ -233,7 +233,7 @@ class SegmentedHnsw:
             return segs[0].search(queries, k, ef=ef, allowed=allowed, num_threads=num_threads)
         if queries.shape[0] == 1 and (os.cpu_count() or 1) > 1:
             futures = [
-                _pool().submit(s.search, queries, k, ef=ef, allowed=allowed, num_threads=1) for s in segs
+                shared_pool().submit(s.search, queries, k, ef=ef, allowed=allowed, num_threads=1) for s in segs
             ]
             parts = [f.result() for f in futures]
         else:
