@@ -1649,7 +1649,9 @@ class Collection:
             # while one chunk holds the GIL to build hits, another runs in hnswlib without it. One
             # multi-threaded native call would leave the (GIL-bound) hit building serial.
             chunks = np.array_split(q, min(q.shape[0] // 32, workers * 4))
-            futures = [shared_pool().submit(self._batch_chunk, c, k, plan.ef, flt, include_vectors) for c in chunks]
+            futures = [
+                shared_pool().submit(self._batch_chunk, c, k, plan.ef, flt, include_vectors) for c in chunks
+            ]
             return [hits for f in futures for hits in f.result()]
         return self._batch_chunk(q, k, plan.ef, flt, include_vectors)
 

@@ -233,7 +233,8 @@ class SegmentedHnsw:
             return segs[0].search(queries, k, ef=ef, allowed=allowed, num_threads=num_threads)
         if queries.shape[0] == 1 and (os.cpu_count() or 1) > 1:
             futures = [
-                shared_pool().submit(s.search, queries, k, ef=ef, allowed=allowed, num_threads=1) for s in segs
+                shared_pool().submit(s.search, queries, k, ef=ef, allowed=allowed, num_threads=1)
+                for s in segs
             ]
             parts = [f.result() for f in futures]
         else:
