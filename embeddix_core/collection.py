@@ -12,6 +12,7 @@ a time and hold readers off only while the index applies one batch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -507,6 +508,10 @@ class Collection:
             time.sleep(min(0.25, quiet - idle))
         if self._closing or self._closed:
             return
+        # Lowest CPU priority for this thread only (Linux applies setpriority to a thread id): on a
+        # small machine the calibration must not take cores from the searches it is tuning.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
         try:
             self.calibrate()
         except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving
@@ -771,7 +776,7 @@ class Collection:
             replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
             if replaced:
                 self._cache.on_labels(replaced)
-            self._cache.on_insert(prepared, metas)
+            self._cache.on_insert(prepared, metas, labels)
         self._maybe_switch()
         self._wrote(len(labels))
 
@@ -824,7 +829,9 @@ class Collection:
                 # record into filtered answers it was not part of, exactly like an insert
                 self._cache.on_labels(res.labels)
                 if metas is not None:
-                    self._cache.on_insert(self._index.get_vectors(np.asarray(res.labels, np.int64)), metas)
+                    self._cache.on_insert(
+                        self._index.get_vectors(np.asarray(res.labels, np.int64)), metas, res.labels
+                    )
 
     def update_metadata(self, rid: str, patch: dict[str, Any]) -> Record:
         """Merge ``patch`` into one record's metadata (a None value removes that key).

@@ -90,8 +90,10 @@ class CacheManager:
         with self._lock:
             return [self._shared, *self._sessions.values()]
 
-    def on_insert(self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> int:
-        return sum(ns.on_insert(vectors, metadatas) for ns in self._all())
+    def on_insert(
+        self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]], labels: Sequence[int] | None = None
+    ) -> int:
+        return sum(ns.on_insert(vectors, metadatas, labels) for ns in self._all())
 
     def on_labels(self, labels: Sequence[int]) -> int:
         return sum(ns.on_labels(labels) for ns in self._all())
@@ -111,6 +113,7 @@ class CacheManager:
             "invalidated": 0,
             "evicted": 0,
             "expired": 0,
+            "updated": 0,
         }
         for ns in spaces:
             for key in out:

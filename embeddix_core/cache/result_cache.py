@@ -130,6 +130,7 @@ class ResultCache:
             "invalidated": 0,
             "evicted": 0,
             "expired": 0,
+            "updated": 0,
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -365,8 +366,19 @@ class ResultCache:
                 self._drop(next(iter(self._entries.values())), "evicted")
 
     # -- invalidation ------------------------------------------------------------------------------
-    def on_insert(self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]]) -> int:
-        """Drop the entries new records could enter (see module docstring). Returns how many."""
+    def on_insert(
+        self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]], labels: Sequence[int] | None = None
+    ) -> int:
+        """Apply new records to the entries they could enter (see module docstring).
+
+        A record closer to an entry's query than its k-th hit changes the answer: the entry is dropped.
+        A record between the k-th hit and the last candidate changes only the candidate set: when its
+        label is known it is put in its place (the last candidate falls out, d_K shrinks), so the entry
+        keeps serving exact hits and stays a valid semantic certificate; otherwise the entry is dropped.
+
+        Returns:
+            How many entries were dropped.
+        """
         with self._lock:
             if not self._entries:
                 return 0
@@ -379,11 +391,44 @@ class ResultCache:
                 entry = self._slots[slot]
                 if entry is None:
                     continue
-                rows = np.flatnonzero(hit[:, slot])
-                if entry.filter is None or any(entry.filter.matches(metadatas[i]) for i in rows.tolist()):
+                rows = [
+                    i
+                    for i in np.flatnonzero(hit[:, slot]).tolist()
+                    if entry.filter is None or entry.filter.matches(metadatas[i])
+                ]
+                if not rows:
+                    continue
+                if labels is None or not self._admit(
+                    entry, [(float(raw[i, slot]), int(labels[i])) for i in rows]
+                ):
                     self._drop(entry, "invalidated")
                     dropped += 1
             return dropped
+
+    def _admit(self, entry: _Entry, new: list[tuple[float, int]]) -> bool:
+        """Put new candidates into an entry's candidate set; False when one would change its hits."""
+        k = entry.k
+        kth = float(entry.dists[min(k, len(entry.dists)) - 1]) if len(entry.dists) else math.inf
+        if len(entry.dists) < k or any(d <= kth for d, _ in new):
+            return False
+        size = len(entry.labels) if math.isfinite(entry.radius) else len(entry.labels) + len(new)
+        dists = np.concatenate([entry.dists, np.asarray([d for d, _ in new], np.float32)])
+        labels = np.concatenate([entry.labels, np.asarray([lb for _, lb in new], np.int64)])
+        order = np.argsort(dists, kind="stable")[:size]
+        entry.dists, entry.labels = dists[order], labels[order]
+        if math.isfinite(entry.radius):
+            entry.radius = float(entry.dists[-1])
+        slot = entry.slot
+        self._radius[slot] = entry.radius
+        width = self._cand.shape[1]
+        if len(entry.labels) > width:
+            grown = np.full((len(self._slots), len(entry.labels)), -1, np.int64)
+            grown[:, :width] = self._cand
+            self._cand = grown
+        self._cand[slot] = -1
+        self._cand[slot, : len(entry.labels)] = entry.labels
+        self.stats["updated"] += 1
+        return True
 
     def on_labels(self, labels: Sequence[int]) -> int:
         """Drop the entries whose candidate sets hold any of these labels (deleted or changed)."""
