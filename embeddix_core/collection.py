@@ -39,7 +39,7 @@ from ._validate import (
     check_metadatas,
     dump_metadata,
 )
-from .cache import CacheManager, CacheSettings
+from .cache import CacheManager, CacheSettings, VectorCache
 from .config import CollectionConfig, EmbeddixSettings
 from .errors import (
     ClosedError,
@@ -139,6 +139,9 @@ class Collection:
         self._cal_thread: threading.Thread | None = None
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._cache: CacheManager | None = None
+        # Full-precision vectors for re-ranking cached candidates: an LRU in front of the store
+        # (hnswlib's get_items costs ~13 us per vector; a store fetch of 80 rows ~1 us each)
+        self._vectors = VectorCache(self.dim, self._vectors_from_store, max_bytes=settings.vector_cache_bytes)
         self._cache_store_lock = threading.Lock()
         self._plan_variants: dict[tuple[int, str], tuple[Plan, Plan]] = {}
         # A reservoir sample of the queries this collection answers: calibration on real queries
@@ -336,6 +339,7 @@ class Collection:
             self._index.remove(np.asarray(gone, np.int64))
         self._applied_seq = seq
         self._clear_filters()
+        self._vectors.clear()
         if self._cache is not None:
             self._cache.clear()  # other processes' writes: we do not know their vectors here
         self._maybe_switch()
@@ -772,8 +776,10 @@ class Collection:
         self._index.add(np.asarray(labels, np.int64), prepared, np.asarray(created, bool))
         self._applied_seq = seq
         self._update_filters(labels, metas)
+        replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
+        if replaced:
+            self._vectors.discard(replaced)
         if self._cache is not None:
-            replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
             if replaced:
                 self._cache.on_labels(replaced)
             self._cache.on_insert(prepared, metas, labels)
@@ -883,6 +889,7 @@ class Collection:
             self._index.remove(np.asarray(labels, np.int64))
             self._applied_seq = seq
             self._update_filters(labels, None)
+            self._vectors.discard(labels)
             if self._cache is not None:
                 self._cache.on_labels(labels)
             self._wrote(len(labels))
@@ -906,6 +913,7 @@ class Collection:
             self._index.remove(np.asarray(labels, np.int64))
             self._applied_seq = seq
             self._clear_filters()
+            self._vectors.clear()
             if self._cache is not None:
                 self._cache.clear()
             self._wrote(len(labels))
@@ -1123,9 +1131,9 @@ class Collection:
         if small or not isinstance(index, SegmentedHnsw):
             labels = entry.array()
             return exact_topk(index.get_vectors(labels), labels, queries, k, self._space)
-        # Beam width grows with the filter's selectivity so the allowed neighbours are still found.
-        base = ef or self._config.ef_search
-        ef_f = int(min(max(base, k) * max(1.0, (total / matched) ** 0.5), 4096))
+        # hnswlib's filtered search already keeps exploring until its beam holds ef *allowed* points,
+        # so the beam need not grow with selectivity (measured: recall@10 0.994 at ef 32, 10% match).
+        ef_f = max(ef or self._config.ef_search, k)
         return index.search(
             queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__, num_threads=num_threads
         )
@@ -1369,7 +1377,7 @@ class Collection:
         family = ns.family(k, canonical, params)
         key = q.tobytes() + repr((k, canonical, params)).encode()
         index = self._index
-        found = ns.lookup(key, q, family, k, index.get_vectors)
+        found = ns.lookup(key, q, family, k, self._vectors.get)
         if found is not None:
             if found.hits is not None:
                 # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
@@ -1412,6 +1420,22 @@ class Collection:
                         seq=seq0,
                     )
         return Hits(hits, partial=partial, plan=self._plan_variant(plan, "miss"))
+
+    def _vectors_from_store(self, labels: np.ndarray) -> np.ndarray:
+        """Index-space vectors (unit length for cosine) of stored labels, read from the store."""
+        rows = self._store.rows_by_labels(labels.tolist(), vectors=True)
+        out = np.empty((len(labels), self.dim), np.float32)
+        for i, label in enumerate(labels.tolist()):
+            row = rows.get(label)
+            if row is None:  # deleted meanwhile: NaN re-ranks as infinitely far
+                out[i] = np.nan
+            else:
+                out[i] = np.frombuffer(row[4], np.float32)
+        if self._normalize:
+            norms = np.linalg.norm(out, axis=1)
+            norms[~np.isfinite(norms) | (norms == 0)] = 1.0
+            out /= norms[:, None]
+        return out
 
     def _plan_variant(self, plan: Plan, result_cache: str) -> Plan:
         """``plan`` with ``result_cache`` set, memoized (dataclasses.replace costs ~10 us per call)."""

@@ -73,6 +73,7 @@ class EmbeddixSettings(BaseSettings):
         cache_similarity: Pre-filter for semantic candidates (cosine similarity to a cached query).
         cache_candidate_factor: Candidates kept per cached query, as a multiple of k.
         cache_persist: Keep result caches on disk across restarts (in ``<data>/cache``).
+        vector_cache_bytes: Memory for full-precision vectors kept to re-rank cached candidates.
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
@@ -104,6 +105,7 @@ class EmbeddixSettings(BaseSettings):
     cache_similarity: float = Field(0.95, ge=0.0, le=1.0)
     cache_candidate_factor: int = Field(8, ge=1, le=64)
     cache_persist: bool = False
+    vector_cache_bytes: int = Field(32 << 20, ge=0)
 
 
 @dataclass(frozen=True, slots=True)

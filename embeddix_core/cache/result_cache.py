@@ -223,11 +223,17 @@ class ResultCache:
                     continue
                 tried += 1
                 d_qq = float(self.true_distance(r))
-                # candidates re-ranked against the new query
-                cvecs = vectors(cand.labels)
-                rr = self._rerank(query, cvecs)
-                if len(rr) < k:
+                if len(cand.labels) < k:
                     continue
+                # Only candidates that could be in q''s top k are re-ranked: by the triangle inequality
+                # d(q', c) >= d(q, c) - d(q, q'), and q's own top k are within d_k(q) + d(q, q') of q',
+                # so a candidate farther than d_k(q) + 2 d(q, q') from q cannot make q''s top k.
+                # That is usually k plus a few, instead of all K: fewer vectors to fetch.
+                true_c = self.true_distance(cand.dists)
+                assert isinstance(true_c, np.ndarray)
+                m = int(np.searchsorted(true_c, float(true_c[k - 1]) + 2.0 * d_qq + 1e-6, side="right"))
+                m = max(k, min(m, len(cand.labels)))
+                rr = self._rerank(query, vectors(cand.labels[:m]))
                 top = np.argsort(rr, kind="stable")[:k]
                 # A candidate set that is not full holds every record the filter admits: any query's
                 # top k is inside it, no bound needed. Otherwise the triangle-inequality bound decides.
@@ -237,7 +243,7 @@ class ResultCache:
                 if complete or r_k + d_qq <= d_k * (1.0 - 1e-6):
                     self._entries.move_to_end(cand.key)
                     self.stats["semantic_hits"] += 1
-                    return CacheLookup("semantic-hit", labels=cand.labels[top], dists=rr[top])
+                    return CacheLookup("semantic-hit", labels=cand.labels[:m][top], dists=rr[top])
             if tried:
                 self.stats["verified_rejects"] += 1
             self.stats["misses"] += 1
@@ -303,8 +309,10 @@ class ResultCache:
     def _rerank(self, query: np.ndarray, cvecs: np.ndarray) -> np.ndarray:
         dots = cvecs @ query
         if self.space == "ip":
-            return (1.0 - dots).astype(np.float32)
-        return np.maximum(np.einsum("ij,ij->i", cvecs, cvecs) - 2.0 * dots + float(query @ query), 0.0)
+            out = (1.0 - dots).astype(np.float32)
+        else:
+            out = np.maximum(np.einsum("ij,ij->i", cvecs, cvecs) - 2.0 * dots + float(query @ query), 0.0)
+        return np.where(np.isnan(out), np.inf, out).astype(np.float32)  # NaN: a record gone meanwhile
 
     def store(
         self,

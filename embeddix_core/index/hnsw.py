@@ -12,6 +12,7 @@ vectors take over deleted slots, which reclaims their memory without a rebuild.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -153,7 +154,8 @@ class HnswIndex:
             need = self._index.get_current_count() + max(0, n_new - deleted_slots)
             if need > self._index.get_max_elements():
                 self._index.resize_index(max(need, self._index.get_max_elements() * 2))
-            threads = num_threads if len(labels) > 64 else 1
+            # -1 would mean hnswlib's index default, which __init__ set to 1 for searches: name the cores
+            threads = (num_threads if num_threads > 0 else (os.cpu_count() or 1)) if len(labels) > 64 else 1
             if n_new:
                 # Fresh labels may take over tombstoned slots (reclaiming their memory) ...
                 self._index.add_items(vectors[new], labels[new], num_threads=threads, replace_deleted=True)
