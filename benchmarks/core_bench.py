@@ -214,7 +214,7 @@ def child_query(system: str, name: str, n: int | None, workdir: Path, ef: int | 
             return lambda q: ids_to_int(col.search(q, k=10, ef=e, cache=False))
 
         def search_filtered(q: np.ndarray) -> Any:
-            return ids_to_int(col.search(q, k=10, filter={"tag": 3}, cache=False))
+            return ids_to_int(col.search(q, k=10, ef=chosen, filter={"tag": 3}, cache=False))
 
     # recall curve, then the smallest ef reaching recall 0.95 (or the one the parent fixed)
     curve = {}
