@@ -1680,24 +1680,30 @@ class Collection:
         self._sync()
         plan = self._plan(k, check_recall(recall), None, ef)
         workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads
-        if workers > 1 and q.shape[0] >= 64:
-            # Chunks on a thread pool, each a native single-threaded search plus its own hit building:
-            # while one chunk holds the GIL to build hits, another runs in hnswlib without it. One
-            # multi-threaded native call would leave the (GIL-bound) hit building serial.
-            chunks = np.array_split(q, min(q.shape[0] // 32, workers * 4))
-            futures = [
-                shared_pool().submit(self._batch_chunk, c, k, plan.ef, flt, include_vectors) for c in chunks
-            ]
-            return [hits for f in futures for hits in f.result()]
-        return self._batch_chunk(q, k, plan.ef, flt, include_vectors)
+        return self._batch_chunk(q, k, plan.ef, flt, include_vectors, workers)
 
     def _batch_chunk(
-        self, q: np.ndarray, k: int, ef: int | None, flt: Filter | None, include_vectors: bool
+        self,
+        q: np.ndarray,
+        k: int,
+        ef: int | None,
+        flt: Filter | None,
+        include_vectors: bool,
+        workers: int = 1,
     ) -> list[list[Hit]]:
-        res = self._knn(q, k, ef, flt, num_threads=1)
+        # One native call on every core (hnswlib releases the GIL), then the rows: fetched on two
+        # connections at once when there are many (SQLite releases the GIL while it steps), and the hit
+        # objects built once, in this thread.
+        res = self._knn(q, k, ef, flt, num_threads=workers)
         labels = res.labels
         uniq = np.unique(labels[labels >= 0]).tolist()
-        rows = self._store.rows_by_labels(uniq, vectors=include_vectors)
+        if workers > 1 and len(uniq) >= 1000:
+            half = len(uniq) // 2
+            other = shared_pool().submit(self._store.rows_by_labels, uniq[:half], vectors=include_vectors)
+            rows = self._store.rows_by_labels(uniq[half:], vectors=include_vectors)
+            rows.update(other.result())
+        else:
+            rows = self._store.rows_by_labels(uniq, vectors=include_vectors)
         out: list[list[Hit]] = []
         l2 = self._space == "l2"
         loads = orjson.loads
