@@ -1123,12 +1123,11 @@ class Collection:
             return index.search(queries, k, ef=ef, num_threads=num_threads)
         entry = self._filter_entry(flt)
         matched = len(entry.labels)
-        total = len(index)
-        small = matched <= max(self._settings.exact_filter_min, self._settings.exact_filter_fraction * total)
+        small = self._scan_exactly(matched, index)
         if matched == 0:
             nq = queries.shape[0]
             return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
-        if small or not isinstance(index, SegmentedHnsw):
+        if small:
             labels = entry.array()
             # vectors through the LRU in front of the store: hnswlib's get_items makes a Python float
             # per coordinate (~13 us a vector), which would dominate a scan of a few thousand
@@ -1246,10 +1245,13 @@ class Collection:
         if flt is None:
             return None, None
         matched = len(self._filter_entry(flt).labels)
-        total = len(self._index)
-        small = matched <= max(self._settings.exact_filter_min, self._settings.exact_filter_fraction * total)
-        exact = small or not isinstance(self._index, SegmentedHnsw)
-        return ("exact-subset" if exact else "index-hook"), matched
+        return ("exact-subset" if self._scan_exactly(matched, self._index) else "index-hook"), matched
+
+    def _scan_exactly(self, matched: int, index: VectorIndex) -> bool:
+        """The filter strategy rule: scan the matches exactly when they are few (or there is no HNSW)."""
+        s = self._settings
+        few = matched <= max(s.exact_filter_min, s.exact_filter_fraction * len(index))
+        return few or not isinstance(index, SegmentedHnsw)
 
     def explain(
         self,
