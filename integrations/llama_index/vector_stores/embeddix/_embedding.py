@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 
-from embeddix_core import DimensionMismatchError, InvalidArgumentError
 from embeddix_core.embeddings import Embedder, get_embedder
+from embeddix_core.embeddings._wrapped import WrappedEmbedder
 
 __all__ = ["EmbeddixEmbedding", "LlamaIndexEmbedder"]
-
-_PROBE_TEXT = "dimension probe"
 
 
 class EmbeddixEmbedding(BaseEmbedding):
@@ -65,7 +61,7 @@ class EmbeddixEmbedding(BaseEmbedding):
         return await asyncio.to_thread(self._get_text_embeddings, texts)
 
 
-class LlamaIndexEmbedder:
+class LlamaIndexEmbedder(WrappedEmbedder):
     """A LlamaIndex embedding model seen as a core :class:`~embeddix_core.embeddings.Embedder`.
 
     ``dim`` is learnt from the first embedding (a one-text probe if it is asked for first).
@@ -77,67 +73,16 @@ class LlamaIndexEmbedder:
     """
 
     def __init__(self, embed_model: BaseEmbedding, *, model_id: str | None = None) -> None:
-        self.embed_model = embed_model
         name = getattr(embed_model, "model_name", None)
         default = name if isinstance(name, str) and name and name != "unknown" else embed_model.class_name()
-        self._model_id = model_id or default
-        self._dim: int | None = None
+        super().__init__(model_id or default)
+        self.embed_model = embed_model
 
-    @property
-    def model_id(self) -> str:
-        """Stable name of the model (see the class docstring)."""
-        return self._model_id
+    def _embed_many(self, texts: list[str]) -> Any:
+        return self.embed_model.get_text_embedding_batch(texts)
 
-    @property
-    def dim(self) -> int:
-        """Vector length; the first call embeds one probe text if nothing was embedded yet."""
-        if self._dim is None:
-            return int(self.embed_query(_PROBE_TEXT).shape[0])
-        return self._dim
-
-    def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed a batch of texts.
-
-        Returns:
-            A float32 ``(len(texts), dim)`` array.
-
-        Raises:
-            InvalidArgumentError: ``texts`` is a single string or holds a non-string.
-        """
-        if isinstance(texts, str):
-            raise InvalidArgumentError("texts must be a list of strings, got a single str; wrap it in a list")
-        items = list(texts)
-        for i, item in enumerate(items):
-            if not isinstance(item, str):
-                raise InvalidArgumentError(f"texts[{i}] must be a str, got {type(item).__name__}")
-        if not items:
-            return np.zeros((0, self._dim or 0), np.float32)
-        return self._matrix(self.embed_model.get_text_embedding_batch(items), len(items))
-
-    def embed_query(self, text: str) -> np.ndarray:
-        """Embed one query text.
-
-        Returns:
-            A float32 ``(dim,)`` array.
-        """
-        if not isinstance(text, str):
-            raise InvalidArgumentError(f"text must be a str, got {type(text).__name__}")
-        return self._matrix([self.embed_model.get_query_embedding(text)], 1)[0]
-
-    def _matrix(self, raw: Any, n: int) -> np.ndarray:
-        mat = np.ascontiguousarray(raw, dtype=np.float32)
-        if mat.ndim != 2 or mat.shape[0] != n:
-            raise DimensionMismatchError(
-                f"{self._model_id} returned an array of shape {mat.shape} for {n} text(s); "
-                f"expected ({n}, dim)"
-            )
-        if self._dim is None:
-            self._dim = int(mat.shape[1])
-        elif mat.shape[1] != self._dim:
-            raise DimensionMismatchError(
-                f"{self._model_id} returned {mat.shape[1]}-d vectors after {self._dim}-d ones"
-            )
-        return mat
+    def _embed_one(self, text: str) -> Any:
+        return self.embed_model.get_query_embedding(text)
 
     def __repr__(self) -> str:
         return f"LlamaIndexEmbedder({self.embed_model.class_name()}, model_id={self._model_id!r})"
