@@ -173,13 +173,16 @@ def bench(name: str) -> dict[str, Any]:
     # batched QPS, 1 vs 2 threads, at the default plan
     ef_default = col.explain(queries[0], k=10).ef
     qs = np.concatenate([queries] * (1000 // len(queries) + 1))[:1000]
-    col.search_batch(qs[:50], k=10, num_threads=1)
-    t = time.perf_counter()
+    # one warm-up pass (row cache, page cache), then 1- and 2-thread runs alternated, best of 3 each:
+    # a single run of each in a fixed order would hand the second one the first one's warm caches
     col.search_batch(qs, k=10, ef=ef_default, num_threads=1)
-    one = 1000 / (time.perf_counter() - t)
-    t = time.perf_counter()
-    col.search_batch(qs, k=10, ef=ef_default, num_threads=2)
-    two = 1000 / (time.perf_counter() - t)
+    best = {1: 0.0, 2: 0.0}
+    for _ in range(3):
+        for threads in (1, 2):
+            t = time.perf_counter()
+            col.search_batch(qs, k=10, ef=ef_default, num_threads=threads)
+            best[threads] = max(best[threads], 1000 / (time.perf_counter() - t))
+    one, two = best[1], best[2]
     report["search_batch"] = {
         "qps_1_thread": one,
         "qps_2_threads": two,

@@ -27,17 +27,20 @@ __all__ = ["HnswIndex"]
 class _Gate:
     """Shared/exclusive gate where shared holders must agree on one ef value."""
 
-    __slots__ = ("_active", "_cond", "_ef", "_writer", "_writers_waiting")
+    __slots__ = ("_active", "_cond", "_ef", "_lock", "_writer", "_writers_waiting")
 
     def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
+        # the bare lock for entering (C-level ``with``, ~3x cheaper than the Condition's own
+        # __enter__); the Condition over the same lock for waiting
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._active = 0
         self._ef = -1
         self._writer = False
         self._writers_waiting = 0
 
     def enter_read(self, ef: int, index: hnswlib.Index) -> None:
-        with self._cond:
+        with self._lock:
             while self._writer or self._writers_waiting or (self._active and self._ef != ef):
                 self._cond.wait()
             if self._active == 0 and self._ef != ef:
@@ -46,7 +49,7 @@ class _Gate:
             self._active += 1
 
     def exit_read(self) -> None:
-        with self._cond:
+        with self._lock:
             self._active -= 1
             if self._active == 0:
                 self._cond.notify_all()

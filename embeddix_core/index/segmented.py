@@ -8,6 +8,15 @@ Search: every segment answers its own top k; the answers are merged by distance,
 global top k is inside the union of the per-segment top k). For a single query with two or more segments,
 the segments are searched at once on a thread pool (hnswlib releases the GIL), which shortens latency on
 idle cores; batches already use every core across queries, so their segments run one after another.
+
+Write buffer: a single new vector costs ~1 ms to insert into a 100K-vector graph on one thread, while a
+batch insert spreads that work over every core. So small additions of *new* labels first go to a
+buffer of up to ``write_buffer`` vectors that searches scan exactly (a few microseconds for 128 x 384)
+and merge with the graph's answer; a full buffer is inserted as one multi-threaded batch. Readers never
+lock it: the buffer is copy-on-write (appends write a fresh row and then publish a longer view; removals
+and flushes publish new arrays), and a flush inserts into the graph *before* it empties the buffer, so a
+search that reads the buffer first and the graph second sees every vector at least once (duplicates are
+dropped in the merge). Snapshots flush first, so a snapshot always holds everything up to its seq.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IndexResult, LabelFilter
+from .base import IndexResult, LabelFilter, exact_topk
 from .hnsw import HnswIndex
 
 __all__ = ["SegmentedHnsw"]
@@ -54,6 +63,35 @@ def merge_topk(results: Sequence[IndexResult], k: int) -> IndexResult:
     return IndexResult(out_l, out_d)
 
 
+class _Buffer:
+    """An immutable view of the write buffer: rows ``[:n]`` of ``labels``/``vectors`` never change."""
+
+    __slots__ = ("labels", "n", "vectors")
+
+    def __init__(self, labels: np.ndarray, vectors: np.ndarray, n: int) -> None:
+        self.labels = labels
+        self.vectors = vectors
+        self.n = n
+
+
+def _dedupe(res: IndexResult, k: int) -> IndexResult:
+    """Drop repeated labels from merged rows (a vector caught in the buffer and the graph at once)."""
+    rows_l, rows_d = [], []
+    for lab, dist in zip(res.labels, res.distances, strict=True):
+        _, first = np.unique(lab, return_index=True)
+        keep = np.sort(first)
+        keep = keep[lab[keep] >= 0][:k]
+        rows_l.append(lab[keep])
+        rows_d.append(dist[keep])
+    width = max(len(r) for r in rows_l)
+    out_l = np.full((len(rows_l), width), -1, np.int64)
+    out_d = np.full((len(rows_l), width), np.inf, np.float32)
+    for i, (lab, dist) in enumerate(zip(rows_l, rows_d, strict=True)):
+        out_l[i, : len(lab)] = lab
+        out_d[i, : len(dist)] = dist
+    return IndexResult(out_l, out_d)
+
+
 class SegmentedHnsw:
     """One or more :class:`HnswIndex` segments behind the index interface.
 
@@ -65,6 +103,7 @@ class SegmentedHnsw:
         ef_search: Default query beam width.
         segment_size: Vectors per segment before a new one opens (0 = never).
         capacity: Initial capacity of the first segment.
+        write_buffer: Most new vectors held in the exactly-searched write buffer (0 = insert at once).
     """
 
     kind = "hnsw"
@@ -80,6 +119,7 @@ class SegmentedHnsw:
         ef_search: int = 96,
         segment_size: int = 0,
         capacity: int = 16_384,
+        write_buffer: int = 0,
         _segments: list[HnswIndex] | None = None,
         _bounds: list[int] | None = None,
     ) -> None:
@@ -96,6 +136,13 @@ class SegmentedHnsw:
             cap = capacity if not segment_size else min(capacity, segment_size)
             self._segs = [self._new(cap)]
             self._bounds = [0]
+        self.write_buffer = max(int(write_buffer), 0)
+        self._buf = self._empty_buffer()
+        self._flushes = 0  # bumped after every flush, so a search can tell that it raced one
+
+    def _empty_buffer(self) -> _Buffer:
+        size = max(self.write_buffer, 1)
+        return _Buffer(np.empty(size, np.int64), np.empty((size, self.dim), np.float32), 0)
 
     def _new(self, capacity: int) -> HnswIndex:
         return HnswIndex(
@@ -120,6 +167,7 @@ class SegmentedHnsw:
         ef_construction: int,
         ef_search: int,
         segment_size: int,
+        write_buffer: int = 0,
     ) -> SegmentedHnsw:
         segs = [
             HnswIndex.load(p, dim, space, m=m, ef_construction=ef_construction, ef_search=ef_search, live=lv)
@@ -132,6 +180,7 @@ class SegmentedHnsw:
             ef_construction=ef_construction,
             ef_search=ef_search,
             segment_size=segment_size,
+            write_buffer=write_buffer,
             _segments=segs,
             _bounds=list(bounds),
         )
@@ -159,7 +208,12 @@ class SegmentedHnsw:
         return [len(s) for s in self._segs]
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._segs)
+        return sum(len(s) for s in self._segs) + self._buf.n
+
+    @property
+    def buffered(self) -> int:
+        """Vectors waiting in the write buffer (searched exactly, not yet in a graph)."""
+        return self._buf.n
 
     @property
     def capacity(self) -> int:
@@ -177,13 +231,48 @@ class SegmentedHnsw:
         self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None, num_threads: int = -1
     ) -> None:
         labels = np.asarray(labels, np.int64)
+        buf = self._buf
         if new is None:
-            new = np.ones(len(labels), bool)
-            for i, seg in enumerate(self._segs):
-                known = set(seg._index.get_ids_list())
-                if known:
-                    in_seg = self._route(labels) == i
-                    new &= ~(in_seg & np.fromiter((int(x) in known for x in labels), bool, len(labels)))
+            new = self._absent(labels)
+        if self.write_buffer and bool(new.all()) and buf.n + len(labels) <= self.write_buffer:
+            # Small batches of new labels wait in the buffer (rows below buf.n are never rewritten).
+            n = buf.n
+            buf.labels[n : n + len(labels)] = labels
+            buf.vectors[n : n + len(labels)] = vectors
+            self._buf = _Buffer(buf.labels, buf.vectors, n + len(labels))
+            if self._buf.n >= self.write_buffer:
+                self.flush()
+            return
+        self.flush()
+        self._add_now(labels, vectors, new, num_threads)
+
+    def flush(self) -> None:
+        """Insert the write buffer into the graph in one multi-threaded batch (caller holds the lock)."""
+        buf = self._buf
+        if buf.n == 0:
+            return
+        n = buf.n
+        # graph first, then an empty buffer: a concurrent search sees each vector at least once; the
+        # counter moves before and after, so a search that overlapped any part of this knows to dedupe
+        self._flushes += 1
+        self._add_now(buf.labels[:n].copy(), buf.vectors[:n].copy(), np.ones(n, bool), -1)
+        self._buf = self._empty_buffer()
+        self._flushes += 1
+
+    def _absent(self, labels: np.ndarray) -> np.ndarray:
+        """Which labels neither a graph nor the buffer holds."""
+        new = np.ones(len(labels), bool)
+        buf = self._buf
+        if buf.n:
+            new &= ~np.isin(labels, buf.labels[: buf.n])
+        for i, seg in enumerate(self._segs):
+            known = set(seg._index.get_ids_list())
+            if known:
+                in_seg = self._route(labels) == i
+                new &= ~(in_seg & np.fromiter((int(x) in known for x in labels), bool, len(labels)))
+        return new
+
+    def _add_now(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray, num_threads: int) -> None:
         if not self.segment_size:
             self._segs[0].add(labels, vectors, new, num_threads=num_threads)
             return
@@ -214,6 +303,19 @@ class SegmentedHnsw:
 
     def remove(self, labels: np.ndarray) -> None:
         labels = np.asarray(labels, np.int64)
+        buf = self._buf
+        if buf.n:
+            held = np.isin(buf.labels[: buf.n], labels)
+            if held.any():
+                keep = np.flatnonzero(~held)
+                fresh = self._empty_buffer()
+                fresh.labels[: len(keep)] = buf.labels[keep]
+                fresh.vectors[: len(keep)] = buf.vectors[keep]
+                fresh.n = len(keep)
+                self._buf = fresh
+                labels = labels[~np.isin(labels, buf.labels[: buf.n])]
+                if not len(labels):
+                    return
         route = self._route(labels)
         for i in np.unique(route).tolist():
             self._segs[i].remove(labels[route == i])
@@ -227,6 +329,39 @@ class SegmentedHnsw:
         ef: int | None = None,
         allowed: LabelFilter | None = None,
         num_threads: int = 1,
+    ) -> IndexResult:
+        buf = self._buf  # read before the graph (see the module docstring)
+        if buf.n:
+            flushes = self._flushes
+            head = self._buffer_search(buf, queries, k, allowed)
+            res = self._graph_search(queries, k, ef, allowed, num_threads)
+            merged = merge_topk([head, res] if res.labels.shape[1] else [head], k)
+            return merged if self._flushes == flushes else _dedupe(merge_topk([head, res], 2 * k), k)
+        return self._graph_search(queries, k, ef, allowed, num_threads)
+
+    def _buffer_search(
+        self, buf: _Buffer, queries: np.ndarray, k: int, allowed: LabelFilter | None
+    ) -> IndexResult:
+        labels, vectors = buf.labels[: buf.n], buf.vectors[: buf.n]
+        if allowed is not None:
+            keep = np.fromiter((allowed(int(x)) for x in labels), bool, len(labels))
+            labels, vectors = labels[keep], vectors[keep]
+        res = exact_topk(vectors, labels, queries, k, self.space)
+        if res.labels.shape[1] < k:  # pad to k columns: merge_topk expects rows padded with -1 / inf
+            pad = k - res.labels.shape[1]
+            return IndexResult(
+                np.pad(res.labels, ((0, 0), (0, pad)), constant_values=-1),
+                np.pad(res.distances, ((0, 0), (0, pad)), constant_values=np.inf),
+            )
+        return res
+
+    def _graph_search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        ef: int | None,
+        allowed: LabelFilter | None,
+        num_threads: int,
     ) -> IndexResult:
         segs = self._segs
         if len(segs) == 1:
@@ -243,6 +378,19 @@ class SegmentedHnsw:
 
     def get_vectors(self, labels: np.ndarray) -> np.ndarray:
         labels = np.asarray(labels, np.int64)
+        buf = self._buf
+        if buf.n:
+            held = np.isin(labels, buf.labels[: buf.n])
+            if held.any():
+                out = np.empty((len(labels), self.dim), np.float32)
+                pos = {int(lb): i for i, lb in enumerate(buf.labels[: buf.n].tolist())}
+                out[held] = buf.vectors[[pos[int(lb)] for lb in labels[held].tolist()]]
+                if (~held).any():
+                    out[~held] = self._graph_vectors(labels[~held])
+                return out
+        return self._graph_vectors(labels)
+
+    def _graph_vectors(self, labels: np.ndarray) -> np.ndarray:
         if len(self._segs) == 1:
             return self._segs[0].get_vectors(labels)
         out = np.empty((len(labels), self.dim), np.float32)
@@ -253,13 +401,15 @@ class SegmentedHnsw:
         return out
 
     def live_labels(self) -> np.ndarray:
-        return np.concatenate([s.live_labels() for s in self._segs])
+        buf = self._buf
+        return np.concatenate([s.live_labels() for s in self._segs] + [buf.labels[: buf.n].copy()])
 
     def memory_bytes(self) -> int:
-        return sum(s.memory_bytes() for s in self._segs)
+        return sum(s.memory_bytes() for s in self._segs) + self._buf.vectors.nbytes
 
     def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
-        """(live count, save function) per segment, for the snapshot writer."""
+        """(live count, save function) per segment, for the snapshot writer (flushes the buffer first)."""
+        self.flush()
         return [(len(s), s.save) for s in self._segs]
 
 
