@@ -411,3 +411,18 @@ def test_end_to_end_with_minilm(tmp_path: Path) -> None:
         assert s.similarity_search("insects and pollen", k=1)[0].id == "bee"
         rel = s.similarity_search_with_relevance_scores("baking a cake", k=3)
         assert rel[0][0].id == "food" and all(0.0 <= r <= 1.0 for _, r in rel)
+
+
+def test_documents_from_hits_equal_validated_documents() -> None:
+    from langchain_core.documents import Document
+
+    from langchain_embeddix._vectorstore import _make_document
+
+    made = _make_document("id-1", "text", {"a": [1, 2]})
+    assert made == Document(id="id-1", page_content="text", metadata={"a": [1, 2]})
+    assert made.model_dump() == Document(id="id-1", page_content="text", metadata={"a": [1, 2]}).model_dump()
+    other = _make_document("id-2", "t", {})
+    made.metadata["b"] = 1
+    made.page_content = "changed"  # documents are mutable in LangChain; each one is its own object
+    assert other.metadata == {} and other.page_content == "t"
+    assert made.__pydantic_fields_set__ is not other.__pydantic_fields_set__
