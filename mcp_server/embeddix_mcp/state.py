@@ -22,12 +22,12 @@ from datetime import UTC, datetime
 from typing import Literal, overload
 
 from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError
-from embeddix_core.embeddings import Embedder, get_embedder
+from embeddix_core.embeddings import CachedEmbedder, Embedder, EmbeddingCache, MiniLMEmbedder, get_embedder
 
 from .agents import GrantStore, docs_collection, memory_collection, split_memory_collection
 from .settings import ServerSettings
 
-__all__ = ["AgentSession", "AppState", "open_state"]
+__all__ = ["AgentSession", "AppState", "make_embedder", "open_state"]
 
 log = logging.getLogger("embeddix_mcp")
 
@@ -120,6 +120,13 @@ class AppState:
         self.db.close()
 
 
+def make_embedder(settings: ServerSettings) -> Embedder:
+    """The embedder ``settings`` names: MiniLM (``embed_threads`` threads) behind a cache, or hash."""
+    if settings.embedder == "minilm":
+        return CachedEmbedder(MiniLMEmbedder(num_threads=settings.onnx_threads), EmbeddingCache())
+    return get_embedder(settings.embedder)
+
+
 def open_state(
     settings: ServerSettings, embedder: Embedder | None = None, *, warm_agents: Iterable[str] = ()
 ) -> AppState:
@@ -135,7 +142,7 @@ def open_state(
         The state; close it with :meth:`AppState.close`.
     """
     t0 = time.perf_counter()
-    emb = embedder if embedder is not None else get_embedder(settings.embedder)
+    emb = embedder if embedder is not None else make_embedder(settings)
     probe = emb.embed_query("warm-up")  # loads the model now, not on the first tool call
     t1 = time.perf_counter()
     db = Embeddix.open(settings.data_path)

@@ -29,6 +29,26 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ServerSettings(data=":memory:").data_path is None
 
 
+def test_embed_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embeddix_core.embeddings import CachedEmbedder, HashEmbedder, MiniLMEmbedder
+    from embeddix_mcp.state import make_embedder
+
+    monkeypatch.delenv("EMBEDDIX_EMBED_THREADS", raising=False)
+    assert ServerSettings().embed_threads is None
+    for cores, auto in ((1, 1), (2, 1), (8, None)):  # unset: one thread on small machines
+        monkeypatch.setattr("os.cpu_count", lambda c=cores: c)
+        assert ServerSettings().onnx_threads == auto
+    monkeypatch.setenv("EMBEDDIX_EMBED_THREADS", "0")
+    assert ServerSettings().embed_threads == 0 and ServerSettings().onnx_threads is None  # the runtime's
+    assert ServerSettings(embed_threads=3).onnx_threads == 3
+    with pytest.raises(ValidationError):
+        ServerSettings(embed_threads=-1)
+    emb = make_embedder(ServerSettings(embed_threads=2))  # nothing loads until the first call
+    assert isinstance(emb, CachedEmbedder) and isinstance(emb.embedder, MiniLMEmbedder)
+    assert emb.embedder._num_threads == 2
+    assert isinstance(make_embedder(ServerSettings(embedder="hash")), HashEmbedder)
+
+
 def test_order_defaults_file_env_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "embeddix.toml"
     cfg.write_text('agent = "from-file"\nport = 9000\nembedder = "hash"\ndata = "/srv/file"\n')

@@ -69,6 +69,30 @@ async def test_tools_have_schemas_and_annotations(make_server) -> None:
     assert all(t.description for t in listed.values())
 
 
+async def test_output_schemas_publish_nullable_fields_as_type_lists(make_server, tools) -> None:
+    # The client checks every result against these schemas; a type list checks faster than an anyOf.
+    async with Client(make_server()) as c:
+        listed = {t.name: t for t in (await c.list_tools()).tools}
+        await tools(c).ok("remember", text="The cat sleeps on the red sofa")
+        got = await tools(c).ok("recall", query="cat", k=1)  # the client validated it against the schema
+    schema = listed["recall"].output_schema
+    assert schema is not None and got["memories"] and got["memories"][0]["source"] is None
+    memory = schema["$defs"]["Memory"]["properties"]
+    assert memory["text"]["type"] == ["string", "null"] and memory["score"]["type"] == ["number", "null"]
+    assert schema["properties"]["ef"]["type"] == ["integer", "null"]
+    assert memory["score"]["description"] and memory["score"]["default"] is None
+    assert '"anyOf"' not in json.dumps(schema)
+
+    def any_ofs(node: Any) -> list[list[dict[str, Any]]]:
+        if isinstance(node, dict):
+            own = [node["anyOf"]] if "anyOf" in node else []
+            return own + [a for v in node.values() for a in any_ofs(v)]
+        return [a for v in node for a in any_ofs(v)] if isinstance(node, list) else []
+
+    for tool in listed.values():  # only a nullable sub-model (a $ref or null) still needs an anyOf
+        assert all(any("$ref" in b for b in a) for a in any_ofs(tool.output_schema)), tool.name
+
+
 async def test_remember_one_then_recall_identical_text_scores_one(make_server, tools) -> None:
     async with Client(make_server()) as c:
         t = tools(c)
