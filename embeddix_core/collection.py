@@ -24,6 +24,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -79,6 +80,23 @@ log = logging.getLogger("embeddix")
 
 _FILTER_CACHE_SIZE = 32
 _RESERVOIR = 512
+_BATCH_CHUNK = 500  # queries per native call in a pipelined search_batch (measured: 500 > 200)
+_BATCH_POOL: ThreadPoolExecutor | None = None
+_BATCH_POOL_LOCK = threading.Lock()
+
+
+def _batch_pool() -> ThreadPoolExecutor:
+    """Threads that run search_batch's native calls (their own pool: those tasks never wait on others,
+    so callers sitting in any other pool cannot deadlock it)."""
+    global _BATCH_POOL
+    with _BATCH_POOL_LOCK:
+        if _BATCH_POOL is None:
+            _BATCH_POOL = ThreadPoolExecutor(
+                max_workers=os.cpu_count() or 2, thread_name_prefix="embeddix-batch"
+            )
+        return _BATCH_POOL
+
+
 # Above this batch size, re-evaluating every cached filter on every new record costs more than
 # recomputing the filters lazily from the store.
 _FILTER_MAINTAIN_MAX = 512
@@ -1400,7 +1418,15 @@ class Collection:
         family = ns.family(k, canonical, params)
         key = q.tobytes() + repr((k, canonical, params)).encode()
         index = self._index
-        found = ns.lookup(key, q, family, k, self._vectors.get)
+
+        def probe(v: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+            # a second, cheap route through the graph for a semantic lookup (see ResultCache._certify):
+            # a beam of k (at least 10)
+            res = self._knn(v.reshape(1, -1), kk, max(kk, 10), flt)
+            live = res.labels[0] >= 0
+            return res.labels[0][live], res.distances[0][live]
+
+        found = ns.lookup(key, q, family, k, self._vectors.get, probe if cm.settings.probe else None)
         if found is not None:
             if found.hits is not None:
                 # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
@@ -1414,14 +1440,28 @@ class Collection:
                 hits = self._to_hits(found.labels.tolist(), found.dists.tolist(), include_vectors=False)
             return Hits(hits, plan=self._plan_variant(plan, found.kind))
         big = k * cm.settings.candidate_factor
-        if plan.ef is not None:
-            # never widen the beam beyond what an uncached search uses: cached answers must be identical
-            big = max(k, min(big, plan.ef))
+        ef = plan.ef
+        # Which candidate sets may certify semantic hits (the argument is in cache/result_cache.py): an
+        # exact search's, and a default search's, whose beam is widened here to beam_factor * K. An
+        # approximate search misses records, and a fresh search for a near-duplicate query can find one
+        # of them inside the certified ball and beat the re-ranked candidates; a beam twice as wide as the
+        # fresh search's finds nearly all of what that one would (the probe above covers the rest). A
+        # miss returns the wide search's top k, so exact hits are never worse than an uncached search
+        # either. Searches with their own recall target, deadline or ef keep their beam (identical to an
+        # uncached search) and get exact hits only.
+        exact = ef is None or (flt is not None and self._filter_strategy(flt)[0] == "exact-subset")
+        widened = ef is not None and params[:3] == (None, None, None)
+        if ef is not None:
+            if widened:
+                ef = max(ef, math.ceil(cm.settings.beam_factor * big))
+            else:
+                big = max(k, min(big, ef))
+        semantic = ns.semantic and (exact or widened)
         # A write landing while we search must not be cached over: its invalidation may already have
         # run. Writers bump _applied_seq after changing the index and before invalidating, so an
         # unchanged number at store time proves no write overlapped this search.
         seq0 = self._applied_seq
-        res = self._knn(q.reshape(1, -1), big, plan.ef, flt)
+        res = self._knn(q.reshape(1, -1), big, ef, flt)
         keep = res.labels[0] >= 0
         labels, dists = res.labels[0][keep], res.distances[0][keep]
         rows: list[tuple[Any, ...]] = []
@@ -1430,9 +1470,10 @@ class Collection:
             plan.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > plan.deadline_ms
         )
         if not partial and len(hits) == min(k, len(labels)) and self._index is index:
+            need = labels[:0]
             with self._cache_store_lock:
                 if self._applied_seq == seq0:
-                    ns.store(
+                    need = ns.store(
                         key,
                         q.copy(),
                         family,
@@ -1443,26 +1484,53 @@ class Collection:
                         dists.copy(),
                         full=len(labels) >= big,
                         seq=seq0,
+                        semantic=semantic,
+                        exact=exact,
                     )
-        return Hits(hits, partial=partial, plan=self._plan_variant(plan, "miss"))
+            if len(need):
+                # int8 codes of the candidates let a semantic hit bound their distances without the
+                # store; only labels no entry has coded yet are read (a write meanwhile drops the
+                # entry: see attach)
+                ns.attach(key, seq0, need, self._vectors_from_store(need))
+        if ef == plan.ef or ef is None:
+            return Hits(hits, partial=partial, plan=self._plan_variant(plan, "miss"))
+        vkey = (id(plan), f"miss@{ef}")  # memoized like _plan_variant's
+        got = self._plan_variants.get(vkey)
+        if got is None or got[0] is not plan:
+            cal = self._calibration
+            wide = dataclasses.replace(
+                plan,
+                result_cache="miss",
+                ef=ef,
+                steps=(ef,),
+                expected_recall=cal.recall_at(ef, k) if cal is not None else plan.expected_recall,
+                reason=f"{plan.reason}; the result cache searched with ef {ef} (its {big} candidates)",
+            )
+            got = self._plan_variants[vkey] = (plan, wide)
+        return Hits(hits, partial=partial, plan=got[1])
 
     def _rows_from_store(self, labels: Sequence[int]) -> dict[int, tuple[Any, ...]]:
         return self._store.rows_by_labels(labels, vectors=False)
 
     def _vectors_from_store(self, labels: np.ndarray) -> np.ndarray:
         """Index-space vectors (unit length for cosine) of stored labels, read from the store."""
-        rows = self._store.rows_by_labels(labels.tolist(), vectors=True)
-        out = np.empty((len(labels), self.dim), np.float32)
-        for i, label in enumerate(labels.tolist()):
-            row = rows.get(label)
-            if row is None:  # deleted meanwhile: NaN re-ranks as infinitely far
-                out[i] = np.nan
-            else:
-                out[i] = np.frombuffer(row[4], np.float32)
+        wanted = labels.tolist()
+        rows = self._store.rows_by_labels(wanted, vectors=True)
+        if len(rows) == len(wanted):  # one copy out of the joined blobs (a semantic hit fetches ~11)
+            joined = b"".join([rows[label][4] for label in wanted])
+            out = np.frombuffer(joined, np.float32).reshape(len(wanted), self.dim).copy()
+        else:
+            out = np.empty((len(wanted), self.dim), np.float32)
+            for i, label in enumerate(wanted):
+                row = rows.get(label)
+                if row is None:  # deleted meanwhile: NaN re-ranks as infinitely far
+                    out[i] = np.nan
+                else:
+                    out[i] = np.frombuffer(row[4], np.float32)
         if self._normalize:
-            norms = np.linalg.norm(out, axis=1)
-            norms[~np.isfinite(norms) | (norms == 0)] = 1.0
-            out /= norms[:, None]
+            sq = np.einsum("ij,ij->i", out, out)
+            sq[~(sq > 0)] = 1.0  # NaN (gone) or zero rows stay as they are
+            out /= np.sqrt(sq)[:, None]
         return out
 
     def _plan_variant(self, plan: Plan, result_cache: str) -> Plan:
@@ -1703,21 +1771,29 @@ class Collection:
         self._sync()
         plan = self._plan(k, check_recall(recall), None, ef)
         workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads
-        return self._batch_chunk(q, k, plan.ef, flt, include_vectors, workers)
+        n = len(q)
+        if workers <= 1 or n < 2 * _BATCH_CHUNK:
+            return self._batch_hits(
+                self._knn(q, k, plan.ef, flt, num_threads=workers), include_vectors, workers
+            )
+        # A pipeline: the native search of the next chunk (on every core, without the GIL) runs while
+        # this thread turns the previous chunk into hits. Building hits is serial Python, a seventh of
+        # the work at 10 hits a query; done after one native call, it capped 2 threads at ~1.7x.
+        pool = _batch_pool()
+        starts = range(0, n, _BATCH_CHUNK)
+        pending = pool.submit(self._knn, q[:_BATCH_CHUNK], k, plan.ef, flt, workers)
+        out: list[list[Hit]] = []
+        for s in starts:
+            res = pending.result()
+            if s + _BATCH_CHUNK < n:
+                nxt = q[s + _BATCH_CHUNK : s + 2 * _BATCH_CHUNK]
+                pending = pool.submit(self._knn, nxt, k, plan.ef, flt, workers)
+            out.extend(self._batch_hits(res, include_vectors, workers))
+        return out
 
-    def _batch_chunk(
-        self,
-        q: np.ndarray,
-        k: int,
-        ef: int | None,
-        flt: Filter | None,
-        include_vectors: bool,
-        workers: int = 1,
-    ) -> list[list[Hit]]:
-        # One native call on every core (hnswlib releases the GIL), then the rows (from the row cache;
-        # misses fetched on two connections at once when there are many: SQLite releases the GIL while
-        # it steps), and the hit objects built once, in this thread.
-        res = self._knn(q, k, ef, flt, num_threads=workers)
+    def _batch_hits(self, res: IndexResult, include_vectors: bool, workers: int = 1) -> list[list[Hit]]:
+        # The rows come from the row cache (misses fetched on two connections at once when there are
+        # many: SQLite releases the GIL while it steps), and the hit objects are built once, here.
         labels = res.labels
         uniq = np.unique(labels[labels >= 0]).tolist()
         if include_vectors:

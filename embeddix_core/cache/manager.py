@@ -43,6 +43,13 @@ class CacheSettings:
     similarity: float = 0.95
     candidate_factor: int = 8
     persist: bool = False
+    # Candidate sets that may certify semantic hits are searched with a beam at least this many times
+    # their size K (default searches only; see result_cache.py for why it must be wider than the beam of
+    # an uncached search).
+    beam_factor: float = 2.0
+    # A semantic lookup from an approximate candidate set also runs a search with a beam of k for the
+    # new query and re-ranks what it finds with the candidates (see ResultCache._certify).
+    probe: bool = True
 
 
 class CacheManager:
@@ -114,12 +121,14 @@ class CacheManager:
             "evicted": 0,
             "expired": 0,
             "updated": 0,
+            "probe_found": 0,
         }
         for ns in spaces:
             for key in out:
                 out[key] += ns.stats[key]
         out["entries"] = sum(len(ns) for ns in spaces)
         out["bytes"] = sum(ns.bytes for ns in spaces)
+        out["code_bytes"] = sum(ns.code_bytes for ns in spaces)  # included in bytes
         out["sessions"] = len(spaces) - 1
         out["sessions_evicted"] = self.sessions_evicted
         lookups = out["hits"] + out["semantic_hits"] + out["misses"]
@@ -150,6 +159,8 @@ class CacheManager:
                         "family": list(params[1:]),
                         "radius": None if math.isinf(entry.radius) else entry.radius,
                         "seq": entry.seq,
+                        "semantic": entry.semantic,
+                        "exact": entry.exact,
                         "n": len(entry.labels),
                         "hits": [
                             [*r[:4], r[4].decode() if isinstance(r[4], bytes) else r[4]] for r in entry.hits
@@ -219,6 +230,9 @@ class CacheManager:
                     dists,
                     full=radius is not None,
                     seq=seq,
+                    # codes are not saved: the candidates are bounded by the triangle inequality instead
+                    semantic=bool(header.get("semantic", False)),
+                    exact=bool(header.get("exact", False)),
                 )
                 loaded += 1
         return loaded

@@ -15,10 +15,36 @@ Correctness rules (each enforced below, where it says so):
   holds that record (their hits or their bound would be stale); an update is then treated as an insert.
 * Semantic hit, for a new query q' near a cached q: C is re-ranked against q' and served only when
   ``r_k(q') + d(q, q') <= d_K(q)``, with r_k(q') the k-th re-ranked distance and d a true metric
-  (Euclidean; for cosine, between unit vectors). By the triangle inequality no record outside C is
-  closer to q' than the served k-th hit, as far as C was the true top-K of q (exact when the search was
-  exact; as good as the search itself when it was approximate). Otherwise: a real search.
+  (Euclidean; for cosine, between unit vectors). Otherwise: a real search. The re-rank is exact where it
+  matters and cheap: int8 codes of the candidates (shared by the entries of a namespace, counted in its
+  budget) bound every candidate's distance to q' from both sides, so only the few that could be in the
+  top k need their distance exactly (see ``_certify``).
 * The ``similarity`` threshold only pre-filters which cached queries are tried; it never decides a hit.
+
+What a semantic hit guarantees:
+
+* Proven: if a record x is closer to q' than the served k-th hit, then d(q, x) <= d(q, q') + d(q', x)
+  < d(q, q') + r_k(q') <= d_K(q), so x is within d_K of q. Hence the served answer is exactly the top k
+  of q' among all records whenever C holds every record within d_K(q) of q, i.e. whenever the search that
+  filled C was exact up to its K-th result. That is the case for exact searches (exact index, exact
+  filtered scans): there a semantic hit equals a fresh exact search, always. Floating point cannot break
+  it: every bound is widened, and d_K shrunk, by more than the float32 error of the stored distances.
+* Not provable for an approximate (HNSW) search, whose C can miss records anywhere, head included.
+  Measured on MiniLM text (near duplicates at cosine 0.998): with C from the uncached search's own beam,
+  30 of 15,000 served answers were worse than a fresh search, all from records at rank 1-9 of q that the
+  cached search missed and the fresh one found (so certifying at a smaller rank, K = 4k, does not help:
+  it keeps them and loses a third of the semantic hits). Two measures, both needed:
+  1. C of an approximate search may certify only when that search was wider than a fresh one: the
+     collection searches default queries with a beam of 2K (twice the uncached beam) and marks only
+     those (and exact ones) ``semantic``. Worse than fresh: 2 in 35,000.
+  2. A probe: a search for q' itself with a beam of k, whose records join the re-rank. It gives the
+     lookup the route through the graph a fresh search would take; a record the wide search missed but
+     the fresh search finds, the probe finds too. Worse than fresh: 0 in 35,000 (and 0 in the checked
+     benchmark). Without the wide beam the probe alone does not do it (24 in 15,000).
+  Both are the search's own approximation, measured, not a proof. The probe is a real, small search
+  (about a quarter of a semantic hit's time); ``CacheSettings.probe`` turns it off.
+* Exact hits serve what the (wide) search returned: never worse than an uncached search in practice
+  (its beam is twice as wide), and invalidation keeps them right under writes.
 
 Threads: one lock per namespace; lookups, stores and invalidations hold it briefly.
 """
@@ -38,11 +64,20 @@ import numpy as np
 
 from ..query.filters import Filter
 
-__all__ = ["CacheLookup", "ResultCache"]
+__all__ = ["CacheLookup", "Probe", "ResultCache"]
+
+# A cheap search for a query: (query, k) -> (labels, raw distances), best first.
+Probe = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 # Below this many entries a semantic lookup scans the cached queries with one matrix-vector product;
 # above it, an HNSW graph over them answers in about O(log n).
 _ANN_MIN = 256
+# Bytes a code-table row costs beyond the code: scale, error bound, norm, refcount, label, dict slot.
+_CODE_OVERHEAD = 120
+# Rounding allowances for distances the index computed in float32 (see ResultCache._certify): absolute
+# for ip space (unit vectors: error at most 384 * 2^-24 = 2.3e-5), relative for l2.
+_SLACK_IP = 1e-4
+_SLACK_L2 = 1e-4
 
 
 @dataclass(slots=True)
@@ -59,6 +94,10 @@ class _Entry:
     nbytes: int
     expires: float
     seq: int
+    crow: np.ndarray  # code-table row of each candidate (-1: no code; see _Codes)
+    semantic: bool  # the candidate set may certify semantic hits (see the module docstring)
+    exact: bool = False  # the candidate set came from an exact search (no probe needed)
+    allcoded: bool = False  # every candidate has a code
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +108,125 @@ class CacheLookup:
     hits: list[Any] | None = None  # exact hits (served as they are)
     labels: np.ndarray | None = None  # semantic: the k labels to serve, best first
     dists: np.ndarray | None = None  # semantic: their raw distances to the new query
+
+
+class _Codes:
+    """int8 copies of candidate vectors, shared by the entries of one namespace (label -> row, refcounted).
+
+    What they are for: a semantic lookup must know, for each candidate c of a cached query q, its distance
+    to the new query q' = q + delta. Write q'.c = q.c + delta.c. The stored distance gives q.c (as the index
+    computed it), and with the code c' = scale * code, delta.c = delta.c' + delta.(c - c') where
+    |delta.(c - c')| <= |delta| * |c - c'|. ``width`` keeps, per row, an upper bound of |c - c'| plus the
+    float32 rounding of delta.c' per unit of |delta|, so |delta| * width bounds the error of the estimate:
+    about 6e-4 for a near duplicate at cosine 0.998 of a unit 384-d vector, a sixth of the median gap
+    between the 10th and 11th neighbour on MiniLM text. The codes decide which candidates could be in the
+    top k, and only those (k plus one or two) are re-ranked exactly: no store round trip for the other ~70.
+
+    A label's code is freed when no entry holds it any more. Every entry holding a label is dropped when
+    the record is deleted or changed (``on_labels``), so a code never outlives the vector it copies.
+    """
+
+    __slots__ = ("codes", "dim", "free", "label", "refs", "rows", "scale", "width")
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+        cap = 256
+        self.codes = np.zeros((cap, dim), np.int8)
+        self.scale = np.zeros(cap, np.float64)
+        self.width = np.zeros(cap, np.float64)
+        self.refs = np.zeros(cap, np.int64)
+        self.label = np.full(cap, -1, np.int64)
+        self.rows: dict[int, int] = {}
+        self.free = list(range(cap - 1, -1, -1))
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dim + _CODE_OVERHEAD
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.rows) * self.row_bytes
+
+    def _grow(self, need: int) -> None:
+        cap = len(self.label)
+        new = max(cap * 2, cap + need)
+        extra = new - cap
+        self.codes = np.concatenate([self.codes, np.zeros((extra, self.dim), np.int8)])
+        self.scale = np.concatenate([self.scale, np.zeros(extra, np.float64)])
+        self.width = np.concatenate([self.width, np.zeros(extra, np.float64)])
+        self.refs = np.concatenate([self.refs, np.zeros(extra, np.int64)])
+        self.label = np.concatenate([self.label, np.full(extra, -1, np.int64)])
+        self.free.extend(range(new - 1, cap - 1, -1))
+
+    def find(self, labels: np.ndarray) -> np.ndarray:
+        """Rows of these labels (-1 where there is no code)."""
+        get = self.rows.get
+        return np.array([get(lb, -1) for lb in labels.tolist()], np.int64)
+
+    def add(self, labels: np.ndarray, vecs: np.ndarray) -> np.ndarray:
+        """Encode vectors whose labels have no code yet (non-finite ones, records gone, are skipped).
+
+        Returns:
+            The row of each label (-1 for the skipped).
+        """
+        rows_of = self.rows
+        get = rows_of.get
+        out = np.array([get(lb, -1) for lb in labels.tolist()], np.int64)
+        fresh = np.flatnonzero(out < 0).tolist()
+        if not fresh:
+            return out
+        x = np.asarray(vecs[fresh], np.float32)
+        amax = np.abs(x).max(axis=1)
+        ok = np.isfinite(amax)  # NaN rows: records gone meanwhile
+        if not ok.all():
+            fresh = [fresh[j] for j in np.flatnonzero(ok).tolist()]
+            x, amax = x[ok], amax[ok]
+            if not fresh:
+                return out
+        scale = np.where(amax > 0, amax / np.float32(127), np.float32(1)).astype(np.float32)
+        code = x / scale[:, None]
+        np.rint(code, out=code)
+        np.clip(code, -127, 127, out=code)
+        resid = x - code * scale[:, None]  # code holds small integers: exact in float32
+        # |c - c'| from float32 arithmetic: each residual component is off by at most 2^-24 times
+        # (|x_i| + |resid_i|), the norm by n * 2^-24 relative; 1e-4 relative and 1e-6 |x|_max * sqrt(n)
+        # absolute cover both many times over
+        err = np.sqrt(np.einsum("ij,ij->i", resid, resid).astype(np.float64)) * (1 + 1e-4)
+        err += 1e-6 * amax.astype(np.float64) * math.sqrt(self.dim)
+        norm = np.sqrt(np.einsum("ij,ij->i", x, x).astype(np.float64))
+        if len(self.free) < len(fresh):
+            self._grow(len(fresh) - len(self.free))
+        rows = [self.free.pop() for _ in fresh]
+        self.codes[rows] = code.astype(np.int8)
+        self.scale[rows] = scale
+        # plus the float32 rounding of the product code . delta (n * 2^-24 * |c'| * |delta|, with
+        # |c'| <= |c| + err), counted 16 times over
+        self.width[rows] = err + 1e-6 * self.dim * (norm + err)
+        self.refs[rows] = 0
+        sel = labels[fresh]
+        self.label[rows] = sel
+        rows_of.update(zip(sel.tolist(), rows, strict=True))
+        out[fresh] = rows
+        return out
+
+    def incref(self, rows: np.ndarray) -> None:
+        """Take a reference on each row (rows of one candidate set are distinct; -1 is skipped)."""
+        self.refs[rows[rows >= 0]] += 1
+
+    def decref(self, rows: np.ndarray) -> None:
+        rows = rows[rows >= 0]
+        if not len(rows):
+            return
+        self.refs[rows] -= 1
+        dead = rows[self.refs[rows] <= 0]
+        for row in dead.tolist():
+            self.rows.pop(int(self.label[row]), None)
+            self.label[row] = -1
+            self.refs[row] = 0
+            self.free.append(row)
+
+    def clear(self) -> None:
+        self.__init__(self.dim)  # type: ignore[misc]
 
 
 class ResultCache:
@@ -119,6 +277,7 @@ class ResultCache:
         # label with one vectorized membership test, so storing an entry costs no per-label work
         self._cand = np.full((cap, 40), -1, np.int64)
         self._families: dict[tuple[Any, ...], int] = {}
+        self._codes = _Codes(dim)  # int8 copies of candidate vectors (semantic tier), in the budget
         self.bytes = 0
         self._ann: Any = None  # hnswlib graph over cached queries, once there are many
         self._ann_count = 0
@@ -131,6 +290,7 @@ class ResultCache:
             "evicted": 0,
             "expired": 0,
             "updated": 0,
+            "probe_found": 0,  # semantic lookups whose probe found records the candidate set lacked
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -180,11 +340,23 @@ class ResultCache:
         self._free.append(slot)
         self._cand[slot] = -1
         self.bytes -= entry.nbytes
+        self._release(entry.crow)
         self.stats[reason] += 1
+
+    def _release(self, rows: np.ndarray) -> None:
+        before = self._codes.nbytes
+        self._codes.decref(rows)
+        self.bytes -= before - self._codes.nbytes
 
     # -- lookup / store ----------------------------------------------------------------------------
     def lookup(
-        self, key: bytes, query: np.ndarray, family: int, k: int, vectors: Callable[[np.ndarray], np.ndarray]
+        self,
+        key: bytes,
+        query: np.ndarray,
+        family: int,
+        k: int,
+        vectors: Callable[[np.ndarray], np.ndarray],
+        probe: Probe | None = None,
     ) -> CacheLookup | None:
         """Find an exact entry, else try the verified semantic tier.
 
@@ -194,6 +366,8 @@ class ResultCache:
             family: ``family(k, filter, params)`` of the query.
             k: Hits wanted.
             vectors: Fetches candidate vectors (index space) by label, for re-ranking.
+            probe: A cheap search for the query itself (``probe(query, k) -> (labels, raw distances)``),
+                run for candidate sets of approximate searches only (see :meth:`_certify`).
         """
         with self._lock:
             entry = self._entries.get(key)
@@ -209,9 +383,6 @@ class ResultCache:
                 self.stats["misses"] += 1
                 return None
             order, raw = self._near_queries(query, family)
-            if not order:
-                self.stats["misses"] += 1
-                return None
             # pre-filter by similarity (cosine for ip space); the bound below is what decides a hit
             limit = (1.0 - self.similarity) if self.space == "ip" else np.inf
             tried = 0
@@ -219,35 +390,160 @@ class ResultCache:
                 if r > limit:
                     break
                 cand = self._slots[slot]
-                if cand is None or cand.expires < now:
+                if cand is None or cand.expires < now or not cand.semantic or len(cand.labels) < k:
                     continue
                 tried += 1
-                d_qq = float(self.true_distance(r))
-                if len(cand.labels) < k:
-                    continue
-                # Only candidates that could be in q''s top k are re-ranked: by the triangle inequality
-                # d(q', c) >= d(q, c) - d(q, q'), and q's own top k are within d_k(q) + d(q, q') of q',
-                # so a candidate farther than d_k(q) + 2 d(q, q') from q cannot make q''s top k.
-                # That is usually k plus a few, instead of all K: fewer vectors to fetch.
-                true_c = self.true_distance(cand.dists)
-                assert isinstance(true_c, np.ndarray)
-                m = int(np.searchsorted(true_c, float(true_c[k - 1]) + 2.0 * d_qq + 1e-6, side="right"))
-                m = max(k, min(m, len(cand.labels)))
-                rr = self._rerank(query, vectors(cand.labels[:m]))
-                top = np.argsort(rr, kind="stable")[:k]
-                # A candidate set that is not full holds every record the filter admits: any query's
-                # top k is inside it, no bound needed. Otherwise the triangle-inequality bound decides.
-                complete = not math.isfinite(cand.radius)
-                r_k = float(self.true_distance(rr[top[-1]]))
-                d_k = float(self.true_distance(cand.radius)) if not complete else math.inf
-                if complete or r_k + d_qq <= d_k * (1.0 - 1e-6):
+                found = self._certify(cand, query, k, vectors, None if cand.exact else probe)
+                if found is not None:
                     self._entries.move_to_end(cand.key)
                     self.stats["semantic_hits"] += 1
-                    return CacheLookup("semantic-hit", labels=cand.labels[:m][top], dists=rr[top])
+                    return CacheLookup("semantic-hit", labels=found[0], dists=found[1])
             if tried:
                 self.stats["verified_rejects"] += 1
             self.stats["misses"] += 1
             return None
+
+    def _certify(
+        self,
+        entry: _Entry,
+        query: np.ndarray,
+        k: int,
+        vectors: Callable[[np.ndarray], np.ndarray],
+        probe: Probe | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Re-rank an entry's candidate set for ``query``; its top k when the bound proves them, else None.
+
+        1. Bound every candidate's raw distance to q' from below and above without its vector: from its
+           code (see :class:`_Codes`), or, without a code, by the triangle inequality from d(q, c).
+        2. At least k candidates lie below U, the k-th smallest upper bound; so only candidates whose lower
+           bound is at most U can be in the top k of q' among C. Fetch those (usually k plus one or two)
+           and re-rank them exactly (float64 on the stored float32 vectors).
+        3. Serve when ``r_k(q') + d(q, q') <= d_K(q)`` (or the set holds every admissible record).
+
+        For a candidate set from an approximate search, the probe (a search for q' with a beam of k) runs
+        first: its k records bound r_k from above, the triangle inequality then drops the candidates
+        that cannot come that close, and the probe's records join the pool with their index distances.
+        Only candidates that could beat the probe's k-th and that it did not return are re-ranked from
+        their vectors (none in about half the lookups, one or two otherwise). The bound is unchanged:
+        a larger pool only lowers r_k.
+
+        Floating point: the stored distances come from the index in float32 (error at most n*2^-24 of
+        the magnitudes summed, 2.3e-5 for unit 384-d vectors); every bound is widened by more than that,
+        and d_K is shrunk by it, so rounding can only cost a hit, never serve an unproven one.
+        """
+        q32 = self._q[entry.slot]
+        delta32 = query - q32
+        delta = query.astype(np.float64) - q32
+        d_qq = math.sqrt(float(delta @ delta))  # the true metric: |q' - q| (unit vectors for cosine)
+        ip = self.space == "ip"
+        complete = not math.isfinite(entry.radius)
+        if complete:
+            d_k = math.inf
+        else:
+            shrunk = entry.radius - _SLACK_IP if ip else entry.radius * (1.0 - _SLACK_L2) - 1e-6 * _SLACK_L2
+            d_k = self._true1(shrunk)
+        have: dict[int, float] = {}
+        u = math.inf
+        if probe is not None:
+            # The probe's records come with their distances to q' as the index computes them (like a
+            # fresh search's); only candidates that could beat its k-th and that it did not return are
+            # re-ranked from their vectors: usually none.
+            plabels, pdists = probe(query, k)
+            have = dict(zip(plabels.tolist(), pdists.tolist(), strict=True))
+            if len(plabels) >= k:  # k real records at most this far (float32, hence the slack)
+                pk = float(pdists[k - 1])
+                u = pk + (_SLACK_IP if ip else _SLACK_L2 * (abs(pk) + 1e-6))
+        dists = entry.dists
+        if math.isfinite(u):
+            # the triangle inequality first: a candidate farther than d(q', .) <= u from q' + d(q, q')
+            # cannot matter, and that is most of them
+            far = self._true1(u) + d_qq
+            reach = far * far / 2.0 if ip else far * far
+            reach = reach + _SLACK_IP if ip else reach * (1.0 + _SLACK_L2) + 1e-6 * _SLACK_L2
+            cand = np.flatnonzero(dists <= reach)
+        else:
+            cand = np.arange(len(dists))
+        lo, hi = self._bounds(entry, cand, delta32, d_qq, q32)
+        if probe is None:
+            if len(cand) < k:
+                return None
+            if not complete and self._true1(float(np.partition(lo, k - 1)[k - 1])) + d_qq > d_k:
+                return None  # r_k(q') is at least the k-th smallest lower bound: no fetch
+            u = float(np.partition(hi, k - 1)[k - 1])
+        elif len(have) < k and len(cand) >= k:
+            u = min(u, float(np.partition(hi, k - 1)[k - 1]))
+        within = entry.labels[cand[lo <= u]].tolist()
+        if have:
+            rest = [lb for lb in within if lb not in have]
+            # every probe record in C is within u (its distance is at most the probe's k-th), so this
+            # tells whether the probe found records the candidate set lacks
+            if len(within) - len(rest) < len(have):
+                self.stats["probe_found"] += 1
+        else:
+            rest = within
+        labels = np.asarray(list(have) + rest, np.int64)
+        pool = np.fromiter(have.values(), np.float64, len(have))
+        if rest:
+            pool = np.concatenate([pool, self._rerank(query, vectors(np.asarray(rest, np.int64)))])
+        if len(pool) < k:
+            return None
+        top = np.argsort(pool, kind="stable")[:k]
+        if not complete:
+            # r_k from above: probe distances are the index's float32 ones (widen in raw space, where
+            # their error bound holds; the square root would magnify it near zero)
+            kth = float(pool[top[-1]])
+            kth += _SLACK_IP if ip else _SLACK_L2 * (abs(kth) + 1e-6)
+            if self._true1(kth) + d_qq > d_k:
+                return None
+        return labels[top], pool[top].astype(np.float32)
+
+    def _bounds(
+        self, entry: _Entry, cand: np.ndarray, delta32: np.ndarray, d_qq: float, q32: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Lower and upper bounds of the raw distances to q' of the candidates ``cand`` (positions)."""
+        dists = entry.dists[cand].astype(np.float64)
+        ip = self.space == "ip"
+        # raw'(c) = base(c) - mult * delta.c exactly, base and mult known
+        if ip:  # raw = 1 - x.c
+            base, mult = dists, 1.0
+            slack: np.ndarray | float = _SLACK_IP
+        else:  # raw = |x - c|^2 = |q - c|^2 + |delta|^2 + 2 delta.q - 2 delta.c
+            base = dists + d_qq * d_qq + 2.0 * float(delta32.astype(np.float64) @ q32)
+            mult = 2.0
+            qn = math.sqrt(float(q32 @ q32))
+            slack = _SLACK_L2 * (np.abs(dists) + d_qq * d_qq + 2.0 * d_qq * qn + 1e-6)
+        rows = entry.crow[cand]
+        cb = self._codes
+        if entry.allcoded:  # every candidate has a code (the usual case)
+            dot = (cb.codes[rows].astype(np.float32) @ delta32).astype(np.float64)
+            dot *= cb.scale[rows]
+            est = base - dot if mult == 1.0 else base - mult * dot
+            half = cb.width[rows]
+            half *= mult * d_qq
+            half += slack
+            return est - half, est + half
+        lo, hi = np.empty(len(cand)), np.empty(len(cand))
+        sl = np.broadcast_to(slack, dists.shape)
+        coded = rows >= 0
+        if coded.any():
+            r = rows[coded]
+            dot = (cb.codes[r].astype(np.float32) @ delta32).astype(np.float64) * cb.scale[r]
+            est = base[coded] - mult * dot
+            half = (mult * d_qq) * cb.width[r] + sl[coded]
+            lo[coded], hi[coded] = est - half, est + half
+        unc = ~coded  # no code: the triangle inequality around d(q, c)
+        t = np.asarray(self.true_distance(dists[unc]))
+        lo[unc] = self._raw_of(np.maximum(t - d_qq, 0.0)) - sl[unc]
+        hi[unc] = self._raw_of(t + d_qq) + sl[unc]
+        return lo, hi
+
+    def _true1(self, raw: float) -> float:
+        """:meth:`true_distance` of one number."""
+        return math.sqrt(max(2.0 * raw if self.space == "ip" else raw, 0.0))
+
+    def _raw_of(self, true: np.ndarray) -> np.ndarray:
+        """Euclidean distance -> raw index distance (inverse of :meth:`true_distance`)."""
+        return true * true / 2.0 if self.space == "ip" else true * true
 
     def _near_queries(self, query: np.ndarray, family: int) -> tuple[list[int], list[float]]:
         """The (up to 3) cached queries of the same family nearest to ``query``: slots, raw distances.
@@ -258,16 +554,18 @@ class ResultCache:
         n = len(self._slots)
         if self._ann is not None and self._ann_count > 0:
             try:
-                labels, dists = self._ann.knn_query(query, k=min(16, self._ann_count))
+                # one family: its 3 nearest are the 3 nearest; else look wider and keep the family's
+                want = 3 if len(self._families) == 1 else 16
+                labels, dists = self._ann.knn_query(query, k=min(want, self._ann_count))
             except RuntimeError:
                 pass  # hnswlib found fewer live points than asked (many drops): scan instead
             else:
-                out = [
-                    (int(s), float(d))
-                    for s, d in zip(labels[0], dists[0], strict=True)
-                    if self._fam[s] == family
-                ]
-                return [s for s, _ in out[:3]], [d for _, d in out[:3]]
+                slots = labels[0]
+                same = self._fam[slots] == family
+                if not same.all():
+                    slots, d = slots[same][:3], dists[0][same][:3]
+                    return slots.tolist(), d.tolist()
+                return slots[:3].tolist(), dists[0][:3].tolist()
         raw = self._raw(query[None, :], slice(0, n))[0]
         raw[self._fam[:n] != family] = np.inf
         m = min(3, n)
@@ -284,7 +582,7 @@ class ResultCache:
 
             self._ann = hnswlib.Index(space=self.space, dim=self.dim)
             self._ann.init_index(max_elements=len(self._slots), M=8, ef_construction=40)
-            self._ann.set_ef(48)
+            self._ann.set_ef(24)  # a near duplicate is very close: a short beam finds it (measured)
             self._ann.set_num_threads(1)
             live = [e.slot for e in self._entries.values()]
             self._ann.add_items(self._q[live], live)
@@ -307,12 +605,15 @@ class ResultCache:
                 pass
 
     def _rerank(self, query: np.ndarray, cvecs: np.ndarray) -> np.ndarray:
-        dots = cvecs @ query
+        """Exact raw distances (float64) of candidate vectors to the query; NaN rows (gone) are infinite."""
+        c = cvecs.astype(np.float64)
+        qq = query.astype(np.float64)
+        dots = c @ qq
         if self.space == "ip":
-            out = (1.0 - dots).astype(np.float32)
+            out = 1.0 - dots
         else:
-            out = np.maximum(np.einsum("ij,ij->i", cvecs, cvecs) - 2.0 * dots + float(query @ query), 0.0)
-        return np.where(np.isnan(out), np.inf, out).astype(np.float32)  # NaN: a record gone meanwhile
+            out = np.maximum(np.einsum("ij,ij->i", c, c) - 2.0 * dots + float(qq @ qq), 0.0)
+        return np.where(np.isnan(out), np.inf, out)
 
     def store(
         self,
@@ -326,8 +627,11 @@ class ResultCache:
         dists: np.ndarray,
         full: bool,
         seq: int,
-    ) -> None:
-        """Keep a search result.
+        *,
+        semantic: bool = True,
+        exact: bool = False,
+    ) -> np.ndarray:
+        """Keep a search result; returns the candidate labels that have no code yet (see :meth:`attach`).
 
         Args:
             key: The exact key.
@@ -340,10 +644,15 @@ class ResultCache:
             dists: Their raw distances.
             full: Whether the candidate set is full (K found); if not, d_K is infinite.
             seq: The collection's sequence number the answer reflects.
+            semantic: Whether the candidate set may certify semantic hits: True only when it came from an
+                exact search or from a beam wider than an uncached search's (see the module docstring).
+            exact: Whether it came from an exact search (then a semantic hit needs no probe).
         """
-        nbytes = 200 + query.nbytes + labels.nbytes + dists.nbytes + sum(_hit_bytes(h) for h in hits)
+        semantic = semantic and self.semantic
+        none = labels[:0]
+        nbytes = 200 + query.nbytes + 2 * labels.nbytes + dists.nbytes + sum(_hit_bytes(h) for h in hits)
         if nbytes > self.max_bytes:
-            return
+            return none
         with self._lock:
             old = self._entries.get(key)
             if old is not None:
@@ -353,7 +662,16 @@ class ResultCache:
             slot = self._free.pop()
             radius = float(dists[-1]) if full and len(dists) else math.inf
             expires = time.monotonic() + self.ttl if self.ttl else math.inf
-            entry = _Entry(key, slot, family, k, flt, hits, labels, dists, radius, nbytes, expires, seq)
+            if semantic:
+                crow = self._codes.find(labels)
+                self._codes.incref(crow)
+            else:
+                crow = np.full(len(labels), -1, np.int64)
+            entry = _Entry(
+                key, slot, family, k, flt, hits, labels, dists, radius, nbytes, expires, seq, crow, semantic
+            )
+            entry.allcoded = bool(len(crow)) and int(crow.min()) >= 0
+            entry.exact = exact
             self._entries[key] = entry
             self._slots[slot] = entry
             self._q[slot] = query
@@ -370,6 +688,31 @@ class ResultCache:
             if self.semantic:
                 self._ann_add(slot, query)
             self.bytes += nbytes
+            while self.bytes > self.max_bytes and self._entries:
+                self._drop(next(iter(self._entries.values())), "evicted")
+            return labels[crow < 0] if semantic and key in self._entries else none
+
+    def attach(self, key: bytes, seq: int, labels: np.ndarray, vecs: np.ndarray) -> None:
+        """Give an entry's uncoded candidates their codes, from index-space vectors read after :meth:`store`.
+
+        Safe against writes in between: a write that changes or deletes a record drops every entry
+        holding it (and so frees its code), so vectors read before such a write can only reach an entry
+        the write will drop. ``seq`` (the stored entry's) keeps them off an entry stored under the same
+        key after the write.
+        """
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry.seq != seq or not entry.semantic or entry.allcoded:
+                return
+            before = self._codes.nbytes
+            rows = self._codes.add(labels, vecs)
+            missing = np.flatnonzero(entry.crow < 0)
+            if not np.array_equal(entry.labels[missing], labels):  # the set changed meanwhile
+                rows = self._codes.find(entry.labels[missing])
+            self._codes.incref(rows)
+            entry.crow[missing] = rows
+            entry.allcoded = bool(len(entry.crow)) and int(entry.crow.min()) >= 0
+            self.bytes += self._codes.nbytes - before
             while self.bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries.values())), "evicted")
 
@@ -407,23 +750,34 @@ class ResultCache:
                 if not rows:
                     continue
                 if labels is None or not self._admit(
-                    entry, [(float(raw[i, slot]), int(labels[i])) for i in rows]
+                    entry, [(float(raw[i, slot]), int(labels[i])) for i in rows], vectors[rows]
                 ):
                     self._drop(entry, "invalidated")
                     dropped += 1
             return dropped
 
-    def _admit(self, entry: _Entry, new: list[tuple[float, int]]) -> bool:
+    def _admit(self, entry: _Entry, new: list[tuple[float, int]], vecs: np.ndarray) -> bool:
         """Put new candidates into an entry's candidate set; False when one would change its hits."""
         k = entry.k
         kth = float(entry.dists[min(k, len(entry.dists)) - 1]) if len(entry.dists) else math.inf
         if len(entry.dists) < k or any(d <= kth for d, _ in new):
             return False
         size = len(entry.labels) if math.isfinite(entry.radius) else len(entry.labels) + len(new)
+        new_labels = np.asarray([lb for _, lb in new], np.int64)
+        new_rows = np.full(len(new), -1, np.int64)
+        if entry.semantic:
+            before = self._codes.nbytes
+            new_rows = self._codes.add(new_labels, vecs)  # vectors at hand: new candidates get codes too
+            self._codes.incref(new_rows)
+            self.bytes += self._codes.nbytes - before
         dists = np.concatenate([entry.dists, np.asarray([d for d, _ in new], np.float32)])
-        labels = np.concatenate([entry.labels, np.asarray([lb for _, lb in new], np.int64)])
-        order = np.argsort(dists, kind="stable")[:size]
-        entry.dists, entry.labels = dists[order], labels[order]
+        labels = np.concatenate([entry.labels, new_labels])
+        crow = np.concatenate([entry.crow, new_rows])
+        order = np.argsort(dists, kind="stable")
+        self._release(crow[order[size:]])  # candidates pushed out of the set
+        order = order[:size]
+        entry.dists, entry.labels, entry.crow = dists[order], labels[order], crow[order]
+        entry.allcoded = bool(len(entry.crow)) and int(entry.crow.min()) >= 0
         if math.isfinite(entry.radius):
             entry.radius = float(entry.dists[-1])
         slot = entry.slot
@@ -457,9 +811,15 @@ class ResultCache:
         with self._lock:
             for entry in list(self._entries.values()):
                 self._drop(entry, "invalidated")
+            self._codes.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def code_bytes(self) -> int:
+        """Bytes of the candidate codes (part of :attr:`bytes`)."""
+        return self._codes.nbytes
 
     def entries(self) -> list[_Entry]:
         with self._lock:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from testdata import clustered
 
 from embeddix_core import Embeddix, EmbeddixSettings
+from embeddix_core.cache import ResultCache, VectorCache
 
 
 def _col(db: Embeddix, n: int = 400, dim: int = 16, **kwargs):
@@ -196,3 +199,156 @@ def test_many_entries_use_a_graph_over_cached_queries_and_stay_correct() -> None
         assert served > 0
         ns = col._cache.namespace(None)
         assert ns._ann is not None and ns._ann_count == len(ns)
+
+
+@pytest.fixture
+def hnsw_db():
+    # no background calibration: it clears the cache when it lands (plans change)
+    with Embeddix.open(None, settings=EmbeddixSettings(auto_calibrate=False)) as db:
+        yield db
+
+
+def _hnsw_col(db: Embeddix, n: int = 3000, dim: int = 24):
+    x = clustered(n, dim, seed=11)
+    col = db.create_collection("h", dim=dim, index_threshold=500)
+    col.add([str(i) for i in range(n)], x)
+    assert col.index_kind == "hnsw"
+    return col, x
+
+
+def test_default_searches_keep_candidates_from_a_wider_beam(hnsw_db: Embeddix) -> None:
+    col, x = _hnsw_col(hnsw_db)
+    plain = col.explain(x[0], k=10)
+    first = col.search(x[0], k=10)
+    factor = col._cache.settings.candidate_factor
+    assert first.plan.result_cache == "miss" and first.plan.ef == max(plain.ef, 2 * 10 * factor)
+    again = col.search(x[0], k=10)
+    assert again.plan.result_cache == "hit" and [h.id for h in again] == [h.id for h in first]
+    # the wider beam's answer is at least as good as an uncached search's
+    fresh = col.search(x[0], k=10, cache=False)
+    assert fresh.plan.ef == plain.ef
+    assert max(h.distance for h in first) <= max(h.distance for h in fresh) + 1e-6
+    q2 = x[0] + np.random.default_rng(0).standard_normal(24).astype(np.float32) * 1e-3
+    near = col.search(q2, k=10)
+    assert near.plan.result_cache == "semantic-hit"
+    assert [h.id for h in near] == [h.id for h in col.search(q2, k=10, ef=400, cache=False)]
+
+
+def test_searches_with_their_own_beam_get_exact_hits_only(hnsw_db: Embeddix) -> None:
+    col, x = _hnsw_col(hnsw_db)
+    first = col.search(x[1], k=10, ef=40)
+    assert first.plan.result_cache == "miss" and first.plan.ef == 40
+    assert first == col.search(x[1], k=10, ef=40, cache=False)  # identical to an uncached search
+    assert col.search(x[1], k=10, ef=40).plan.result_cache == "hit"
+    q2 = x[1] + np.float32(1e-4)
+    assert col.search(q2, k=10, ef=40).plan.result_cache == "miss"
+
+
+def test_codes_are_in_the_budget_and_freed_with_their_entries() -> None:
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((500, 32)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rc = ResultCache(32, "ip")
+    fam = rc.family(5, None, ())
+    for i in range(20):
+        d = (1 - x @ x[i]).astype(np.float32)
+        order = np.argsort(d)[:40].astype(np.int64)
+        need = rc.store(bytes([i]), x[i], fam, 5, None, [], order, d[order], True, 0)
+        rc.attach(bytes([i]), 0, need, x[need])
+    entry_bytes = sum(e.nbytes for e in rc.entries())
+    assert rc.bytes == entry_bytes + rc._codes.nbytes and rc._codes.nbytes > 0
+    assert all(e.allcoded for e in rc.entries())
+    # a deleted record drops the entries holding it, and the codes only they held
+    victim = int(rc.entries()[0].labels[3])
+    dropped = rc.on_labels([victim])
+    assert dropped >= 1 and victim not in rc._codes.rows
+    assert rc.bytes == sum(e.nbytes for e in rc.entries()) + rc._codes.nbytes
+    live = {int(lb) for e in rc.entries() for lb in e.labels}
+    assert set(rc._codes.rows) == live
+    rc.clear()
+    assert rc.bytes == 0 and not rc._codes.rows
+
+
+def test_attach_ignores_an_entry_stored_again_after_a_write() -> None:
+    x = np.eye(8, dtype=np.float32)
+    rc = ResultCache(8, "ip")
+    fam = rc.family(2, None, ())
+    labels = np.arange(4, dtype=np.int64)
+    d = (1 - x[:4] @ x[0]).astype(np.float32)
+    need = rc.store(b"k", x[0], fam, 2, None, [], labels, d, True, seq=1)
+    rc.store(b"k", x[0], fam, 2, None, [], labels, d, True, seq=2)  # re-stored after a write
+    rc.attach(b"k", 1, need, x[need])  # vectors read before that write: not kept
+    assert not rc._codes.rows and not rc.entries()[0].allcoded
+    rc.attach(b"k", 2, need, x[need])
+    assert rc.entries()[0].allcoded
+
+
+def test_vector_cache_drops_vectors_read_before_a_discard() -> None:
+    store = {1: np.ones(4, np.float32), 2: np.full(4, 2, np.float32)}
+    vc = VectorCache(4, lambda labels: np.stack([store[int(lb)] for lb in labels]))
+    gen = vc.generation
+    old = np.stack([store[1]])
+    store[1] = np.full(4, 9, np.float32)  # a write lands...
+    vc.discard([1])  # ...and is discarded after its commit
+    vc.put(np.array([1]), old, gen)  # a reader that fetched before it must not keep the old vector
+    assert vc.get(np.array([1]))[0, 0] == 9
+    assert vc.get(np.array([1, 2]))[:, 0].tolist() == [9, 2] and vc.hits == 1
+
+
+def test_persisted_entries_still_serve_semantic_hits(tmp_path) -> None:
+    s = EmbeddixSettings(cache_persist=True)
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        col, x = _col(db, n=2000, dim=16)
+        col.search(x[0], k=5)
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        col = db.get_collection("c")
+        q2 = x[0] + np.float32(1e-4)
+        hits = col.search(q2, k=5)
+        assert hits.plan.result_cache == "semantic-hit"  # no codes after a restart: triangle bounds
+        fresh = col.search(q2, k=5, cache=False)
+        assert [h.id for h in hits] == [h.id for h in fresh]
+        np.testing.assert_allclose([h.distance for h in hits], [h.distance for h in fresh], atol=1e-6)
+
+
+def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddix) -> None:
+    col, x = _hnsw_col(hnsw_db)
+    sizes: list[int] = []
+    knn = col._knn
+
+    def spy(queries, k, *args, **kwargs):
+        sizes.append(k)
+        return knn(queries, k, *args, **kwargs)
+
+    col._knn = spy
+    col.search(x[0], k=10)
+    assert sizes == [80]  # the miss: K candidates
+    sizes.clear()
+    q2 = x[0] + np.random.default_rng(1).standard_normal(24).astype(np.float32) * 1e-3
+    assert col.search(q2, k=10).plan.result_cache == "semantic-hit"
+    assert sizes == [10]  # the probe: a search for the new query with a beam of k
+    # switched off, the lookup runs no search at all
+    col._cache.settings = dataclasses.replace(col._cache.settings, probe=False)
+    sizes.clear()
+    q3 = x[0] + np.random.default_rng(2).standard_normal(24).astype(np.float32) * 1e-3
+    assert col.search(q3, k=10).plan.result_cache == "semantic-hit" and sizes == []
+
+
+def test_candidate_sets_of_exact_searches_need_no_probe() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rc = ResultCache(8, "ip", similarity=0.5)
+    fam = rc.family(3, None, ())
+    d = (1 - x @ x[0]).astype(np.float32)
+    order = np.argsort(d)[:24].astype(np.int64)
+    need = rc.store(b"q", x[0], fam, 3, None, [], order, d[order], True, 0, exact=True)
+    rc.attach(b"q", 0, need, x[need])
+
+    def probe(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise AssertionError("an exact candidate set was probed")
+
+    q2 = x[0] + np.float32(1e-3)
+    q2 /= np.linalg.norm(q2)
+    found = rc.lookup(b"q2", q2, fam, 3, lambda labels: x[labels], probe)
+    assert found is not None and found.kind == "semantic-hit"
+    assert set(found.labels.tolist()) == set(np.argsort(1 - x.astype(np.float64) @ q2)[:3].tolist())

@@ -127,3 +127,20 @@ def test_collection_single_adds_are_searchable_and_survive_snapshot_and_replay(t
         assert len(col) == 658
         assert col.search(x[659], k=1)[0].id == "659"
         assert "655" not in {h.id for h in col.search(x[655], k=5)}
+
+
+def test_pipelined_search_batch_equals_single_searches(monkeypatch) -> None:
+    import embeddix_core.collection as collection_module
+
+    monkeypatch.setattr(collection_module, "_BATCH_CHUNK", 7)  # many chunks from a small batch
+    x = clustered(400, 8, seed=36)
+    s = EmbeddixSettings(auto_calibrate=False, cache_enabled=False)
+    with Embeddix.open(None, settings=s) as db:
+        col = db.create_collection("c", dim=8, index_threshold=100)
+        col.add([str(i) for i in range(400)], x, documents=[f"d{i}" for i in range(400)])
+        q = x[:50] + 0.01
+        batch = col.search_batch(q, k=5, ef=64, num_threads=2)
+        single = [col.search(v, k=5, ef=64) for v in q]
+        assert [[(h.id, h.document) for h in b] for b in batch] == [
+            [(h.id, h.document) for h in r] for r in single
+        ]
