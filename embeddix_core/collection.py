@@ -1191,8 +1191,15 @@ class Collection:
         scores: Sequence[float] | None = None,
         metric: str | None = None,
         raw: list[tuple[Any, ...]] | None = None,
+        rows: dict[int, tuple[Any, ...]] | None = None,
     ) -> list[Hit]:
-        rows = self._store.rows_by_labels(labels, vectors=True) if include_vectors else self._rows.get(labels)
+        """Hits for index labels (rows looked up unless the caller fetched them already)."""
+        if rows is None:
+            rows = (
+                self._store.rows_by_labels(labels, vectors=True)
+                if include_vectors
+                else self._rows.get(labels)
+            )
         l2 = self._space == "l2"
         out: list[Hit] = []
         loads = orjson.loads
@@ -1805,28 +1812,7 @@ class Collection:
             rows.update(other.result())
         else:
             rows = self._rows.get(uniq)
-        out: list[list[Hit]] = []
-        l2 = self._space == "l2"
-        loads = orjson.loads
-        metric = self._metric
-        get = rows.get
-        for lab_row, dist_row in zip(labels.tolist(), res.distances.tolist(), strict=True):
-            hits: list[Hit] = []
-            for label, d in zip(lab_row, dist_row, strict=True):
-                row = get(label)
-                if row is None:  # padding (-1) or deleted after the index answered
-                    continue
-                if l2:
-                    d = d**0.5
-                    score = 1.0 / (1.0 + d)
-                else:
-                    score = 1.0 - d
-                meta = loads(row[3]) if row[3] else {}
-                if include_vectors:
-                    hits.append(
-                        Hit(row[1], score, d, row[2], meta, metric, np.frombuffer(row[4], np.float32).copy())
-                    )
-                else:
-                    hits.append(make_hit(row[1], score, d, row[2], meta, metric))
-            out.append(hits)
-        return out
+        return [
+            self._to_hits(lab_row, dist_row, include_vectors=include_vectors, rows=rows)
+            for lab_row, dist_row in zip(labels.tolist(), res.distances.tolist(), strict=True)
+        ]

@@ -346,14 +346,7 @@ class SegmentedHnsw:
         if allowed is not None:
             keep = np.fromiter((allowed(int(x)) for x in labels), bool, len(labels))
             labels, vectors = labels[keep], vectors[keep]
-        res = exact_topk(vectors, labels, queries, k, self.space)
-        if res.labels.shape[1] < k:  # pad to k columns: merge_topk expects rows padded with -1 / inf
-            pad = k - res.labels.shape[1]
-            return IndexResult(
-                np.pad(res.labels, ((0, 0), (0, pad)), constant_values=-1),
-                np.pad(res.distances, ((0, 0), (0, pad)), constant_values=np.inf),
-            )
-        return res
+        return exact_topk(vectors, labels, queries, k, self.space)  # merge_topk takes any width
 
     def _graph_search(
         self,
