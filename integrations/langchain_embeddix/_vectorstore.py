@@ -411,8 +411,7 @@ class EmbeddixVectorStore(VectorStore):
         if col is None:
             return []
         hits = col.search(vector, k, filter=to_core_filter(filter), **kwargs)
-        make = _make_document
-        return [(make(h.id, h.document or "", h.metadata), h.score) for h in hits]
+        return [(_document(h), h.score) for h in hits]
 
     # -- relevance -------------------------------------------------------------------------------
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
