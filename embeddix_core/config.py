@@ -49,9 +49,10 @@ class EmbeddixSettings(BaseSettings):
             (FAISS on a CUDA GPU when one is present, else numpy).
         segment_size: HNSW vectors per segment; larger collections get more segments, searched in
             parallel and merged exactly (0 = one graph however large).
-        write_buffer: New vectors held in an exactly-searched buffer before they enter the HNSW graph as
-            one multi-threaded batch (0 = insert each write at once). Small writes then cost a buffer
-            append instead of ~1 ms of single-threaded graph insertion.
+        write_buffer: New vectors held in an exactly-searched buffer before a background thread inserts
+            them into the HNSW graph as one multi-threaded batch (0 = insert each write at once). Small
+            writes then cost a buffer append instead of ~1 ms of single-threaded graph insertion; the
+            buffer holds up to 8x this many while a flush runs, then writes wait for the graph.
         exact_filter_fraction: A filtered search scans the matching subset exactly when at most this
             fraction of the collection matches (or fewer than ``exact_filter_min`` records).
         exact_filter_min: See ``exact_filter_fraction``.

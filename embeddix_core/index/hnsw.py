@@ -48,6 +48,13 @@ class _Gate:
                 self._ef = ef
             self._active += 1
 
+    def enter_shared(self) -> None:
+        """Enter alongside searches of any ef, for reads that do not use ef (vector lookups)."""
+        with self._lock:
+            while self._writer or self._writers_waiting:
+                self._cond.wait()
+            self._active += 1
+
     def exit_read(self) -> None:
         with self._lock:
             self._active -= 1
@@ -148,7 +155,7 @@ class HnswIndex:
     ) -> None:
         labels = np.asarray(labels, np.int64)
         if new is None:
-            known = set(self._index.get_ids_list())
+            known = set(self._ids())
             new = np.fromiter((int(lb) not in known for lb in labels), bool, len(labels))
         n_new = int(new.sum())
         self._gate.enter_write()
@@ -171,17 +178,21 @@ class HnswIndex:
         finally:
             self._gate.exit_write()
 
-    def remove(self, labels: np.ndarray) -> None:
+    def remove(self, labels: np.ndarray) -> int:
+        """Tombstone the labels; returns how many were live (absent ones are ignored)."""
+        removed = 0
         self._gate.enter_write()
         try:
             for lb in np.asarray(labels, np.int64).tolist():
                 try:
                     self._index.mark_deleted(lb)
-                    self._live -= 1
+                    removed += 1
                 except RuntimeError:
                     pass  # absent or already deleted: deleting is idempotent
+            self._live -= removed
         finally:
             self._gate.exit_write()
+        return removed
 
     def search(
         self,
@@ -229,22 +240,40 @@ class HnswIndex:
     def get_vectors(self, labels: np.ndarray) -> np.ndarray:
         if len(labels) == 0:
             return np.empty((0, self.dim), np.float32)
-        out = self._index.get_items(np.asarray(labels, np.int64), return_type="numpy")
+        # in the gate: a resize (under the writer's side) moves the memory get_items reads
+        self._gate.enter_shared()
+        try:
+            out = self._index.get_items(np.asarray(labels, np.int64), return_type="numpy")
+        finally:
+            self._gate.exit_read()
         return np.ascontiguousarray(out, dtype=np.float32)
 
+    def _ids(self) -> list[int]:
+        # hnswlib's get_ids_list walks its label map without the map's lock: it must not run while
+        # add_items (from a background flush) may insert, so it takes the gate like a mutation.
+        self._gate.enter_write()
+        try:
+            return list(self._index.get_ids_list())
+        finally:
+            self._gate.exit_write()
+
     def live_labels(self, _trust_count: bool = True) -> np.ndarray:
-        labels = np.asarray(self._index.get_ids_list(), np.int64)
+        labels = np.asarray(self._ids(), np.int64)
         if _trust_count and len(labels) == self._live:
             return labels
         # Rare path (compaction, exact fallback): hnswlib lists tombstoned labels too and only tells
         # them apart by refusing to return their vector.
         keep = []
-        for lb in labels.tolist():
-            try:
-                self._index.get_items([lb])
-                keep.append(lb)
-            except RuntimeError:
-                pass
+        self._gate.enter_shared()
+        try:
+            for lb in labels.tolist():
+                try:
+                    self._index.get_items([lb])
+                    keep.append(lb)
+                except RuntimeError:
+                    pass
+        finally:
+            self._gate.exit_read()
         return np.asarray(keep, np.int64)
 
     def memory_bytes(self) -> int:

@@ -9,19 +9,31 @@ global top k is inside the union of the per-segment top k). For a single query w
 the segments are searched at once on a thread pool (hnswlib releases the GIL), which shortens latency on
 idle cores; batches already use every core across queries, so their segments run one after another.
 
-Write buffer: a single new vector costs ~1 ms to insert into a 100K-vector graph on one thread, while a
-batch insert spreads that work over every core. So small additions of *new* labels first go to a
-buffer of up to ``write_buffer`` vectors that searches scan exactly (a few microseconds for 128 x 384)
-and merge with the graph's answer; a full buffer is inserted as one multi-threaded batch. Readers never
-lock it: the buffer is copy-on-write (appends write a fresh row and then publish a longer view; removals
-and flushes publish new arrays), and a flush inserts into the graph *before* it empties the buffer, so a
-search that reads the buffer first and the graph second sees every vector at least once (duplicates are
-dropped in the merge). Snapshots flush first, so a snapshot always holds everything up to its seq.
+Write buffer: a single new vector costs ~1 ms to insert into a 100K x 384 graph on one thread (~2 ms at
+768-d), while a batch insert spreads that work over every core. So small additions of *new* labels first
+go to a buffer that searches scan exactly and merge with the graph's answer. Once it holds
+``write_buffer`` vectors, a background thread inserts them into the graph as one multi-threaded batch
+while writers go on appending: a write never waits for the graph unless the buffer reaches its limit
+(``BUFFER_LIMIT`` times ``write_buffer``), which is how a stream faster than the graph can absorb is
+slowed down to the graph's pace instead of growing the exact scan without bound. The flusher runs at a
+lower CPU priority, so on a busy machine writers and searches keep their cores.
+
+Readers never lock the buffer: it is copy-on-write (appends write rows past the published length and then
+publish a longer view; removals and flushes publish new arrays under ``_cond``), and a flush inserts into
+the graph *before* it drops the rows from the buffer, so a search that reads the buffer first and the graph
+second sees every vector at least once. ``_flushes`` is odd while a flush moves rows and is bumped again
+when it ends; a search that read it odd, or saw it change, drops duplicate labels in the merge.
+
+Only the background flusher and the one writer (the collection holds its write lock) mutate the index.
+Every mutation other than a buffer append first waits for the flusher to go idle (:meth:`join`), so the
+two never touch a graph at once. Snapshots flush first, so a snapshot holds everything up to its seq.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -33,7 +45,14 @@ import numpy as np
 from .base import IndexResult, LabelFilter, exact_topk
 from .hnsw import HnswIndex
 
-__all__ = ["SegmentedHnsw"]
+__all__ = ["BUFFER_LIMIT", "SegmentedHnsw"]
+
+log = logging.getLogger("embeddix_core")
+
+# The buffer holds at most this many times ``write_buffer`` vectors (1,024 by default): a burst of small
+# writes proceeds at the store's pace for that long; past it, each write waits for the flush in progress.
+# The scan of a full buffer costs ~50 us per query at 768-d, which bounds what a burst adds to searches.
+BUFFER_LIMIT = 8
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -137,11 +156,19 @@ class SegmentedHnsw:
             self._segs = [self._new(cap)]
             self._bounds = [0]
         self.write_buffer = max(int(write_buffer), 0)
+        self._limit = self.write_buffer * BUFFER_LIMIT
         self._buf = self._empty_buffer()
-        self._flushes = 0  # bumped after every flush, so a search can tell that it raced one
+        # Odd while a flush moves rows from the buffer into a graph (see the module docstring).
+        self._flushes = 0
+        # Live vectors, graph and buffer each counted once. Only the writer changes it (a flush moves
+        # rows without changing the count), so len() never double-counts rows in flight.
+        self._count = sum(len(sg) for sg in self._segs)
+        # Guards publishing the buffer and the flusher's state; writers wait on it for buffer room.
+        self._cond = threading.Condition(threading.Lock())
+        self._flusher: threading.Thread | None = None
 
     def _empty_buffer(self) -> _Buffer:
-        size = max(self.write_buffer, 1)
+        size = max(self._limit, 1)
         return _Buffer(np.empty(size, np.int64), np.empty((size, self.dim), np.float32), 0)
 
     def _new(self, capacity: int) -> HnswIndex:
@@ -208,7 +235,7 @@ class SegmentedHnsw:
         return [len(s) for s in self._segs]
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self._segs) + self._buf.n
+        return self._count
 
     @property
     def buffered(self) -> int:
@@ -231,42 +258,108 @@ class SegmentedHnsw:
         self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None, num_threads: int = -1
     ) -> None:
         labels = np.asarray(labels, np.int64)
-        buf = self._buf
         if new is None:
             new = self._absent(labels)
-        if self.write_buffer and bool(new.all()) and buf.n + len(labels) <= self.write_buffer:
-            # Small batches of new labels wait in the buffer (rows below buf.n are never rewritten).
-            n = buf.n
-            buf.labels[n : n + len(labels)] = labels
-            buf.vectors[n : n + len(labels)] = vectors
-            self._buf = _Buffer(buf.labels, buf.vectors, n + len(labels))
-            if self._buf.n >= self.write_buffer:
-                self.flush()
+        n_new = int(new.sum())
+        small = self.write_buffer and n_new == len(labels) and len(labels) <= self.write_buffer
+        if small and self._append(labels, vectors):
+            self._count += n_new
             return
         self.flush()
         self._add_now(labels, vectors, new, num_threads)
+        self._count += n_new
+
+    def _append(self, labels: np.ndarray, vectors: np.ndarray) -> bool:
+        """Put new labels in the buffer (waiting for room while a flush runs); False if it is full."""
+        with self._cond:
+            while self._buf.n + len(labels) > self._limit and self._flusher is not None:
+                self._cond.wait()
+            buf = self._buf
+            n = buf.n
+            if n + len(labels) > self._limit:
+                return False
+            # rows below n are never rewritten: readers holding the old view see a stable prefix
+            buf.labels[n : n + len(labels)] = labels
+            buf.vectors[n : n + len(labels)] = vectors
+            self._buf = _Buffer(buf.labels, buf.vectors, n + len(labels))
+            if self._buf.n >= self.write_buffer and self._flusher is None:
+                self._flusher = threading.Thread(target=self._flush_loop, name="embeddix-flush", daemon=True)
+                self._flusher.start()
+        return True
+
+    def _flush_loop(self) -> None:
+        """Background flusher: move the buffer into the graph, ``write_buffer`` rows at a time, until
+        fewer than that wait."""
+        # A lower CPU priority for this thread and the insert threads hnswlib starts from it (Linux
+        # applies setpriority to one thread id; new threads inherit it): writers and searches come
+        # first, the graph takes the cycles they leave. Not the calibration's 19: under a steady read
+        # load the flush must still progress, or writers would stall at the buffer's limit.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            while True:
+                with self._cond:
+                    buf = self._buf
+                    if buf.n < self.write_buffer:
+                        return
+                try:
+                    # one chunk at a time: a writer waiting at the limit waits for one chunk, not all
+                    self._move(buf, self.write_buffer)
+                except Exception as exc:
+                    # The rows stay in the buffer (searched exactly; the store holds them anyway). The
+                    # next flush on the writer's thread (at the buffer's limit, or a snapshot) retries
+                    # them and raises there.
+                    log.warning("background insert of %d buffered vectors failed: %s", buf.n, exc)
+                    return
+        finally:
+            with self._cond:
+                self._flusher = None
+                self._cond.notify_all()
+
+    def _move(self, buf: _Buffer, n: int) -> None:
+        """Insert the buffer's first ``n`` rows into the graph, then drop them from the buffer."""
+        # graph first, then the buffer: a concurrent search sees each vector at least once
+        self._flushes += 1
+        try:
+            self._add_now(buf.labels[:n].copy(), buf.vectors[:n].copy(), np.ones(n, bool), -1)
+            with self._cond:
+                cur = self._buf  # may have grown past n since (appends write past the published length)
+                fresh = self._empty_buffer()
+                rest = cur.n - n
+                fresh.labels[:rest] = cur.labels[n : cur.n]
+                fresh.vectors[:rest] = cur.vectors[n : cur.n]
+                fresh.n = rest
+                self._buf = fresh
+                self._cond.notify_all()  # room for writers waiting at the limit
+        finally:
+            self._flushes += 1
+
+    def join(self) -> None:
+        """Wait until no background flush runs (before any mutation other than a buffer append)."""
+        with self._cond:
+            while self._flusher is not None:
+                self._cond.wait()
 
     def flush(self) -> None:
-        """Insert the write buffer into the graph in one multi-threaded batch (caller holds the lock)."""
+        """Insert the whole write buffer into the graph now (the caller holds the collection's lock)."""
+        self.join()
         buf = self._buf
-        if buf.n == 0:
-            return
-        n = buf.n
-        # graph first, then an empty buffer: a concurrent search sees each vector at least once; the
-        # counter moves before and after, so a search that overlapped any part of this knows to dedupe
-        self._flushes += 1
-        self._add_now(buf.labels[:n].copy(), buf.vectors[:n].copy(), np.ones(n, bool), -1)
-        self._buf = self._empty_buffer()
-        self._flushes += 1
+        if buf.n:
+            self._move(buf, buf.n)
+
+    def close(self) -> None:
+        """Wait for a background flush to finish (the buffer itself is rebuilt from the store on open)."""
+        self.join()
 
     def _absent(self, labels: np.ndarray) -> np.ndarray:
         """Which labels neither a graph nor the buffer holds."""
+        self.join()
         new = np.ones(len(labels), bool)
         buf = self._buf
         if buf.n:
             new &= ~np.isin(labels, buf.labels[: buf.n])
         for i, seg in enumerate(self._segs):
-            known = set(seg._index.get_ids_list())
+            known = set(seg._ids())
             if known:
                 in_seg = self._route(labels) == i
                 new &= ~(in_seg & np.fromiter((int(x) in known for x in labels), bool, len(labels)))
@@ -302,7 +395,8 @@ class SegmentedHnsw:
             idx = idx[len(take) :]
 
     def remove(self, labels: np.ndarray) -> None:
-        labels = np.asarray(labels, np.int64)
+        labels = np.unique(np.asarray(labels, np.int64))
+        self.join()
         buf = self._buf
         if buf.n:
             held = np.isin(buf.labels[: buf.n], labels)
@@ -312,13 +406,15 @@ class SegmentedHnsw:
                 fresh.labels[: len(keep)] = buf.labels[keep]
                 fresh.vectors[: len(keep)] = buf.vectors[keep]
                 fresh.n = len(keep)
-                self._buf = fresh
+                with self._cond:
+                    self._buf = fresh
+                self._count -= int(held.sum())
                 labels = labels[~np.isin(labels, buf.labels[: buf.n])]
                 if not len(labels):
                     return
         route = self._route(labels)
         for i in np.unique(route).tolist():
-            self._segs[i].remove(labels[route == i])
+            self._count -= self._segs[i].remove(labels[route == i])
 
     # -- reads -----------------------------------------------------------------------------------
     def search(
@@ -330,13 +426,15 @@ class SegmentedHnsw:
         allowed: LabelFilter | None = None,
         num_threads: int = 1,
     ) -> IndexResult:
-        buf = self._buf  # read before the graph (see the module docstring)
+        # the counter before the buffer, the buffer before the graph (see the module docstring)
+        flushes = self._flushes
+        buf = self._buf
         if buf.n:
-            flushes = self._flushes
             head = self._buffer_search(buf, queries, k, allowed)
             res = self._graph_search(queries, k, ef, allowed, num_threads)
-            merged = merge_topk([head, res] if res.labels.shape[1] else [head], k)
-            return merged if self._flushes == flushes else _dedupe(merge_topk([head, res], 2 * k), k)
+            if flushes & 1 or self._flushes != flushes:
+                return _dedupe(merge_topk([head, res], 2 * k), k)
+            return merge_topk([head, res] if res.labels.shape[1] else [head], k)
         return self._graph_search(queries, k, ef, allowed, num_threads)
 
     def _buffer_search(
@@ -394,8 +492,12 @@ class SegmentedHnsw:
         return out
 
     def live_labels(self) -> np.ndarray:
+        # buffer first, graphs second: a row a flush moves in between is seen twice, never missed
+        flushes = self._flushes
         buf = self._buf
-        return np.concatenate([s.live_labels() for s in self._segs] + [buf.labels[: buf.n].copy()])
+        head = buf.labels[: buf.n].copy()
+        labels = np.concatenate([s.live_labels() for s in self._segs] + [head])
+        return np.unique(labels) if flushes & 1 or self._flushes != flushes else labels
 
     def memory_bytes(self) -> int:
         return sum(s.memory_bytes() for s in self._segs) + self._buf.vectors.nbytes
@@ -403,7 +505,7 @@ class SegmentedHnsw:
     def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
         """(live count, save function) per segment, for the snapshot writer (flushes the buffer first)."""
         self.flush()
-        return [(len(s), s.save) for s in self._segs]
+        return [(len(sg), sg.save) for sg in self._segs]
 
 
 def first_label_bounds(bounds: Sequence[int]) -> list[int]:

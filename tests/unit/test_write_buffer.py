@@ -39,6 +39,7 @@ def test_buffered_vectors_are_found_exactly_and_flush_into_the_graph() -> None:
     assert sorted(idx.live_labels().tolist()) == list(range(215))
     np.testing.assert_allclose(idx.get_vectors(np.array([3, 207])), x[[3, 207]], rtol=1e-6)
     idx.add(np.array([215]), x[215:216])  # the 16th fills the buffer: one batch into the graph
+    idx.join()  # ... inserted by a background thread
     assert idx.buffered == 0 and len(idx) == 216
     assert idx.search(x[215:216], 1).labels[0, 0] == 215
 
@@ -101,6 +102,49 @@ def test_searches_racing_flushes_see_every_vector_once() -> None:
         t.join()
     assert not errors
     assert len(idx) == 2000 and sorted(idx.live_labels().tolist()) == list(range(2000))
+
+
+def test_writes_go_on_while_the_buffer_flushes_and_wait_at_its_limit() -> None:
+    """A full buffer flushes in the background; appends continue until the buffer's limit, never past."""
+    from embeddix_core.index.segmented import BUFFER_LIMIT
+
+    x = _unit(clustered(3000, 8, seed=37))
+    idx = _index(8)
+    idx.add(np.arange(1000), x[:1000])
+    stop = threading.Event()
+    errors: list[str] = []
+    done = [1000]  # labels below done[0] were acknowledged before a reader looks
+
+    def reader() -> None:
+        while not stop.is_set():
+            upto = done[0]
+            probe = np.array([upto - 1, upto // 2])
+            # every acknowledged vector is readable whether it sits in the buffer, moves, or is in a graph
+            if not np.allclose(idx.get_vectors(probe), x[probe]):
+                errors.append(f"wrong vectors for {probe}")
+            live = idx.live_labels()
+            if len(np.unique(live)) != len(live) or not np.isin(np.arange(upto), live).all():
+                errors.append(f"live labels lost or repeated rows below {upto}")
+
+    threads = [threading.Thread(target=reader) for _ in range(2)]
+    for t in threads:
+        t.start()
+    most = 0
+    for i in range(1000, 3000):
+        idx.add(np.array([i]), x[i : i + 1])
+        done[0] = i + 1
+        most = max(most, idx.buffered)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert most <= 8 * BUFFER_LIMIT
+    idx.join()
+    assert idx.buffered < 8 and len(idx) == 3000
+    truth = exact_topk(x, np.arange(3000), x[2900:], 1, "ip")
+    assert (idx.search(x[2900:], 1, ef=100).labels == truth.labels).mean() >= 0.98
+    idx.remove(np.arange(2990, 3000))  # removal waits for the flusher and reaches buffer and graph
+    assert len(idx) == 2990 and not np.isin(np.arange(2990, 3000), idx.live_labels()).any()
 
 
 def test_collection_single_adds_are_searchable_and_survive_snapshot_and_replay(tmp_path) -> None:
