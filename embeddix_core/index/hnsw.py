@@ -27,7 +27,17 @@ __all__ = ["HnswIndex"]
 class _Gate:
     """Shared/exclusive gate where shared holders must agree on one ef value."""
 
-    __slots__ = ("_active", "_cond", "_ef", "_lock", "_writer", "_writers_waiting")
+    __slots__ = (
+        "_active",
+        "_admitted",
+        "_cond",
+        "_ef",
+        "_lock",
+        "_polite",
+        "_waiting",
+        "_writer",
+        "_writers_waiting",
+    )
 
     def __init__(self) -> None:
         # the bare lock for entering (C-level ``with``, ~3x cheaper than the Condition's own
@@ -38,11 +48,17 @@ class _Gate:
         self._ef = -1
         self._writer = False
         self._writers_waiting = 0
+        self._waiting = 0  # readers blocked right now
+        self._admitted = 0  # readers admitted after blocking, ever (a polite writer's ticket)
+        self._polite = 0  # polite writers waiting for those readers
 
     def enter_read(self, ef: int, index: hnswlib.Index) -> None:
         with self._lock:
-            while self._writer or self._writers_waiting or (self._active and self._ef != ef):
-                self._cond.wait()
+            if self._writer or self._writers_waiting or (self._active and self._ef != ef):
+                self._waiting += 1
+                while self._writer or self._writers_waiting or (self._active and self._ef != ef):
+                    self._cond.wait()
+                self._admitted_one()
             if self._active == 0 and self._ef != ef:
                 index.set_ef(ef)
                 self._ef = ef
@@ -51,9 +67,18 @@ class _Gate:
     def enter_shared(self) -> None:
         """Enter alongside searches of any ef, for reads that do not use ef (vector lookups)."""
         with self._lock:
-            while self._writer or self._writers_waiting:
-                self._cond.wait()
+            if self._writer or self._writers_waiting:
+                self._waiting += 1
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+                self._admitted_one()
             self._active += 1
+
+    def _admitted_one(self) -> None:  # under the lock
+        self._waiting -= 1
+        self._admitted += 1
+        if self._polite:
+            self._cond.notify_all()
 
     def exit_read(self) -> None:
         with self._lock:
@@ -61,8 +86,16 @@ class _Gate:
             if self._active == 0:
                 self._cond.notify_all()
 
-    def enter_write(self) -> None:
+    def enter_write(self, polite: bool = False) -> None:
+        """Enter alone. A polite writer (one slice of a long background insert) first lets the
+        readers that are already waiting in, so searches wait for one slice at most, not for all."""
         with self._cond:
+            if polite and self._waiting:
+                target = self._admitted + self._waiting
+                self._polite += 1
+                while self._waiting and self._admitted < target:
+                    self._cond.wait()
+                self._polite -= 1
             self._writers_waiting += 1
             while self._writer or self._active:
                 self._cond.wait()
@@ -151,21 +184,27 @@ class HnswIndex:
         return int(self._index.get_max_elements())
 
     def add(
-        self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None, num_threads: int = -1
+        self,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        new: np.ndarray | None = None,
+        num_threads: int = -1,
+        *,
+        polite: bool = False,
     ) -> None:
         labels = np.asarray(labels, np.int64)
         if new is None:
             known = set(self._ids())
             new = np.fromiter((int(lb) not in known for lb in labels), bool, len(labels))
         n_new = int(new.sum())
-        self._gate.enter_write()
+        self._gate.enter_write(polite)
         try:
             deleted_slots = self._index.get_current_count() - self._live
             need = self._index.get_current_count() + max(0, n_new - deleted_slots)
             if need > self._index.get_max_elements():
                 self._index.resize_index(max(need, self._index.get_max_elements() * 2))
             # -1 would mean hnswlib's index default, which __init__ set to 1 for searches: name the cores
-            threads = (num_threads if num_threads > 0 else (os.cpu_count() or 1)) if len(labels) > 64 else 1
+            threads = (num_threads if num_threads > 0 else (os.cpu_count() or 1)) if len(labels) > 8 else 1
             if n_new:
                 # Fresh labels may take over tombstoned slots (reclaiming their memory) ...
                 self._index.add_items(vectors[new], labels[new], num_threads=threads, replace_deleted=True)

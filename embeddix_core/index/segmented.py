@@ -53,6 +53,10 @@ log = logging.getLogger("embeddix_core")
 # writes proceeds at the store's pace for that long; past it, each write waits for the flush in progress.
 # The scan of a full buffer costs ~50 us per query at 768-d, which bounds what a burst adds to searches.
 BUFFER_LIMIT = 8
+# A background flush inserts this many vectors per hold of the graph's write gate. hnswlib cannot
+# search while it inserts, so searches wait for one slice (~16 ms at 384-d, ~32 ms at 768-d on two
+# cores) and then go first, instead of waiting for the whole chunk.
+FLUSH_SLICE = 32
 
 _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
@@ -304,7 +308,7 @@ class SegmentedHnsw:
                         return
                 try:
                     # one chunk at a time: a writer waiting at the limit waits for one chunk, not all
-                    self._move(buf, self.write_buffer)
+                    self._move(buf, self.write_buffer, sliced=True)
                 except Exception as exc:
                     # The rows stay in the buffer (searched exactly; the store holds them anyway). The
                     # next flush on the writer's thread (at the buffer's limit, or a snapshot) retries
@@ -316,12 +320,17 @@ class SegmentedHnsw:
                 self._flusher = None
                 self._cond.notify_all()
 
-    def _move(self, buf: _Buffer, n: int) -> None:
+    def _move(self, buf: _Buffer, n: int, *, sliced: bool = False) -> None:
         """Insert the buffer's first ``n`` rows into the graph, then drop them from the buffer."""
         # graph first, then the buffer: a concurrent search sees each vector at least once
         self._flushes += 1
         try:
-            self._add_now(buf.labels[:n].copy(), buf.vectors[:n].copy(), np.ones(n, bool), -1)
+            step = FLUSH_SLICE if sliced else n
+            for s in range(0, n, step):
+                e = min(s + step, n)
+                self._add_now(
+                    buf.labels[s:e].copy(), buf.vectors[s:e].copy(), np.ones(e - s, bool), -1, polite=sliced
+                )
             with self._cond:
                 cur = self._buf  # may have grown past n since (appends write past the published length)
                 fresh = self._empty_buffer()
@@ -365,9 +374,17 @@ class SegmentedHnsw:
                 new &= ~(in_seg & np.fromiter((int(x) in known for x in labels), bool, len(labels)))
         return new
 
-    def _add_now(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray, num_threads: int) -> None:
+    def _add_now(
+        self,
+        labels: np.ndarray,
+        vectors: np.ndarray,
+        new: np.ndarray,
+        num_threads: int,
+        *,
+        polite: bool = False,
+    ) -> None:
         if not self.segment_size:
-            self._segs[0].add(labels, vectors, new, num_threads=num_threads)
+            self._segs[0].add(labels, vectors, new, num_threads=num_threads, polite=polite)
             return
         # existing labels: update in their own segment
         old = ~new
@@ -391,7 +408,9 @@ class SegmentedHnsw:
             route = self._route(labels[take])
             for i in np.unique(route).tolist():
                 sel = take[route == i]
-                self._segs[i].add(labels[sel], vectors[sel], np.ones(len(sel), bool), num_threads=num_threads)
+                self._segs[i].add(
+                    labels[sel], vectors[sel], np.ones(len(sel), bool), num_threads=num_threads, polite=polite
+                )
             idx = idx[len(take) :]
 
     def remove(self, labels: np.ndarray) -> None:

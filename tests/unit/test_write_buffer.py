@@ -188,3 +188,33 @@ def test_pipelined_search_batch_equals_single_searches(monkeypatch) -> None:
         assert [[(h.id, h.document) for h in b] for b in batch] == [
             [(h.id, h.document) for h in r] for r in single
         ]
+
+
+def test_a_polite_writer_lets_waiting_searches_in_between_slices() -> None:
+    """A background flush holds the graph one slice at a time; searches already waiting go first."""
+    import hnswlib
+
+    from embeddix_core.index.hnsw import _Gate
+
+    gate, index = _Gate(), hnswlib.Index("ip", 4)
+    order: list[str] = []
+    gate.enter_write()  # slice 1 in progress
+    waiting = threading.Event()
+
+    def search() -> None:
+        waiting.set()
+        gate.enter_read(16, index)
+        order.append("search")
+        gate.exit_read()
+
+    t = threading.Thread(target=search)
+    t.start()
+    waiting.wait()
+    while gate._waiting == 0:  # the search is blocked behind slice 1
+        threading.Event().wait(0.001)
+    gate.exit_write()
+    gate.enter_write(polite=True)  # slice 2: only after the waiting search ran
+    order.append("slice 2")
+    gate.exit_write()
+    t.join()
+    assert order == ["search", "slice 2"]
