@@ -6,7 +6,8 @@ recalls. For every served hit, the served results are checked against the exact 
 search (``cache=False``): served recall must never be below the fresh search's (``served_better_than_fresh``
 counts the other direction: cached answers come from a beam twice as wide as an uncached search's).
 Also measured: cached query p50 (exact hit) and semantic hit p50, entries surviving the write stream,
-the bytes of candidate codes in the cache budget; the opt-in unverified mode is not offered: only
+the bytes of candidate codes in the cache budget, and ``probe_found``: semantic hits that served a record
+only the probe found (``--no-probe`` runs without it); the opt-in unverified mode is not offered: only
 verified hits are served.
 
 The collection holds the first 90,000 real-text vectors; the other 10,000 plus the 1,000 held-out queries
@@ -143,6 +144,7 @@ def run(write_every: int | None, settings: EmbeddixSettings, check: bool = True)
             else None,
             "miss_p50_us": float(np.median(kinds["miss"]) * 1e6) if kinds["miss"] else None,
             "verified_rejects": info["verified_rejects"],
+            "probe_found": info["probe_found"],
             "invalidated": info["invalidated"],
             "entries_at_end": info["entries"],
             "bytes_at_end": info["bytes"],
@@ -157,14 +159,18 @@ def run(write_every: int | None, settings: EmbeddixSettings, check: bool = True)
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--candidate-factor", type=int, default=None)
+    p.add_argument("--no-probe", action="store_true", help="semantic lookups without the probe search")
     p.add_argument("--no-check", action="store_true", help="skip the per-hit recall check (faster)")
     p.add_argument("--out", default="cache_bench", help="result file stem under benchmarks/results")
     a = p.parse_args()
     s = EmbeddixSettings(auto_calibrate=False)
     if a.candidate_factor:
         s = s.model_copy(update={"cache_candidate_factor": a.candidate_factor})
+    if a.no_probe:
+        s = s.model_copy(update={"cache_probe": False})
     report = {
         "candidate_factor": s.cache_candidate_factor,
+        "probe": s.cache_probe,
         "read_only": run(None, s, not a.no_check),
         "one_write_per_5_reads": run(5, s, not a.no_check),
     }
@@ -190,6 +196,7 @@ def main() -> None:
         "semantic_hits",
         "misses",
         "verified_rejects",
+        "probe_found",
         "served_checked",
         "served_worse_than_fresh",
         "served_better_than_fresh",

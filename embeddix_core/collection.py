@@ -188,6 +188,8 @@ class Collection:
                     similarity=settings.cache_similarity,
                     candidate_factor=settings.cache_candidate_factor,
                     persist=settings.cache_persist,
+                    beam_factor=settings.cache_beam_factor,
+                    probe=settings.cache_probe,
                 ),
             )
         self._load_index()
@@ -1433,8 +1435,11 @@ class Collection:
             # a second, cheap route through the graph for a semantic lookup (see ResultCache._certify):
             # a beam of k (at least 10)
             res = self._knn(v.reshape(1, -1), kk, max(kk, 10), flt)
-            live = res.labels[0] >= 0
-            return res.labels[0][live], res.distances[0][live]
+            labels, dists = res.labels[0], res.distances[0]
+            if labels.size and labels[-1] < 0:  # padding (-1) only ever trails the found labels
+                live = labels >= 0
+                return labels[live], dists[live]
+            return labels, dists
 
         found = ns.lookup(key, q, family, k, self._vectors.get, probe if cm.settings.probe else None)
         if found is not None:
@@ -1447,7 +1452,7 @@ class Collection:
                 ]
             else:
                 assert found.labels is not None and found.dists is not None
-                hits = self._to_hits(found.labels.tolist(), found.dists.tolist(), include_vectors=False)
+                hits = self._to_hits(found.labels, found.dists, include_vectors=False)
             return Hits(hits, plan=self._plan_variant(plan, found.kind))
         big = k * cm.settings.candidate_factor
         ef = plan.ef

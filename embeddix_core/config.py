@@ -76,6 +76,10 @@ class EmbeddixSettings(BaseSettings):
         cache_semantic: Serve near-duplicate queries from cached candidate sets when a bound proves it.
         cache_similarity: Pre-filter for semantic candidates (cosine similarity to a cached query).
         cache_candidate_factor: Candidates kept per cached query, as a multiple of k.
+        cache_beam_factor: Beam of a default search that misses the cache, as a multiple of the
+            candidates it keeps (see the field's description).
+        cache_probe: Whether a semantic lookup also runs a small search for the new query (see the
+            field's description).
         cache_persist: Keep result caches on disk across restarts (in ``<data>/cache``).
         vector_cache_bytes: Memory for full-precision vectors kept to re-rank cached candidates.
         row_cache_bytes: Memory for stored rows (id, document, metadata) kept to build hits without a
@@ -111,6 +115,29 @@ class EmbeddixSettings(BaseSettings):
     cache_semantic: bool = True
     cache_similarity: float = Field(0.95, ge=0.0, le=1.0)
     cache_candidate_factor: int = Field(8, ge=1, le=64)
+    cache_beam_factor: float = Field(
+        2.0,
+        ge=1.0,
+        le=16.0,
+        description=(
+            "A default search (no recall, deadline or ef) that misses the result cache searches with a "
+            "beam of at least this many times the candidates it keeps (cache_candidate_factor * k); only "
+            "such candidate sets, and those of exact searches, may certify semantic hits. Wider than an "
+            "uncached search's beam so that the candidates hold what a fresh search for a near duplicate "
+            "would find: with the uncached beam, served answers were measured worse than a fresh search's "
+            "(see embeddix_core/cache/result_cache.py). A wider beam makes misses slower."
+        ),
+    )
+    cache_probe: bool = Field(
+        True,
+        description=(
+            "A semantic lookup from an approximate (HNSW) candidate set also runs a small search for the "
+            "new query (a beam of about 1.6 k) whose records join the re-rank: it finds what the cached "
+            "search missed on the new query's route through the graph. Off, a semantic hit saves that "
+            "search (about a third of its time) and served answers can, rarely, be worse than a fresh "
+            "search's (see embeddix_core/cache/result_cache.py). Exact candidate sets never need it."
+        ),
+    )
     cache_persist: bool = False
     vector_cache_bytes: int = Field(32 << 20, ge=0)
     row_cache_bytes: int = Field(16 << 20, ge=0)

@@ -47,8 +47,9 @@ class CacheSettings:
     # their size K (default searches only; see result_cache.py for why it must be wider than the beam of
     # an uncached search).
     beam_factor: float = 2.0
-    # A semantic lookup from an approximate candidate set also runs a search with a beam of k for the
-    # new query and re-ranks what it finds with the candidates (see ResultCache._certify).
+    # A semantic lookup from an approximate candidate set also runs a search for the new query with a
+    # beam a little wider than k and re-ranks what it finds with the candidates (see ResultCache._certify
+    # and _probe_width).
     probe: bool = True
 
 

@@ -37,27 +37,33 @@ What a semantic hit guarantees:
   1. C of an approximate search may certify only when that search was wider than a fresh one: the
      collection searches default queries with a beam of 2K (twice the uncached beam) and marks only
      those (and exact ones) ``semantic``. Worse than fresh: 2 in 35,000.
-  2. A probe: a search for q' itself with a beam of k, whose records join the re-rank. It gives the
+  2. A probe: a search for q' itself with a small beam, whose records join the re-rank. It gives the
      lookup the route through the graph a fresh search would take; a record the wide search missed but
-     the fresh search finds, the probe finds too. Worse than fresh: 0 in 35,000 (and 0 in the checked
-     benchmark). Without the wide beam the probe alone does not do it (24 in 15,000).
+     the fresh search finds, the probe finds too. Worse than fresh, with a beam of k: 0 in 35,000 (and 0
+     in the checked benchmark). Without the wide beam the probe alone does not do it (24 in 15,000). The
+     beam is about 1.6 k (16 for k = 10, see ``_probe_width``): a wider route than those measurements',
+     and fewer candidates to read from the store.
   Both are the search's own approximation, measured, not a proof. The probe is a real, small search
-  (about a quarter of a semantic hit's time); ``CacheSettings.probe`` turns it off.
+  (about a third of a semantic hit's time, which its cold cache lines dominate);
+  ``CacheSettings.probe`` (``EMBEDDIX_CACHE_PROBE``) turns it off.
 * Exact hits serve what the (wide) search returned: never worse than an uncached search in practice
   (its beam is twice as wide), and invalidation keeps them right under writes.
+
+Finding the cached query to try: hash tables over the cached queries (see ``_SCAN_MAX``), which find a
+near duplicate's source in ~10 us; a pre-filter only.
 
 Threads: one lock per namespace; lookups, stores and invalidations hold it briefly.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -69,15 +75,86 @@ __all__ = ["CacheLookup", "Probe", "ResultCache"]
 # A cheap search for a query: (query, k) -> (labels, raw distances), best first.
 Probe = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
-# Below this many entries a semantic lookup scans the cached queries with one matrix-vector product;
-# above it, an HNSW graph over them answers in about O(log n).
-_ANN_MIN = 256
+# Where a semantic lookup finds the cached queries to try: hash tables (locality-sensitive hashing by
+# random hyperplanes), plus, while the namespace holds at most _SCAN_MAX entries, one matrix-vector product
+# over every cached query.
+#
+# A near duplicate at cosine 0.998 (0.063 rad) lies across a random hyperplane from its source with
+# probability 0.063 / pi = 2%, so it shares one 16-bit key with it with probability 0.72 and at least one
+# of six with 0.9995. A lookup also tries, per table, the two keys one bit away where the query lies
+# closest to the hyperplane (multi-probe), which catches less similar ones. The hyperplanes live in the
+# subspace of every 4th coordinate (for 384-d: a slice is a view, not a gather): a near duplicate's tilt
+# spreads over every coordinate, so the angle there is about the same. Measured on MiniLM text, in that
+# subspace: 98.0% / 71% of near duplicates at cosine 0.99 / 0.95 share a key, 99.97% / 94% with the
+# probes (0.998: 99.93% without). The planes take 37 KB instead of 147, which matters: lookups run between
+# searches that flush the CPU caches. A lookup costs one (96 x 96) matrix-vector product and six dict
+# reads (18 when the probes are needed), ~10 us.
+#
+# The tables replace an HNSW graph over the cached queries: on the cache benchmark, consulted after the
+# tables, it added none of the 1,909 semantic hits, at ~60-80 us per lookup and ~100-150 us per stored
+# entry (cold cache lines both). l2 queries are hashed relative to the namespace's first query, so a
+# collection far from the origin does not put every query in one bucket. The tiers only choose which
+# cached queries are tried, never whether a hit is served.
+_SCAN_MAX = 512
+_LSH_TABLES = 6
+_LSH_BITS = 16  # bits per table: one big-endian uint16 of np.packbits' output
+_LSH_DIMS = 96  # about this many coordinates, evenly spaced, span the hyperplanes (all below that)
+_LSH_BUCKET = 32  # members of one bucket tried at most (the newest): a crowded bucket stays cheap
+# Bytes one entry adds to the hash tables, per table: a dict slot (~50 amortized), its int key (32) and
+# the slot number (32; a list of them in the rare shared bucket).
+_LSH_OVERHEAD = _LSH_TABLES * 112
+# dim -> (coordinate step, hyperplanes over those coordinates), shared by the namespaces of that dimension
+_PLANES: dict[int, tuple[int, np.ndarray]] = {}
+_PLANES_LOCK = threading.Lock()
+_second = itemgetter(1)
+
+
+def _probe_width(k: int) -> int:
+    """How many records (and so the beam) the probe asks for, for k hits: 16 for k = 10.
+
+    More than k: every record the probe returns comes with its distance, and a candidate of the served k
+    that the probe missed costs a read from the store. Measured on the cache benchmark's workload (k =
+    10, MiniLM text, 90K records; two runs each): a beam of 10 left 56% of semantic lookups reading a
+    vector, 16 left 38%, 24 left 27%; the probe took 100-108, 116-125 and 163-177 us (p50), the semantic
+    hit 289-316, 273-292 and 321-357 us.
+    """
+    return max(k + 6, -(-k * 8 // 5))
+
+
 # Bytes a code-table row costs beyond the code: scale, error bound, norm, refcount, label, dict slot.
 _CODE_OVERHEAD = 120
 # Rounding allowances for distances the index computed in float32 (see ResultCache._certify): absolute
-# for ip space (unit vectors: error at most 384 * 2^-24 = 2.3e-5), relative for l2.
+# for ip space (unit vectors: error at most 384 * 2^-24 = 2.3e-5), relative for l2 plus a share of the
+# vectors' magnitude (see ResultCache._l2_err).
 _SLACK_IP = 1e-4
 _SLACK_L2 = 1e-4
+
+
+def _planes(dim: int) -> tuple[int, np.ndarray]:
+    """The coordinate step and the hyperplanes (normals, one per hash bit, over the coordinates ``::step``)
+    of every namespace of this dimension."""
+    with _PLANES_LOCK:
+        got = _PLANES.get(dim)
+        if got is None:
+            step = max(1, dim // _LSH_DIMS)
+            rng = np.random.default_rng(0x5EED)  # fixed: keys stay comparable across namespaces and runs
+            planes = rng.standard_normal((_LSH_TABLES * _LSH_BITS, len(range(0, dim, step)))).astype(
+                np.float32
+            )
+            got = _PLANES[dim] = (step, planes)
+        return got
+
+
+def _collect(lookups: Iterable[tuple[dict[int, int | list[int]], int]], found: dict[int, None]) -> None:
+    """Add the slots hash tables hold under these (table, key) pairs to ``found`` (an ordered set)."""
+    for table, key in lookups:
+        got = table.get(key)
+        if got is None:
+            continue
+        if isinstance(got, list):
+            found.update(dict.fromkeys(got[-_LSH_BUCKET:]))
+        else:
+            found[got] = None
 
 
 @dataclass(slots=True)
@@ -106,8 +183,8 @@ class CacheLookup:
 
     kind: str  # "hit" or "semantic-hit"
     hits: list[Any] | None = None  # exact hits (served as they are)
-    labels: np.ndarray | None = None  # semantic: the k labels to serve, best first
-    dists: np.ndarray | None = None  # semantic: their raw distances to the new query
+    labels: list[int] | None = None  # semantic: the k labels to serve, best first
+    dists: list[float] | None = None  # semantic: their raw distances to the new query (exact re-rank)
 
 
 class _Codes:
@@ -124,16 +201,19 @@ class _Codes:
 
     A label's code is freed when no entry holds it any more. Every entry holding a label is dropped when
     the record is deleted or changed (``on_labels``), so a code never outlives the vector it copies.
+
+    Layout: a row's code, scale and width sit side by side in ``buf``, a structured array (``codes``,
+    ``scale`` and ``width`` are views of its fields), so a lookup gathers a candidate's three in one read:
+    rows are scattered over the table, and a lookup runs after searches that flushed the CPU caches.
     """
 
-    __slots__ = ("codes", "dim", "free", "label", "refs", "rows", "scale", "width")
+    __slots__ = ("buf", "codes", "dim", "free", "label", "refs", "rows", "scale", "width")
 
     def __init__(self, dim: int) -> None:
         self.dim = dim
         cap = 256
-        self.codes = np.zeros((cap, dim), np.int8)
-        self.scale = np.zeros(cap, np.float64)
-        self.width = np.zeros(cap, np.float64)
+        row = np.dtype([("code", np.int8, (dim,)), ("scale", np.float64), ("width", np.float64)], align=True)
+        self._views(np.zeros(cap, row))
         self.refs = np.zeros(cap, np.int64)
         self.label = np.full(cap, -1, np.int64)
         self.rows: dict[int, int] = {}
@@ -147,13 +227,20 @@ class _Codes:
     def nbytes(self) -> int:
         return len(self.rows) * self.row_bytes
 
+    def _views(self, buf: np.ndarray) -> None:
+        self.buf = buf
+        self.codes, self.scale, self.width = buf["code"], buf["scale"], buf["width"]
+
+    def parts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Codes (int8), scales and widths (float64) of these rows, gathered in one read."""
+        got = self.buf[rows]
+        return got["code"], got["scale"], got["width"]
+
     def _grow(self, need: int) -> None:
         cap = len(self.label)
         new = max(cap * 2, cap + need)
         extra = new - cap
-        self.codes = np.concatenate([self.codes, np.zeros((extra, self.dim), np.int8)])
-        self.scale = np.concatenate([self.scale, np.zeros(extra, np.float64)])
-        self.width = np.concatenate([self.width, np.zeros(extra, np.float64)])
+        self._views(np.concatenate([self.buf, np.zeros(extra, self.buf.dtype)]))
         self.refs = np.concatenate([self.refs, np.zeros(extra, np.int64)])
         self.label = np.concatenate([self.label, np.full(extra, -1, np.int64)])
         self.free.extend(range(new - 1, cap - 1, -1))
@@ -279,8 +366,12 @@ class ResultCache:
         self._families: dict[tuple[Any, ...], int] = {}
         self._codes = _Codes(dim)  # int8 copies of candidate vectors (semantic tier), in the budget
         self.bytes = 0
-        self._ann: Any = None  # hnswlib graph over cached queries, once there are many
-        self._ann_count = 0
+        # hash tables over the semantic entries' queries (see _SCAN_MAX), _LSH_TABLES per family: key ->
+        # slot, or a list of slots when several share it
+        self._lsh_step, self._planes = _planes(dim)
+        self._lsh: dict[int, list[dict[int, int | list[int]]]] = {}
+        self._lsh_keys = np.full((cap, _LSH_TABLES), -1, np.int64)  # per slot (-1: not in the tables)
+        self._lsh_origin: np.ndarray | None = None  # l2: the point hyperplanes pass through
         self.stats = {
             "hits": 0,
             "misses": 0,
@@ -290,7 +381,7 @@ class ResultCache:
             "evicted": 0,
             "expired": 0,
             "updated": 0,
-            "probe_found": 0,  # semantic lookups whose probe found records the candidate set lacked
+            "probe_found": 0,  # semantic hits serving records the probe found and the candidate set lacked
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -328,12 +419,13 @@ class ResultCache:
         self._slots.extend([None] * cap)
         self._free.extend(range(new - 1, cap - 1, -1))
         self._cand = np.concatenate([self._cand, np.full((cap, self._cand.shape[1]), -1, np.int64)])
+        self._lsh_keys = np.concatenate([self._lsh_keys, np.full((cap, _LSH_TABLES), -1, np.int64)])
 
     def _drop(self, entry: _Entry, reason: str) -> None:
         if self._entries.pop(entry.key, None) is None:
             return
         slot = entry.slot
-        self._ann_drop(slot)
+        self._lsh_drop(slot, entry.family)
         self._slots[slot] = None
         self._radius[slot] = -np.inf
         self._fam[slot] = -1
@@ -367,7 +459,8 @@ class ResultCache:
             k: Hits wanted.
             vectors: Fetches candidate vectors (index space) by label, for re-ranking.
             probe: A cheap search for the query itself (``probe(query, k) -> (labels, raw distances)``),
-                run for candidate sets of approximate searches only (see :meth:`_certify`).
+                run (at most once per lookup) for candidate sets of approximate searches only (see
+                :meth:`_certify`).
         """
         with self._lock:
             entry = self._entries.get(key)
@@ -382,23 +475,36 @@ class ResultCache:
             if not self.semantic or not self._entries:
                 self.stats["misses"] += 1
                 return None
-            order, raw = self._near_queries(query, family)
             # pre-filter by similarity (cosine for ip space); the bound below is what decides a hit
-            limit = (1.0 - self.similarity) if self.space == "ip" else np.inf
-            tried = 0
-            for slot, r in zip(order, raw, strict=True):
-                if r > limit:
-                    break
-                cand = self._slots[slot]
-                if cand is None or cand.expires < now or not cand.semantic or len(cand.labels) < k:
-                    continue
-                tried += 1
-                found = self._certify(cand, query, k, vectors, None if cand.exact else probe)
-                if found is not None:
-                    self._entries.move_to_end(cand.key)
-                    self.stats["semantic_hits"] += 1
-                    return CacheLookup("semantic-hit", labels=found[0], dists=found[1])
-            if tried:
+            limit = (1.0 - self.similarity) if self.space == "ip" else math.inf
+            tried: set[int] = set()
+            attempts = 0
+            probed: tuple[np.ndarray, np.ndarray] | None = None  # the probe depends on the query only
+            # The hash tables first: they find a near duplicate's source in ~10 us. While the namespace is
+            # small, a scan then finds the nearest cached queries whatever their similarity.
+            for near in (self._lsh_near, self._scan_near):
+                order, raw = near(query, family, limit)
+                for slot, r in zip(order, raw, strict=True):
+                    if r > limit:
+                        break
+                    if slot in tried:
+                        continue
+                    tried.add(slot)
+                    cand = self._slots[slot]
+                    if cand is None or cand.expires < now or not cand.semantic or len(cand.labels) < k:
+                        continue
+                    attempts += 1
+                    use = None
+                    if probe is not None and not cand.exact:
+                        if probed is None:
+                            probed = probe(query, _probe_width(k))
+                        use = probed
+                    found = self._certify(cand, query, k, vectors, use)
+                    if found is not None:
+                        self._entries.move_to_end(cand.key)
+                        self.stats["semantic_hits"] += 1
+                        return CacheLookup("semantic-hit", labels=found[0], dists=found[1])
+            if attempts:
                 self.stats["verified_rejects"] += 1
             self.stats["misses"] += 1
             return None
@@ -409,8 +515,8 @@ class ResultCache:
         query: np.ndarray,
         k: int,
         vectors: Callable[[np.ndarray], np.ndarray],
-        probe: Probe | None = None,
-    ) -> tuple[np.ndarray, np.ndarray] | None:
+        probed: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> tuple[list[int], list[float]] | None:
         """Re-rank an entry's candidate set for ``query``; its top k when the bound proves them, else None.
 
         1. Bound every candidate's raw distance to q' from below and above without its vector: from its
@@ -420,12 +526,12 @@ class ResultCache:
            and re-rank them exactly (float64 on the stored float32 vectors).
         3. Serve when ``r_k(q') + d(q, q') <= d_K(q)`` (or the set holds every admissible record).
 
-        For a candidate set from an approximate search, the probe (a search for q' with a beam of k) runs
-        first: its k records bound r_k from above, the triangle inequality then drops the candidates
-        that cannot come that close, and the probe's records join the pool with their index distances.
-        Only candidates that could beat the probe's k-th and that it did not return are re-ranked from
-        their vectors (none in about half the lookups, one or two otherwise). The bound is unchanged:
-        a larger pool only lowers r_k.
+        For a candidate set from an approximate search, ``probed`` holds what the probe (a search for q'
+        with a small beam, see ``_probe_width``) found: its k-th record bounds r_k from above, the
+        triangle inequality then drops the candidates that cannot come that close, and the probe's
+        records join the pool with their index distances. Only candidates that could beat the probe's k-th
+        and that it did not return are re-ranked from their vectors (none in about 60% of the lookups, one
+        or two otherwise). The bound is unchanged: a larger pool only lowers r_k.
 
         Floating point: the stored distances come from the index in float32 (error at most n*2^-24 of
         the magnitudes summed, 2.3e-5 for unit 384-d vectors); every bound is widened by more than that,
@@ -433,54 +539,47 @@ class ResultCache:
         """
         q32 = self._q[entry.slot]
         delta32 = query - q32
-        delta = query.astype(np.float64) - q32
-        d_qq = math.sqrt(float(delta @ delta))  # the true metric: |q' - q| (unit vectors for cosine)
         ip = self.space == "ip"
+        # the true metric: |q' - q| (unit vectors for cosine)
+        if ip:
+            # from float32, rounded up: each difference is off by at most 2^-24 of itself and the sum of
+            # squares by dim * 2^-24 of itself, so 4 * dim * 2^-24 more bounds |q' - q| from above,
+            # which is all ip space uses it for (an error term's multiplier, the triangle inequality)
+            d_qq = math.sqrt(float(delta32 @ delta32) * (1.0 + self.dim * 2.0**-22) + 1e-30)
+        else:  # l2's bounds also use |q' - q|^2 in an identity: exactly (float64)
+            delta = query.astype(np.float64) - q32
+            d_qq = math.sqrt(float(delta @ delta))
         complete = not math.isfinite(entry.radius)
         if complete:
             d_k = math.inf
         else:
-            shrunk = entry.radius - _SLACK_IP if ip else entry.radius * (1.0 - _SLACK_L2) - 1e-6 * _SLACK_L2
+            if ip:
+                shrunk = entry.radius - _SLACK_IP
+            else:
+                qn = math.sqrt(float(self._qn[entry.slot]))
+                shrunk = entry.radius * (1.0 - _SLACK_L2) - 1e-6 * _SLACK_L2 - self._l2_err(entry.radius, qn)
             d_k = self._true1(shrunk)
+        if probed is not None and len(probed[0]) >= k:
+            return self._certify_probed(entry, query, k, vectors, probed, delta32, d_qq, d_k, q32)
+        # the general path: no probe (exact candidate sets, or the probe switched off), or a probe that
+        # found fewer than k records (a filter that admits few, tombstones)
         have: dict[int, float] = {}
-        u = math.inf
-        if probe is not None:
-            # The probe's records come with their distances to q' as the index computes them (like a
-            # fresh search's); only candidates that could beat its k-th and that it did not return are
-            # re-ranked from their vectors: usually none.
-            plabels, pdists = probe(query, k)
-            have = dict(zip(plabels.tolist(), pdists.tolist(), strict=True))
-            if len(plabels) >= k:  # k real records at most this far (float32, hence the slack)
-                pk = float(pdists[k - 1])
-                u = pk + (_SLACK_IP if ip else _SLACK_L2 * (abs(pk) + 1e-6))
+        if probed is not None:
+            have = dict(zip(probed[0].tolist(), probed[1].tolist(), strict=True))
         dists = entry.dists
-        if math.isfinite(u):
-            # the triangle inequality first: a candidate farther than d(q', .) <= u from q' + d(q, q')
-            # cannot matter, and that is most of them
-            far = self._true1(u) + d_qq
-            reach = far * far / 2.0 if ip else far * far
-            reach = reach + _SLACK_IP if ip else reach * (1.0 + _SLACK_L2) + 1e-6 * _SLACK_L2
-            cand = np.flatnonzero(dists <= reach)
-        else:
-            cand = np.arange(len(dists))
+        cand = np.arange(len(dists))
         lo, hi = self._bounds(entry, cand, delta32, d_qq, q32)
-        if probe is None:
+        u = math.inf
+        if probed is None:
             if len(cand) < k:
                 return None
             if not complete and self._true1(float(np.partition(lo, k - 1)[k - 1])) + d_qq > d_k:
                 return None  # r_k(q') is at least the k-th smallest lower bound: no fetch
             u = float(np.partition(hi, k - 1)[k - 1])
-        elif len(have) < k and len(cand) >= k:
-            u = min(u, float(np.partition(hi, k - 1)[k - 1]))
+        elif len(cand) >= k:
+            u = float(np.partition(hi, k - 1)[k - 1])
         within = entry.labels[cand[lo <= u]].tolist()
-        if have:
-            rest = [lb for lb in within if lb not in have]
-            # every probe record in C is within u (its distance is at most the probe's k-th), so this
-            # tells whether the probe found records the candidate set lacks
-            if len(within) - len(rest) < len(have):
-                self.stats["probe_found"] += 1
-        else:
-            rest = within
+        rest = [lb for lb in within if lb not in have] if have else within
         labels = np.asarray(list(have) + rest, np.int64)
         pool = np.fromiter(have.values(), np.float64, len(have))
         if rest:
@@ -492,10 +591,99 @@ class ResultCache:
             # r_k from above: probe distances are the index's float32 ones (widen in raw space, where
             # their error bound holds; the square root would magnify it near zero)
             kth = float(pool[top[-1]])
-            kth += _SLACK_IP if ip else _SLACK_L2 * (abs(kth) + 1e-6)
+            if ip:
+                kth += _SLACK_IP
+            else:
+                kth += _SLACK_L2 * (abs(kth) + 1e-6) + self._l2_err(kth, math.sqrt(float(query @ query)))
             if self._true1(kth) + d_qq > d_k:
                 return None
-        return labels[top], pool[top].astype(np.float32)
+        if have:  # as in _certify_probed: a served record outside ``within`` is the probe's alone
+            inside = set(within)
+            if any(lb not in inside for lb in labels[top].tolist()):
+                self.stats["probe_found"] += 1
+        return labels[top].tolist(), pool[top].tolist()
+
+    def _certify_probed(
+        self,
+        entry: _Entry,
+        query: np.ndarray,
+        k: int,
+        vectors: Callable[[np.ndarray], np.ndarray],
+        probed: tuple[np.ndarray, np.ndarray],
+        delta32: np.ndarray,
+        d_qq: float,
+        d_k: float,
+        q32: np.ndarray,
+    ) -> tuple[list[int], list[float]] | None:
+        """:meth:`_certify` when the probe found k records: the semantic hit's usual path.
+
+        The same steps as the general path, on fewer numbers: the probe's k-th distance u bounds r_k(q')
+        from above, so only candidates within d(q, c) <= sqrt(u) + d(q, q') (a prefix: candidates are kept
+        sorted by d(q, c)) need bounds, and only their lower bounds (against u). Every small step is plain
+        Python, which beats a numpy call on a dozen numbers.
+        """
+        ip = self.space == "ip"
+        plabels, pdists = probed
+        have = dict(zip(plabels.tolist(), pdists.tolist(), strict=True))
+        best = sorted(have.values())  # a label twice (a flush in progress) counts once
+        if len(best) < k:
+            return None
+        pk = best[k - 1]
+        # k real records at most u away (the probe's distances are the index's float32 ones)
+        qn2 = 0.0 if ip else math.sqrt(float(query @ query))  # |q'|, for l2's rounding allowance
+        u = pk + _SLACK_IP if ip else pk + _SLACK_L2 * (abs(pk) + 1e-6) + self._l2_err(pk, qn2)
+        # the triangle inequality: a candidate farther than d(q', .) <= u from q' + d(q, q') cannot
+        # matter, and that is most of them
+        far = math.sqrt(max(2.0 * u if ip else u, 0.0)) + d_qq
+        if ip:
+            reach = far * far / 2.0 + _SLACK_IP
+        else:
+            qn = math.sqrt(float(self._qn[entry.slot]))
+            reach = far * far * (1.0 + _SLACK_L2) + 1e-6 * _SLACK_L2 + self._l2_err(far * far, qn)
+        n = int(entry.dists.searchsorted(reach, "right"))
+        labs: list[int] = []
+        rest: list[int] = []
+        if n:
+            labs = entry.labels[:n].tolist()
+            if ip and entry.allcoded:  # _lower inlined: this is most of a semantic hit's own work
+                got = self._codes.buf[entry.crow[:n]]
+                lo = entry.dists[:n] - (got["code"].astype(np.float32) @ delta32) * got["scale"]
+                lo -= got["width"] * d_qq
+                keep = (lo <= u + _SLACK_IP).tolist()
+            else:
+                keep = (self._lower(entry, n, delta32, d_qq, q32) <= u).tolist()
+            # the probe's records come with their distances: the others within u are re-ranked
+            rest = [lb for lb, ok in zip(labs, keep, strict=True) if ok and lb not in have]
+        pool = list(have.items())
+        if rest:
+            exact = self._rerank(query, vectors(np.asarray(rest, np.int64))).tolist()
+            pool.extend(zip(rest, exact, strict=True))
+        pool.sort(key=_second)  # stable: ties keep the general path's order (probe records first)
+        top = pool[:k]
+        if math.isfinite(d_k):
+            # r_k from above: probe distances are the index's float32 ones (widen in raw space, where
+            # their error bound holds; the square root would magnify it near zero)
+            kth = top[-1][1]
+            kth += _SLACK_IP if ip else _SLACK_L2 * (abs(kth) + 1e-6) + self._l2_err(kth, qn2)
+            if self._true1(kth) + d_qq > d_k:
+                return None
+        served = [lb for lb, _ in top]
+        # a served record of C is within reach, so a served record outside ``labs`` is one the probe
+        # found and the candidate set lacked
+        if not set(labs).issuperset(served):
+            self.stats["probe_found"] += 1
+        return served, [d for _, d in top]
+
+    def _lower(self, entry: _Entry, n: int, delta32: np.ndarray, d_qq: float, q32: np.ndarray) -> np.ndarray:
+        """Lower bounds of the raw distances to q' of the first ``n`` candidates (as :meth:`_bounds`)."""
+        if not entry.allcoded or self.space != "ip":
+            return self._bounds(entry, np.arange(n), delta32, d_qq, q32)[0]
+        codes, scale, width = self._codes.parts(entry.crow[:n])
+        # _bounds' arithmetic, fused: d(q', c) >= d(q, c) - delta.c' - (|delta| * width + slack)
+        dot = (codes.astype(np.float32) @ delta32) * scale
+        lo = entry.dists[:n] - dot
+        lo -= width * d_qq + _SLACK_IP
+        return lo
 
     def _bounds(
         self, entry: _Entry, cand: np.ndarray, delta32: np.ndarray, d_qq: float, q32: np.ndarray
@@ -511,25 +699,27 @@ class ResultCache:
             base = dists + d_qq * d_qq + 2.0 * float(delta32.astype(np.float64) @ q32)
             mult = 2.0
             qn = math.sqrt(float(q32 @ q32))
-            slack = _SLACK_L2 * (np.abs(dists) + d_qq * d_qq + 2.0 * d_qq * qn + 1e-6)
+            slack = _SLACK_L2 * (np.abs(dists) + d_qq * d_qq + 2.0 * d_qq * qn + 1e-6) + self._l2_err(
+                dists, qn
+            )
         rows = entry.crow[cand]
         cb = self._codes
         if entry.allcoded:  # every candidate has a code (the usual case)
-            dot = (cb.codes[rows].astype(np.float32) @ delta32).astype(np.float64)
-            dot *= cb.scale[rows]
+            codes, scale, width = cb.parts(rows)
+            dot = (codes.astype(np.float32) @ delta32).astype(np.float64)
+            dot *= scale
             est = base - dot if mult == 1.0 else base - mult * dot
-            half = cb.width[rows]
-            half *= mult * d_qq
+            half = width * (mult * d_qq)
             half += slack
             return est - half, est + half
         lo, hi = np.empty(len(cand)), np.empty(len(cand))
         sl = np.broadcast_to(slack, dists.shape)
         coded = rows >= 0
         if coded.any():
-            r = rows[coded]
-            dot = (cb.codes[r].astype(np.float32) @ delta32).astype(np.float64) * cb.scale[r]
+            codes, scale, width = cb.parts(rows[coded])
+            dot = (codes.astype(np.float32) @ delta32).astype(np.float64) * scale
             est = base[coded] - mult * dot
-            half = (mult * d_qq) * cb.width[r] + sl[coded]
+            half = (mult * d_qq) * width + sl[coded]
             lo[coded], hi[coded] = est - half, est + half
         unc = ~coded  # no code: the triangle inequality around d(q, c)
         t = np.asarray(self.true_distance(dists[unc]))
@@ -541,31 +731,30 @@ class ResultCache:
         """:meth:`true_distance` of one number."""
         return math.sqrt(max(2.0 * raw if self.space == "ip" else raw, 0.0))
 
+    def _l2_err(self, raw: Any, norm: float) -> Any:
+        """How far an index's float32 squared l2 distance ``raw`` from a vector of norm ``norm`` can be off,
+        beyond ``_SLACK_L2``'s relative share (a float, or an array for an array).
+
+        The expanded form |x|^2 - 2 x.c + |c|^2 (the exact index, faiss, the HNSW write buffer) loses up
+        to about (dim + 3) * 2^-24 * (|x| + |c|)^2 to rounding, with |c| <= |x| + sqrt(raw): far from the
+        origin, more than the relative share (on data 50 from the origin, a semantic hit served the 6th
+        neighbour for the 5th). Counted twice over.
+        """
+        g = 2.0 * (self.dim + 4) * 2.0**-24
+        if isinstance(raw, np.ndarray):
+            return g * (2.0 * norm + np.sqrt(np.maximum(raw, 0.0))) ** 2
+        return g * (2.0 * norm + math.sqrt(max(raw, 0.0))) ** 2
+
     def _raw_of(self, true: np.ndarray) -> np.ndarray:
         """Euclidean distance -> raw index distance (inverse of :meth:`true_distance`)."""
         return true * true / 2.0 if self.space == "ip" else true * true
 
-    def _near_queries(self, query: np.ndarray, family: int) -> tuple[list[int], list[float]]:
-        """The (up to 3) cached queries of the same family nearest to ``query``: slots, raw distances.
-
-        A small vector search of its own: one matrix-vector product over the cached queries while they
-        are few; past ``_ANN_MIN`` entries an HNSW graph over them, so a lookup stays ~O(log n).
-        """
+    def _scan_near(self, query: np.ndarray, family: int, limit: float) -> tuple[list[int], list[float]]:
+        """The (up to 3) cached queries of the family nearest to ``query``, while there are few (see
+        ``_SCAN_MAX``): slots, raw distances. One matrix-vector product over them."""
+        if len(self._entries) > _SCAN_MAX:
+            return [], []
         n = len(self._slots)
-        if self._ann is not None and self._ann_count > 0:
-            try:
-                # one family: its 3 nearest are the 3 nearest; else look wider and keep the family's
-                want = 3 if len(self._families) == 1 else 16
-                labels, dists = self._ann.knn_query(query, k=min(want, self._ann_count))
-            except RuntimeError:
-                pass  # hnswlib found fewer live points than asked (many drops): scan instead
-            else:
-                slots = labels[0]
-                same = self._fam[slots] == family
-                if not same.all():
-                    slots, d = slots[same][:3], dists[0][same][:3]
-                    return slots.tolist(), d.tolist()
-                return slots[:3].tolist(), dists[0][:3].tolist()
         raw = self._raw(query[None, :], slice(0, n))[0]
         raw[self._fam[:n] != family] = np.inf
         m = min(3, n)
@@ -574,46 +763,115 @@ class ResultCache:
         keep = [int(t) for t in top if np.isfinite(raw[t])]
         return keep, [float(raw[t]) for t in keep]
 
-    def _ann_add(self, slot: int, query: np.ndarray) -> None:
-        if self._ann is None:
-            if len(self._entries) < _ANN_MIN:
-                return
-            import hnswlib
+    def _lsh_project(self, query: np.ndarray) -> np.ndarray:
+        """The query's signed distances to the hyperplanes (the hash bits are their signs)."""
+        x = query[:: self._lsh_step]
+        if self.space != "ip":
+            if self._lsh_origin is None:  # the first query stored: a point among the data
+                self._lsh_origin = x.astype(np.float32, copy=True)
+            x = x - self._lsh_origin
+        return self._planes @ x
 
-            self._ann = hnswlib.Index(space=self.space, dim=self.dim)
-            self._ann.init_index(max_elements=len(self._slots), M=8, ef_construction=40)
-            self._ann.set_ef(24)  # a near duplicate is very close: a short beam finds it (measured)
-            self._ann.set_num_threads(1)
-            live = [e.slot for e in self._entries.values()]
-            self._ann.add_items(self._q[live], live)
-            self._ann_count = len(live)
+    @staticmethod
+    def _lsh_hash(proj: np.ndarray) -> list[int]:
+        """The key in each hash table of a query with projections ``proj``."""
+        keys: list[int] = np.packbits(proj > 0).view(">u2").tolist()
+        return keys
+
+    def _lsh_add(self, slot: int, query: np.ndarray, family: int) -> None:
+        tables = self._lsh.get(family)
+        if tables is None:
+            tables = self._lsh[family] = [{} for _ in range(_LSH_TABLES)]
+        keys = self._lsh_hash(self._lsh_project(query))
+        for table, key in zip(tables, keys, strict=True):
+            got = table.get(key)
+            if got is None:
+                table[key] = slot
+            elif isinstance(got, list):
+                got.append(slot)
+            else:
+                table[key] = [got, slot]
+        self._lsh_keys[slot] = keys
+
+    def _lsh_drop(self, slot: int, family: int) -> None:
+        row = self._lsh_keys[slot]
+        if row[0] < 0:
             return
-        if slot >= self._ann.get_max_elements():
-            self._ann.resize_index(len(self._slots))
-        # a reused slot's label was tombstoned when it was freed; a new slot is simply not there yet
-        with contextlib.suppress(RuntimeError):
-            self._ann.unmark_deleted(slot)
-        self._ann.add_items(query[None, :], [slot])
-        self._ann_count += 1
+        for table, key in zip(self._lsh[family], row.tolist(), strict=True):
+            got = table.get(key)
+            if isinstance(got, list):
+                got.remove(slot)
+                if len(got) == 1:
+                    table[key] = got[0]
+            elif got == slot:
+                del table[key]
+        row[:] = -1
 
-    def _ann_drop(self, slot: int) -> None:
-        if self._ann is not None:
-            try:
-                self._ann.mark_deleted(slot)
-                self._ann_count -= 1
-            except RuntimeError:
-                pass
+    def _lsh_near(self, query: np.ndarray, family: int, limit: float) -> tuple[list[int], list[float]]:
+        """Up to 3 cached queries sharing a key with ``query``, nearest first: slots, raw distances.
+
+        When none of them is within ``limit`` (the similarity pre-filter), the keys one bit away where the
+        query is least sure of its side are tried too (see ``_SCAN_MAX``): near duplicates rarely need
+        them, so they are computed only then.
+        """
+        tables = self._lsh.get(family)
+        if tables is None:
+            return [], []
+        proj = self._lsh_project(query)
+        keys: list[int] = np.packbits(proj > 0).view(">u2").tolist()  # as _lsh_hash
+        found: dict[int, None] = {}
+        _collect(zip(tables, keys, strict=True), found)
+        best = self._nearest(query, found)
+        if best[1] and best[1][0] <= limit:
+            return best
+        # the two bits of each table whose hyperplanes pass closest to the query
+        weak = np.argpartition(np.abs(proj).reshape(_LSH_TABLES, _LSH_BITS), 1, axis=1)[:, :2].tolist()
+        top = _LSH_BITS - 1
+        more: dict[int, None] = {}
+        _collect(
+            (
+                (table, key ^ (1 << (top - bit)))
+                for table, key, pair in zip(tables, keys, weak, strict=True)
+                for bit in pair
+            ),
+            more,
+        )
+        for slot in found:
+            more.pop(slot, None)
+        if not more:
+            return best
+        extra = self._nearest(query, more)
+        merged = sorted(zip(best[1] + extra[1], best[0] + extra[0], strict=True))[:3]
+        return [slot for _, slot in merged], [r for r, _ in merged]
+
+    def _nearest(self, query: np.ndarray, found: dict[int, None]) -> tuple[list[int], list[float]]:
+        """The (up to 3) slots of ``found`` nearest to the query, nearest first: slots, raw distances."""
+        if not found:
+            return [], []
+        slots = list(found)
+        if len(slots) == 1 and self.space == "ip":  # the usual case: a near duplicate's source alone
+            return slots, [1.0 - float(self._q[slots[0]] @ query)]
+        if self.space == "ip" and len(slots) <= 4:  # a numpy call per slot beats a gather for a few
+            q = self._q
+            raw = [1.0 - float(q[slot] @ query) for slot in slots]
+        else:
+            raw = self._raw(query[None, :], np.asarray(slots, np.int64))[0].tolist()
+        best = sorted(zip(raw, slots, strict=True))[:3]
+        return [slot for _, slot in best], [r for r, _ in best]
 
     def _rerank(self, query: np.ndarray, cvecs: np.ndarray) -> np.ndarray:
         """Exact raw distances (float64) of candidate vectors to the query; NaN rows (gone) are infinite."""
         c = cvecs.astype(np.float64)
         qq = query.astype(np.float64)
-        dots = c @ qq
         if self.space == "ip":
-            out = 1.0 - dots
+            out = c @ qq
+            np.subtract(1.0, out, out=out)
         else:
-            out = np.maximum(np.einsum("ij,ij->i", c, c) - 2.0 * dots + float(qq @ qq), 0.0)
-        return np.where(np.isnan(out), np.inf, out)
+            out = np.maximum(np.einsum("ij,ij->i", c, c) - 2.0 * (c @ qq) + float(qq @ qq), 0.0)
+        gone = np.isnan(out)
+        if gone.any():
+            out[gone] = np.inf
+        return out
 
     def store(
         self,
@@ -650,7 +908,13 @@ class ResultCache:
         """
         semantic = semantic and self.semantic
         none = labels[:0]
+        if len(dists) > 1 and not bool((dists[1:] >= dists[:-1]).all()):
+            # lookups take the candidates within a distance of q as a prefix (see _certify_probed)
+            order = np.argsort(dists, kind="stable")
+            labels, dists = labels[order], dists[order]
         nbytes = 200 + query.nbytes + 2 * labels.nbytes + dists.nbytes + sum(_hit_bytes(h) for h in hits)
+        if semantic:
+            nbytes += _LSH_OVERHEAD
         if nbytes > self.max_bytes:
             return none
         with self._lock:
@@ -685,8 +949,8 @@ class ResultCache:
                 self._cand = grown
             self._cand[slot, : len(labels)] = labels
             self._cand[slot, len(labels) :] = -1
-            if self.semantic:
-                self._ann_add(slot, query)
+            if semantic:
+                self._lsh_add(slot, query, family)
             self.bytes += nbytes
             while self.bytes > self.max_bytes and self._entries:
                 self._drop(next(iter(self._entries.values())), "evicted")

@@ -137,6 +137,6 @@ def test_semantic_hits_happen_and_fetch_only_a_few_vectors() -> None:
             served += 1
             assert found.labels is not None
             exact = _raw64(x, q2, "ip")
-            assert set(found.labels.tolist()) == set(np.argsort(exact)[:k].tolist())
+            assert set(found.labels) == set(np.argsort(exact)[:k].tolist())
     assert served >= 25
     assert max(fetched) <= k + 5 and np.median(fetched) <= k + 2

@@ -180,25 +180,54 @@ def test_cache_can_be_disabled(enabled: bool) -> None:
         assert col.cache_info()["enabled"] is False
 
 
-def test_many_entries_use_a_graph_over_cached_queries_and_stay_correct() -> None:
+def test_beam_factor_and_probe_are_settings(monkeypatch) -> None:
+    monkeypatch.setenv("EMBEDDIX_CACHE_BEAM_FACTOR", "3")
+    monkeypatch.setenv("EMBEDDIX_CACHE_PROBE", "false")
+    s = EmbeddixSettings(auto_calibrate=False)
+    assert s.cache_beam_factor == 3.0 and s.cache_probe is False
+    for name in ("cache_beam_factor", "cache_probe"):
+        assert EmbeddixSettings.model_fields[name].description  # documented where it is declared
+    with pytest.raises(ValueError):
+        EmbeddixSettings(cache_beam_factor=0.5)  # narrower than an uncached search could not certify
+    with Embeddix.open(None, settings=s) as db:
+        col, x = _hnsw_col(db)
+        assert col._cache.settings.beam_factor == 3.0 and col._cache.settings.probe is False
+        first = col.search(x[0], k=10)
+        assert first.plan.ef == max(col.explain(x[0], k=10).ef, 3 * 10 * col._cache.settings.candidate_factor)
+
+
+def test_many_entries_are_found_by_hash_tables_and_stay_correct() -> None:
     rng = np.random.default_rng(5)
-    with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=1_500_000)) as db:
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=3_000_000)) as db:
         col, x = _col(db, n=3000, dim=16)
-        served = 0
+        served = tried = 0
         for round_ in range(3):
-            for i in range(400):
+            for i in range(700):
                 col.search(x[i + round_ * 7], k=5)
+            ns = col._cache.namespace(None)
+            assert len(ns) > 512  # past _SCAN_MAX: only the hash tables find near duplicates
             col.add([f"new{round_}-{j}" for j in range(50)], x[3000 - 50 :] * 1.01)
             col.delete([str(j) for j in range(round_ * 10, round_ * 10 + 10)])
-            for i in range(0, 400, 7):
+            for i in range(0, 700, 7):
                 q2 = x[i + round_ * 7] + rng.standard_normal(16).astype(np.float32) * 1e-3
                 hits = col.search(q2, k=5)
                 fresh = col.search(q2, k=5, cache=False)
                 np.testing.assert_allclose([h.distance for h in hits], [h.distance for h in fresh], atol=1e-5)
                 served += hits.plan.result_cache == "semantic-hit"
-        assert served > 0
+                tried += 1
+        assert served > tried // 2
+        # every entry is in the tables once per table, and nothing else is
         ns = col._cache.namespace(None)
-        assert ns._ann is not None and ns._ann_count == len(ns)
+        slots = sorted(e.slot for e in ns.entries())
+        held = [
+            slot
+            for tables in ns._lsh.values()
+            for table in tables
+            for got in table.values()
+            for slot in (got if isinstance(got, list) else [got])
+        ]
+        assert sorted(held) == sorted(slots * ns._lsh_keys.shape[1])
+        assert (ns._lsh_keys[slots] >= 0).all() and int((ns._lsh_keys >= 0).all(axis=1).sum()) == len(slots)
 
 
 @pytest.fixture
@@ -325,7 +354,7 @@ def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddi
     sizes.clear()
     q2 = x[0] + np.random.default_rng(1).standard_normal(24).astype(np.float32) * 1e-3
     assert col.search(q2, k=10).plan.result_cache == "semantic-hit"
-    assert sizes == [10]  # the probe: a search for the new query with a beam of k
+    assert sizes == [16]  # the probe: a search for the new query, a little wider than k (see _probe_width)
     # switched off, the lookup runs no search at all
     col._cache.settings = dataclasses.replace(col._cache.settings, probe=False)
     sizes.clear()
@@ -351,4 +380,62 @@ def test_candidate_sets_of_exact_searches_need_no_probe() -> None:
     q2 /= np.linalg.norm(q2)
     found = rc.lookup(b"q2", q2, fam, 3, lambda labels: x[labels], probe)
     assert found is not None and found.kind == "semantic-hit"
-    assert set(found.labels.tolist()) == set(np.argsort(1 - x.astype(np.float64) @ q2)[:3].tolist())
+    assert set(found.labels) == set(np.argsort(1 - x.astype(np.float64) @ q2)[:3].tolist())
+
+
+def test_l2_namespaces_past_the_scan_find_near_duplicates_by_hash() -> None:
+    # Far from the origin: hyperplanes through it would give every query the same key, and the exact
+    # index's float32 distances are off by far more than their relative share (ResultCache._l2_err):
+    # without that allowance one of these semantic hits served the 6th neighbour for the 5th.
+    rng = np.random.default_rng(8)
+    with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=4_000_000)) as db:
+        x = clustered(3000, 16, seed=9) + np.float32(50)
+        col = db.create_collection("l2", dim=16, metric="l2")
+        col.add([str(i) for i in range(3000)], x)
+        for i in range(700):
+            col.search(x[i], k=5)
+        assert len(col._cache.namespace(None)) > 512
+        served = 0
+        x64 = x.astype(np.float64)
+        for i in range(0, 700, 7):
+            q2 = x[i] + rng.standard_normal(16).astype(np.float32) * 1e-3
+            hits = col.search(q2, k=5)
+            # against float64 truth: 50 from the origin, the index's float32 |x|^2 - 2 x.c + |c|^2 is off
+            # by ~1e-2, so a fresh search may order near ties differently
+            truth = np.sort(((x64 - q2.astype(np.float64)) ** 2).sum(axis=1))[:5]
+            semantic = hits.plan.result_cache == "semantic-hit"  # re-ranked in float64: exact
+            got = sorted(h.distance**2 for h in hits)
+            np.testing.assert_allclose(
+                got, truth, rtol=1e-6 if semantic else 1e-4, atol=0 if semantic else 2e-2
+            )
+            served += semantic
+        assert served > 50
+
+
+def test_candidates_are_kept_sorted_and_a_probe_may_repeat_labels() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((400, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    rc = ResultCache(8, "ip", similarity=0.5)
+    fam = rc.family(3, None, ())
+    d = (1 - x @ x[0]).astype(np.float32)
+    order = np.argsort(d)[:24].astype(np.int64)
+    shuffled = rng.permutation(24)
+    need = rc.store(b"q", x[0], fam, 3, None, [], order[shuffled], d[order][shuffled], True, 0)
+    rc.attach(b"q", 0, need, x[need])
+    (entry,) = rc.entries()
+    assert np.all(np.diff(entry.dists) >= 0) and entry.labels.tolist() == order.tolist()
+
+    def probe(v: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        # an index answer with every label twice (a segment flush in progress), best first
+        d2 = (1 - x @ v).astype(np.float32)
+        best = np.repeat(np.argsort(d2)[: (k + 1) // 2], 2)
+        return best.astype(np.int64), d2[best]
+
+    q2 = x[0] + np.float32(1e-3)
+    q2 /= np.linalg.norm(q2)
+    found = rc.lookup(b"q2", q2, fam, 3, lambda labels: x[labels], probe)
+    exact = 1 - x.astype(np.float64) @ q2
+    if found is not None:
+        assert found.labels == np.argsort(exact)[:3].tolist()
+        np.testing.assert_allclose(found.dists, np.sort(exact)[:3], atol=1e-6)
