@@ -2,27 +2,36 @@
 
 One in-memory collection of ``--n`` records (384-d; real MiniLM embeddings from the cached
 ``realtext-100000`` data set when it is complete, else seeded clustered random vectors) is written through
-the LlamaIndex adapter, so every record has the node layout LlamaIndex reads (``_node_content`` JSON in the
-metadata). Then, for each of ``--queries`` precomputed query vectors, three calls run back to back, in a
-rotating order so drift on a shared machine hits all three alike:
+the LlamaIndex adapter, so every record has the node layout LlamaIndex reads: the adapter's layout 2 (the
+node's fields in the record; see ``llama_index/vector_stores/embeddix/_nodes.py``), or with ``--layout 1``
+LlamaIndex's own layout (``_node_content`` JSON in the metadata), which the adapter wrote before layout 2
+and still reads. Then, for each of ``--queries`` precomputed query vectors, three calls run back to back,
+in a rotating order so drift on a shared machine hits all three alike:
 
 * ``core``: ``Collection.search(vector, k)`` with a float32 array;
 * ``langchain``: ``EmbeddixVectorStore.similarity_search_by_vector(list_of_floats, k)``, returning
   ``Document`` objects;
 * ``llamaindex``: ``EmbeddixVectorStore.query(VectorStoreQuery(query_embedding=list_of_floats, ...))``,
-  returning nodes rebuilt from their JSON.
+  returning the stored nodes.
 
-The adapters get Python lists because that is what their frameworks pass. Reported: p50/p95/mean per path,
-the overhead ratio ``adapter / core - 1`` at p50 and p95 (target: at most 10 %), and whether each adapter
-returned exactly the core's ids; and the "conversion floor": what the frameworks' own objects cost per
-query without any search (a list of floats to an array; k ``Document`` objects; k nodes rebuilt from their
-JSON), the part of the overhead no adapter can remove. Objects made during set-up are frozen out of the garbage collector first
-(``gc.freeze``), so a collection pass over them is not charged to whichever call triggers it, and the
-core's result cache and auto-calibration are off, so every call really searches with a fixed plan. ``--ef``
-times several beam widths (the recall-targeted plans of the core pick wider beams than the default). Run::
+Each path starts from what its user holds: a core user's embedder returns float32 arrays, while LangChain
+and LlamaIndex embedding models return lists of floats, so the adapters get lists and their numbers include
+turning the list into an array (the core's list path). All three search the same records, so the core's
+time includes parsing the same record metadata (node layout included) for its hits. Reported: p50/p95/mean
+per path, the overhead ratio ``adapter / core - 1`` at p50 and p95 (target: at most 10 %), and whether each
+adapter returned exactly the core's ids; and what the frameworks' own objects cost per query without any
+search: a list of floats to an array and k ``Document`` objects (``model_construct``), which no adapter can
+avoid, and for reference k ``TextNode`` objects from LlamaIndex's validating constructor and k nodes from
+LlamaIndex's own loader reading layout-1 JSON (``TextNode.model_construct`` is no floor: it inspects
+default factories, ~0.2 ms a node). Objects made during set-up are frozen out of the garbage collector
+first (``gc.freeze``), so a collection pass over them is not charged to whichever call triggers it, and the
+core's result cache and auto-calibration are off, so every call really searches with a fixed plan.
+``--ef`` times several beam widths (the recall-targeted plans of the core pick wider beams than the
+default). Run::
 
     python -m benchmarks.adapter_bench                 # 50,000 x 384, 1,000 queries, k=10
     python -m benchmarks.adapter_bench --ef 96 1024    # the default beam and a wide one
+    python -m benchmarks.adapter_bench --layout 1      # records as written before layout 2
 
 Results go to benchmarks/results/adapter_bench.json.
 """
@@ -49,8 +58,9 @@ from langchain_core.documents import Document  # noqa: E402
 from langchain_core.embeddings import Embeddings  # noqa: E402
 from llama_index.core.schema import TextNode  # noqa: E402
 from llama_index.core.vector_stores.types import VectorStoreQuery  # noqa: E402
-from llama_index.core.vector_stores.utils import metadata_dict_to_node  # noqa: E402
+from llama_index.core.vector_stores.utils import metadata_dict_to_node, node_to_metadata_dict  # noqa: E402
 from llama_index.vector_stores.embeddix import EmbeddixVectorStore as LlamaIndexStore  # noqa: E402
+from llama_index.vector_stores.embeddix._nodes import FIELDS_KEY, LAYOUT_KEY, _layout_json  # noqa: E402
 
 from benchmarks.datasets import DATA_DIR, load, metadata_for  # noqa: E402
 from embeddix_core import Embeddix, EmbeddixSettings, __version__  # noqa: E402
@@ -59,6 +69,11 @@ from langchain_embeddix import EmbeddixVectorStore as LangChainStore  # noqa: E4
 RESULTS = ROOT / "benchmarks" / "results"
 TARGET_OVERHEAD = 0.10
 PATHS = ("core", "langchain", "llamaindex")
+_LAYOUTS = {
+    1: "layout 1: LlamaIndex's own (node JSON in _node_content), text as document",
+    2: "layout 2: the node's metadata as record metadata, other fields in _node_fields when not the "
+    "layout's fixed values (none here), text as document",
+}
 
 
 class _QueryVectorsOnly(Embeddings):
@@ -102,20 +117,28 @@ def _data(n: int, n_queries: int, dim: int, seed: int) -> tuple[np.ndarray, np.n
     )
 
 
-def _build(base: np.ndarray, texts: list[str], batch: int = 2000) -> LlamaIndexStore:
+def _build(base: np.ndarray, texts: list[str], layout: int = 2, batch: int = 2000) -> LlamaIndexStore:
     # The core's result cache stays off: the three paths run the same query back to back, and a cache
     # would answer the second and third from memory (EmbeddixSettings ignores names it does not know).
     # Auto-calibration stays off too, so the plan does not change (and no thread competes) mid-run.
     db = Embeddix.open(None, settings=EmbeddixSettings(cache_enabled=False, auto_calibrate=False))
-    store = LlamaIndexStore(collection=db.create_collection("bench", dim=base.shape[1]))
+    col = db.create_collection("bench", dim=base.shape[1])
+    store = LlamaIndexStore(collection=col)
     for start in range(0, len(base), batch):
         stop = min(start + batch, len(base))
-        store.add(
-            [
-                TextNode(id_=f"r{i}", text=texts[i], metadata=metadata_for(i), embedding=base[i].tolist())
-                for i in range(start, stop)
-            ]
-        )
+        nodes = [
+            TextNode(id_=f"r{i}", text=texts[i], metadata=metadata_for(i), embedding=base[i].tolist())
+            for i in range(start, stop)
+        ]
+        if layout == 2:
+            store.add(nodes)
+        else:  # what the adapter wrote before layout 2: LlamaIndex's own node_to_metadata_dict
+            col.upsert(
+                [n.node_id for n in nodes],
+                base[start:stop],
+                [n.text for n in nodes],
+                [node_to_metadata_dict(n, remove_text=True) for n in nodes],
+            )
     return store
 
 
@@ -131,11 +154,25 @@ def _stats(ns: list[int]) -> dict[str, float]:
 def _conversion_floor(
     col: Any, queries: np.ndarray, as_lists: list[list[float]], k: int, sample: int = 200
 ) -> dict[str, dict[str, float]]:
-    """What the frameworks' own objects cost per query, without any search: the part of the overhead an
-    adapter cannot remove (a list of floats to an array; k ``Document`` / k nodes rebuilt from JSON)."""
+    """What the frameworks' own objects cost per query, without any search: a list of floats to an array,
+    k ``Document`` objects made without validation, k ``TextNode`` objects from LlamaIndex's (validating)
+    constructor, and k nodes from LlamaIndex's own loader (what the adapter's node building replaces)."""
     hits = [col.search(queries[i], k) for i in range(min(sample, len(queries)))]
+    # The loader reads layout 1 only: give it each node's layout-1 JSON, made outside the timing.
+    stored = [
+        [
+            {
+                "_node_content": _layout_json(h.id, h.metadata, h.metadata.get(FIELDS_KEY)),
+                "_node_type": "TextNode",
+            }
+            if LAYOUT_KEY in h.metadata
+            else h.metadata
+            for h in hs
+        ]
+        for hs in hits
+    ]
     clock = time.perf_counter_ns
-    out: dict[str, list[int]] = {"list_to_array": [], "k_documents": [], "k_nodes": []}
+    out: dict[str, list[int]] = {"list_to_array": [], "k_documents": [], "k_nodes": [], "k_nodes_loader": []}
     for i, hs in enumerate(hits):
         start = clock()
         np.asarray(as_lists[i], dtype=np.float32)
@@ -144,8 +181,11 @@ def _conversion_floor(
         [Document.model_construct(id=h.id, page_content=h.document or "", metadata=h.metadata) for h in hs]
         out["k_documents"].append(clock() - start)
         start = clock()
-        [metadata_dict_to_node(h.metadata, text=h.document or "") for h in hs]
+        [TextNode(id_=h.id, text=h.document or "", metadata=h.metadata) for h in hs]
         out["k_nodes"].append(clock() - start)
+        start = clock()
+        [metadata_dict_to_node(md, text=h.document or "") for md, h in zip(stored[i], hs, strict=True)]
+        out["k_nodes_loader"].append(clock() - start)
     return {name: _stats(ns) for name, ns in out.items()}
 
 
@@ -206,7 +246,14 @@ def _time_paths(
 
 
 def run(
-    n: int, n_queries: int, k: int, dim: int, seed: int, warmup: int, efs: list[int | None]
+    n: int,
+    n_queries: int,
+    k: int,
+    dim: int,
+    seed: int,
+    warmup: int,
+    efs: list[int | None],
+    layout: int = 2,
 ) -> dict[str, Any]:
     """Build the collection, time the three paths at each beam width, and return the results."""
     t0 = time.perf_counter()
@@ -214,7 +261,7 @@ def run(
     t_data = time.perf_counter() - t0
     print(f"data: {name}, base {base.shape}, queries {queries.shape} ({t_data:.1f} s)", flush=True)
     t0 = time.perf_counter()
-    li_store = _build(base, texts)
+    li_store = _build(base, texts, layout)
     t_build = time.perf_counter() - t0
     col = li_store.client
     if col is None:
@@ -242,7 +289,8 @@ def run(
         "warmup": warmup,
         "index": col.index_kind,
         "ef_search": col.config.ef_search,
-        "record_layout": "LlamaIndex node layout (node JSON in metadata, text as document)",
+        "record_layout": _LAYOUTS[layout],
+        "query_vectors": "core: float32 arrays; adapters: lists of floats (what each user holds)",
         "gc": "set-up objects frozen (gc.freeze) before timing",
         "result_cache": "off: every call searches",
         "auto_calibration": "off: the plan is the collection's ef_search unless ef is given",
@@ -291,10 +339,17 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="beam widths to time (default: the collection's ef_search), e.g. --ef 96 1024",
     )
+    parser.add_argument(
+        "--layout",
+        type=int,
+        choices=sorted(_LAYOUTS),
+        default=2,
+        help="record layout of the nodes (default 2, what the adapter writes; 1: as written before)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "adapter_bench.json")
     args = parser.parse_args(argv)
     efs: list[int | None] = list(args.ef) if args.ef else [None]
-    result = run(args.n, args.queries, args.k, args.dim, args.seed, args.warmup, efs)
+    result = run(args.n, args.queries, args.k, args.dim, args.seed, args.warmup, efs, args.layout)
     floor = result["conversion_floor"]
     print(
         "framework objects alone (p50): " + ", ".join(f"{n} {v['p50_ms']:.3f} ms" for n, v in floor.items())

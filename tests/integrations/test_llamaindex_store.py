@@ -386,6 +386,19 @@ def test_delete_by_ref_doc_id_and_nodes() -> None:
     assert store.query(VectorStoreQuery(query_embedding=[1.0] * DIM, similarity_top_k=3)).ids == []
 
 
+def test_llamaindex_keys_filter_like_before() -> None:
+    # LlamaIndex's conventions: ref_doc_id / doc_id / document_id / _node_type in every record's metadata.
+    store = _filter_store()
+    expected = {f"n{i}" for i in range(N_NODES) if i % 3 == 1}
+    for key in ("ref_doc_id", "doc_id", "document_id"):
+        assert _query_ids(store, _f(key, FilterOperator.EQ, "doc1")) == expected
+    assert _query_ids(store, _f("_node_type", FilterOperator.EQ, "TextNode")) == {
+        f"n{i}" for i in range(N_NODES)
+    }
+    q = VectorStoreQuery(query_embedding=[1.0] * DIM, similarity_top_k=N_NODES, doc_ids=["doc1"])
+    assert set(store.query(q).ids or []) == expected
+
+
 def test_get_nodes_round_trips_nodes() -> None:
     store = EmbeddixVectorStore(dim=DIM)
     assert store.client is not None and store.client.dim == DIM
