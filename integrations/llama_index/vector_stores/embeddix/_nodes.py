@@ -294,17 +294,7 @@ def _other_node(rec: Hit | Record) -> BaseNode:
         if vector is not None:
             foreign.embedding = vector.tolist()
         return foreign
-    node_type = metadata.get(NODE_TYPE)
-    if _fast and node_type not in _OTHER_TYPES:
-        try:
-            data = _loads(content)
-        except _JSONDecodeError:
-            data = None
-        if type(data) is dict:
-            node = _text_node(data, text, None if vector is None else vector.tolist())
-            if node is not None:
-                return node
-    return _slow(content, node_type, text, vector)
+    return node_from_json(content, metadata.get(NODE_TYPE), text, None if vector is None else vector.tolist())
 
 
 def node_from_json(
