@@ -438,7 +438,7 @@ class Collection:
                 log.warning("collection %r: snapshot on close failed: %s", self.name, exc)
             self._save_cache()
         if isinstance(self._index, SegmentedHnsw):
-            self._index.close()  # no background flush may outlive the collection
+            self._index.join()  # no background flush may outlive the collection
         self._closed = True
 
     _closing = False

@@ -12,11 +12,11 @@ idle cores; batches already use every core across queries, so their segments run
 Write buffer: a single new vector costs ~1 ms to insert into a 100K x 384 graph on one thread (~2 ms at
 768-d), while a batch insert spreads that work over every core. So small additions of *new* labels first
 go to a buffer that searches scan exactly and merge with the graph's answer. Once it holds
-``write_buffer`` vectors, a background thread inserts them into the graph as one multi-threaded batch
-while writers go on appending: a write never waits for the graph unless the buffer reaches its limit
-(``BUFFER_LIMIT`` times ``write_buffer``), which is how a stream faster than the graph can absorb is
-slowed down to the graph's pace instead of growing the exact scan without bound. The flusher runs at a
-lower CPU priority, so on a busy machine writers and searches keep their cores.
+``write_buffer`` vectors, a background thread inserts them into the graph, ``FLUSH_SLICE`` at a time
+on every core, while writers go on appending: a write never waits for the graph unless the buffer
+reaches its limit (``BUFFER_LIMIT`` times ``write_buffer``), which is how a stream faster than the graph
+can absorb is slowed down to the graph's pace instead of growing the exact scan without bound. The
+flusher runs at a lower CPU priority, so on a busy machine writers and searches keep their cores.
 
 Readers never lock the buffer: it is copy-on-write (appends write rows past the published length and then
 publish a longer view; removals and flushes publish new arrays under ``_cond``), and a flush inserts into
@@ -53,7 +53,7 @@ log = logging.getLogger("embeddix_core")
 # writes proceeds at the store's pace for that long; past it, each write waits for the flush in progress.
 # The scan of a full buffer costs ~50 us per query at 768-d, which bounds what a burst adds to searches.
 BUFFER_LIMIT = 8
-# A background flush inserts this many vectors per hold of the graph's write gate. hnswlib cannot
+# A flush inserts this many vectors per hold of the graph's write gate. hnswlib cannot
 # search while it inserts, so searches wait for one slice (~16 ms at 384-d, ~32 ms at 768-d on two
 # cores) and then go first, instead of waiting for the whole chunk.
 FLUSH_SLICE = 32
@@ -308,7 +308,7 @@ class SegmentedHnsw:
                         return
                 try:
                     # one chunk at a time: a writer waiting at the limit waits for one chunk, not all
-                    self._move(buf, self.write_buffer, sliced=True)
+                    self._move(buf, self.write_buffer)
                 except Exception as exc:
                     # The rows stay in the buffer (searched exactly; the store holds them anyway). The
                     # next flush on the writer's thread (at the buffer's limit, or a snapshot) retries
@@ -320,16 +320,15 @@ class SegmentedHnsw:
                 self._flusher = None
                 self._cond.notify_all()
 
-    def _move(self, buf: _Buffer, n: int, *, sliced: bool = False) -> None:
+    def _move(self, buf: _Buffer, n: int) -> None:
         """Insert the buffer's first ``n`` rows into the graph, then drop them from the buffer."""
         # graph first, then the buffer: a concurrent search sees each vector at least once
         self._flushes += 1
         try:
-            step = FLUSH_SLICE if sliced else n
-            for s in range(0, n, step):
-                e = min(s + step, n)
+            for s in range(0, n, FLUSH_SLICE):
+                e = min(s + FLUSH_SLICE, n)
                 self._add_now(
-                    buf.labels[s:e].copy(), buf.vectors[s:e].copy(), np.ones(e - s, bool), -1, polite=sliced
+                    buf.labels[s:e].copy(), buf.vectors[s:e].copy(), np.ones(e - s, bool), -1, polite=True
                 )
             with self._cond:
                 cur = self._buf  # may have grown past n since (appends write past the published length)
@@ -355,10 +354,6 @@ class SegmentedHnsw:
         buf = self._buf
         if buf.n:
             self._move(buf, buf.n)
-
-    def close(self) -> None:
-        """Wait for a background flush to finish (the buffer itself is rebuilt from the store on open)."""
-        self.join()
 
     def _absent(self, labels: np.ndarray) -> np.ndarray:
         """Which labels neither a graph nor the buffer holds."""
