@@ -219,9 +219,8 @@ def _time_paths(
     for i in range(min(warmup, len(queries))):
         for fn in calls.values():
             fn(i)
-    times: dict[str, list[int]] = {p: [] for p in PATHS}
-    by_query: dict[str, list[int]] = {p: [0] * len(queries) for p in PATHS}
     n = len(queries)
+    times: dict[str, list[int]] = {p: [0] * n for p in PATHS}  # by query
     got: dict[str, list[list[str]]] = {p: [[] for _ in range(n)] for p in PATHS}
     # Path p runs query (i + p * stride) at step i: each path runs every query once, and the three calls
     # of a step search three different queries. Running one query through the three paths back to back
@@ -236,9 +235,7 @@ def _time_paths(
             path, q = PATHS[p], (i + p * stride) % n
             start = clock()
             got[path][q] = calls[path](q)
-            elapsed = clock() - start
-            times[path].append(elapsed)
-            by_query[path][q] = elapsed
+            times[path][q] = clock() - start
     same = {path: sum(a == b for a, b in zip(got[path], got["core"], strict=True)) for path in PATHS[1:]}
     stats = {p: _stats(times[p]) for p in PATHS}
     overhead = {
@@ -249,9 +246,9 @@ def _time_paths(
         for p in ("langchain", "llamaindex")
     }
     # The same query's time through an adapter minus through the core: what the adapter adds, per query.
-    core_ns = np.asarray(by_query["core"], dtype=np.float64)
+    core_ns = np.asarray(times["core"], dtype=np.float64)
     extra = {
-        p: round(float(np.median(np.asarray(by_query[p], dtype=np.float64) - core_ns)) / 1e6, 4)
+        p: round(float(np.median(np.asarray(times[p], dtype=np.float64) - core_ns)) / 1e6, 4)
         for p in ("langchain", "llamaindex")
     }
     return {

@@ -362,14 +362,21 @@ def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddi
     assert col.search(q3, k=10).plan.result_cache == "semantic-hit" and sizes == []
 
 
-def test_candidate_sets_of_exact_searches_need_no_probe() -> None:
-    rng = np.random.default_rng(4)
-    x = rng.standard_normal((300, 8)).astype(np.float32)
+def _ip_cache_around_first(rng: np.random.Generator, n: int) -> tuple:
+    """n unit vectors (8-d), an "ip" ResultCache with its k=3 family, every vector's distance to x[0],
+    and x[0]'s 24 nearest labels: a candidate set to store for the query x[0]."""
+    x = rng.standard_normal((n, 8)).astype(np.float32)
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     rc = ResultCache(8, "ip", similarity=0.5)
     fam = rc.family(3, None, ())
     d = (1 - x @ x[0]).astype(np.float32)
     order = np.argsort(d)[:24].astype(np.int64)
+    return x, rc, fam, d, order
+
+
+def test_candidate_sets_of_exact_searches_need_no_probe() -> None:
+    rng = np.random.default_rng(4)
+    x, rc, fam, d, order = _ip_cache_around_first(rng, 300)
     need = rc.store(b"q", x[0], fam, 3, None, [], order, d[order], True, 0, exact=True)
     rc.attach(b"q", 0, need, x[need])
 
@@ -414,12 +421,7 @@ def test_l2_namespaces_past_the_scan_find_near_duplicates_by_hash() -> None:
 
 def test_candidates_are_kept_sorted_and_a_probe_may_repeat_labels() -> None:
     rng = np.random.default_rng(6)
-    x = rng.standard_normal((400, 8)).astype(np.float32)
-    x /= np.linalg.norm(x, axis=1, keepdims=True)
-    rc = ResultCache(8, "ip", similarity=0.5)
-    fam = rc.family(3, None, ())
-    d = (1 - x @ x[0]).astype(np.float32)
-    order = np.argsort(d)[:24].astype(np.int64)
+    x, rc, fam, d, order = _ip_cache_around_first(rng, 400)
     shuffled = rng.permutation(24)
     need = rc.store(b"q", x[0], fam, 3, None, [], order[shuffled], d[order][shuffled], True, 0)
     rc.attach(b"q", 0, need, x[need])
