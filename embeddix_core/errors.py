@@ -18,7 +18,8 @@ working::
     ├── ModelMismatchError (ValueError)          a collection used with another embedding model
     ├── LockedError (RuntimeError)               the data directory is held by another process
     ├── ClosedError (RuntimeError)               the database or collection was closed
-    ├── StorageError (OSError)                   the durable store failed or is corrupt
+    ├── StorageError (OSError)                   the durable store failed (I/O error, disk full, ...)
+    │   ├── CorruptionError                      a file on disk is damaged or belongs to another store
     │   └── FormatVersionError                   an on-disk format this version cannot read
     └── MissingExtraError (ImportError)          an optional dependency is not installed
 
@@ -31,6 +32,7 @@ __all__ = [
     "ClosedError",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "CorruptionError",
     "DimensionMismatchError",
     "DuplicateIdError",
     "EmbeddixError",
@@ -110,6 +112,14 @@ class ClosedError(EmbeddixError, RuntimeError):
 
 class StorageError(EmbeddixError, OSError):
     """The durable store failed, or holds data that is corrupt."""
+
+
+class CorruptionError(StorageError):
+    """A file on disk is damaged (torn, truncated, garbled) or belongs to another store.
+
+    Raised where Embeddix cannot repair the damage itself: a damaged SQLite database. Damaged index
+    snapshots, manifests and calibration files are rebuilt from the store instead, with a warning.
+    """
 
 
 class FormatVersionError(StorageError):
