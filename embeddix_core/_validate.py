@@ -6,7 +6,7 @@ import functools
 import json
 import math
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,9 +18,20 @@ from .errors import (
     InvalidMetadataError,
     InvalidVectorError,
 )
+from .query.filters import MAX_FIELD_LENGTH
 
 MAX_ID_BYTES = 512
 MAX_K = 100_000
+# An explicit beam below k is widened to k by the planner, so any ef up to the largest k can matter;
+# beyond it hnswlib only allocates a bigger candidate heap for no recall (the beam is capped by the
+# collection's size anyway). The collection's own default, ef_search, keeps its 32768 cap in config.py.
+MAX_EF = MAX_K
+# A full-text query is a question, not a document: 32 KiB of text is thousands of words, far beyond the
+# 64 distinct terms fts_query keeps (query/fusion.py). The limit turns a pasted megabyte into a clear
+# error instead of a silently truncated query.
+MAX_TEXT_QUERY_CHARS = 32_768
+# float32's largest finite value; a finite double beyond it becomes infinity when stored.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 _SCALARS = (str, int, float, bool)
 
@@ -33,13 +44,7 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     if isinstance(vectors, np.ndarray) and vectors.dtype == np.float32 and vectors.flags.c_contiguous:
         arr = vectors
     else:
-        try:
-            arr = np.ascontiguousarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVectorError(
-                f"{what} must be numeric: a list of floats or a (n, {dim}) float array; "
-                f"got {type(vectors).__name__} that numpy cannot read as float32 ({exc})"
-            ) from exc
+        arr = _to_float32(vectors, dim, what)
     if arr.ndim == 1:
         arr = arr.reshape(1, -1)
     if arr.ndim != 2:
@@ -51,9 +56,72 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
             f"{what} have dimension {arr.shape[1]}, but the collection's dimension is {dim}"
         )
     if not np.isfinite(arr).all():
-        bad = int(np.flatnonzero(~np.isfinite(arr).all(axis=1))[0])
-        raise InvalidVectorError(f"{what}[{bad}] holds NaN or infinity; expected finite floats")
+        _raise_not_finite(arr, vectors, what)
     return arr
+
+
+def _to_float32(vectors: Any, dim: int, what: str) -> np.ndarray:
+    """numpy's float32 conversion, refusing what it would silently mangle (text, complex, None)."""
+    expected = f"{what} must be numeric: a list of floats or a (n, {dim}) float array"
+    # errstate: a finite double beyond float32's range becomes inf here, reported by the caller with the
+    # value that came (numpy's RuntimeWarning says less, and is an error under pytest's -W error).
+    with np.errstate(over="ignore", invalid="ignore"):
+        try:
+            raw = vectors if isinstance(vectors, np.ndarray) else np.asarray(vectors)
+        except (TypeError, ValueError, OverflowError) as exc:  # ragged rows, odd __array__
+            raise InvalidVectorError(
+                f"{expected}; got {type(vectors).__name__} that numpy cannot read as an array ({exc})"
+            ) from exc
+        kind = raw.dtype.kind
+        if kind == "O":
+            # Python ints beyond 64 bits, None, Decimal, mixed lists: numpy keeps objects, and would turn
+            # None into NaN; only real numbers are vector coordinates.
+            odd = next((x for x in raw.flat if not _real(x)), _NO_ODD)
+            if odd is not _NO_ODD:
+                raise InvalidVectorError(
+                    f"{expected}; got {type(vectors).__name__} holding {type(odd).__name__} {_short(odd)}"
+                )
+        elif kind not in "biuf":
+            # text ("1.5" would parse), complex (numpy drops the imaginary part), dates, bytes
+            raise InvalidVectorError(f"{expected}; got {type(vectors).__name__} of {raw.dtype} values")
+        try:
+            return np.ascontiguousarray(raw, dtype=np.float32)
+        except OverflowError as exc:
+            raise InvalidVectorError(
+                f"{what} holds an integer too large for a float ({exc}); expected finite floats"
+            ) from exc
+
+
+_NO_ODD = object()
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _raise_not_finite(arr: np.ndarray, source: Any, what: str) -> None:
+    """Name the first non-finite coordinate and say whether it came so or overflowed float32."""
+    mat = arr.reshape(1, -1) if arr.ndim == 1 else arr
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(mat))[0])
+    try:
+        src = np.asarray(source, dtype=np.float64).reshape(mat.shape)
+        came = float(src[row, col])
+    except (TypeError, ValueError, OverflowError):
+        came = float(mat[row, col])
+    if math.isfinite(came):
+        raise InvalidVectorError(
+            f"{what}[{row}] holds {came!r} at position {col}, beyond float32's range "
+            f"(+-{_FLOAT32_MAX:.4g}): it would be stored as infinity; expected finite floats, "
+            "no NaN or infinity"
+        )
+    raise InvalidVectorError(
+        f"{what}[{row}] holds {came} (NaN or infinity) at position {col}; expected finite floats"
+    )
 
 
 @functools.cache
@@ -67,7 +135,8 @@ def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
     The hot path: no copy when the input is already right.
 
     Finiteness is checked through the squared norm, which the caller needs anyway for normalizing:
-    one BLAS dot instead of a separate pass (a non-finite norm triggers the precise check).
+    one dot instead of a separate pass (a non-finite norm triggers the precise check). The norm is
+    computed in float64, so it is exact enough, and non-zero, for every finite non-zero float32 vector.
     """
     arr: np.ndarray | None = None
     if (
@@ -94,10 +163,55 @@ def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
                 "(use search_batch for several)"
             )
         arr = mat[0]
-    sq = float(arr.dot(arr))
-    if not math.isfinite(sq) and not np.isfinite(arr).all():
-        raise InvalidVectorError("query vector holds NaN or infinity; expected finite floats")
+    # The squared norm in float64: squaring 2e20 overflows float32 (a cosine query then normalizes to
+    # zeros and matches anything, with a RuntimeWarning) and squaring 1e-25 underflows it (the query is
+    # then "all zeros"). The widening copy costs ~0.7 us at dim 384; a float64 sum of float32 squares
+    # can neither overflow nor underflow, so a non-finite result means a non-finite input.
+    wide = arr.astype(np.float64)
+    sq = float(wide.dot(wide))
+    if not math.isfinite(sq):
+        _raise_not_finite(arr, vector, "query vector")
     return arr, sq
+
+
+def unit_query(q: np.ndarray, sq: float) -> np.ndarray:
+    """Scale a query to unit length given its squared norm from :func:`as_query` (for cosine).
+
+    Raises:
+        InvalidVectorError: the vector is all zeros (no direction to compare).
+    """
+    if sq == 0.0:
+        raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
+    scale = 1.0 / math.sqrt(sq)
+    if scale < _FLOAT32_MAX:
+        return q * np.float32(scale)
+    # a vector of float32 denormals: its inverse norm is beyond float32, so scale in float64
+    return (q.astype(np.float64) * scale).astype(np.float32)
+
+
+def unit_rows(mat: np.ndarray, what: str = "vector", *, keep_zeros: bool = False) -> np.ndarray:
+    """Unit-length float32 rows (for cosine), with norms computed in float64 so that huge finite vectors
+    do not overflow and tiny ones do not vanish.
+
+    Args:
+        mat: (n, dim) float32 rows.
+        what: How the error names a row.
+        keep_zeros: Leave all-zero and NaN rows as they are (rows read back for re-ranking, where NaN
+            marks a deleted record) instead of raising.
+
+    Raises:
+        InvalidVectorError: a row is all zeros (unless ``keep_zeros``).
+    """
+    wide = mat.astype(np.float64)
+    norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
+    if keep_zeros:
+        norms[~(norms > 0)] = 1.0
+    elif (norms == 0).any():
+        bad = int(np.flatnonzero(norms == 0)[0])
+        raise InvalidVectorError(
+            f"{what} {bad} is all zeros; a cosine collection needs a non-zero vector to normalize"
+        )
+    return (wide / norms[:, None]).astype(np.float32)
 
 
 def check_ids(ids: Any, n: int | None = None) -> list[str]:
@@ -139,7 +253,7 @@ def check_documents(documents: Any, n: int) -> list[str | None]:
         return [None] * n
     if isinstance(documents, str):
         documents = [documents]
-    docs = list(documents)
+    docs = _as_list(documents, "documents", "a list of strings (or None), one per record")
     if len(docs) != n:
         raise InvalidArgumentError(f"got {len(docs)} documents for {n} records; expected one per record")
     for i, doc in enumerate(docs):
@@ -153,6 +267,13 @@ def check_documents(documents: Any, n: int) -> list[str | None]:
                     f"documents[{i}] is not valid Unicode (unpaired surrogate); expected UTF-8 text"
                 ) from None
     return docs
+
+
+def _as_list(values: Any, what: str, expected: str) -> list[Any]:
+    # bytes, dicts and sets iterate, but never as one item per record: a set has no order to pair with ids
+    if isinstance(values, bytes | bytearray | set | frozenset | Mapping) or not isinstance(values, Iterable):
+        raise InvalidArgumentError(f"{what} must be {expected}; got {type(values).__name__}")
+    return list(values)
 
 
 def _check_scalar(key: str, value: Any, where: str) -> bool:
@@ -202,6 +323,25 @@ def _check_value(key: str, value: Any, where: str) -> None:
     )
 
 
+def _check_key(key: str, where: str) -> None:
+    """Only keys the filter language can address are stored: a key no filter can reach is a silent trap.
+
+    Filters read ``$``-prefixed keys as operators and refuse names beyond MAX_FIELD_LENGTH; every other
+    key (spaces, quotes, dots, backslashes, any Unicode) is reachable (see query/filters.py, "SQL").
+    """
+    _check_text(key, f"{where} key {_short(key)}")
+    if key.startswith("$"):
+        raise InvalidMetadataError(
+            f"{where} key {_short(key)} starts with '$'; metadata keys may not start with '$', which "
+            "filters read as an operator (rename it, e.g. without the '$')"
+        )
+    if len(key) > MAX_FIELD_LENGTH:
+        raise InvalidMetadataError(
+            f"{where} key {_short(key)} is {len(key)} characters long; metadata keys may be at most "
+            f"{MAX_FIELD_LENGTH} characters, the longest field name a filter accepts"
+        )
+
+
 def check_metadata(meta: Any, where: str = "metadata") -> dict[str, Any]:
     """Validate one metadata mapping and return it as a plain dict (None -> {})."""
     if meta is None:
@@ -212,7 +352,7 @@ def check_metadata(meta: Any, where: str = "metadata") -> dict[str, Any]:
     for key, value in meta.items():
         if not isinstance(key, str) or not key:
             raise InvalidMetadataError(f"{where} keys must be non-empty strings; got {key!r}")
-        _check_text(key, f"{where} key {key!r}")
+        _check_key(key, where)
         if value is None:
             continue  # JSON null carries no information a filter could use; dropping it keeps $exists exact
         _check_value(key, value, where)
@@ -226,7 +366,7 @@ def check_metadatas(metadatas: Any, n: int) -> list[dict[str, Any]]:
         return [{} for _ in range(n)]
     if isinstance(metadatas, Mapping):
         metadatas = [metadatas]
-    metas = list(metadatas)
+    metas = _as_list(metadatas, "metadatas", "a list of dicts (or None), one per record")
     if len(metas) != n:
         raise InvalidArgumentError(f"got {len(metas)} metadatas for {n} records; expected one per record")
     return [check_metadata(m, f"metadatas[{i}]") for i, m in enumerate(metas)]
@@ -248,3 +388,38 @@ def check_k(k: Any) -> int:
     if k > MAX_K:
         raise InvalidArgumentError(f"k must be at most {MAX_K}; got {k}")
     return int(k)
+
+
+def check_ef(ef: Any) -> int | None:
+    """An explicit HNSW beam width: None (let the planner choose) or an integer from 1 to MAX_EF.
+
+    Raises:
+        InvalidArgumentError: ef is not an integer (bools and integral floats included) or is out of range.
+    """
+    if ef is None:
+        return None
+    # bool is an int subclass, and ef=True is a mistake, not a beam of 1; 2.0 is refused like 2.5 so a
+    # computed float never silently truncates.
+    if isinstance(ef, bool) or not isinstance(ef, int | np.integer):
+        raise InvalidArgumentError(
+            f"ef must be an integer from 1 to {MAX_EF} or None; got {type(ef).__name__} {_short(ef)}"
+        )
+    if not 1 <= ef <= MAX_EF:
+        raise InvalidArgumentError(f"ef must be an integer from 1 to {MAX_EF} or None; got {ef}")
+    return int(ef)
+
+
+def check_text_query(text: Any) -> str:
+    """A full-text query: a string of at most MAX_TEXT_QUERY_CHARS characters.
+
+    Raises:
+        InvalidArgumentError: text is not a string or is longer than the limit.
+    """
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"text must be a string; got {type(text).__name__} {_short(text)}")
+    if len(text) > MAX_TEXT_QUERY_CHARS:
+        raise InvalidArgumentError(
+            f"text is {len(text)} characters long; a full-text query may be at most {MAX_TEXT_QUERY_CHARS} "
+            "characters (only its first 64 distinct words are searched anyway): pass a shorter query"
+        )
+    return text

@@ -7,6 +7,12 @@ of other processes on the same directory are replayed from the store (by ``seq``
 
 Threads: any number of threads may search at once (the native index releases the GIL); writes run one at
 a time and hold readers off only while the index applies one batch.
+
+Processes: before a search, each thread asks SQLite whether anything was committed since it last asked
+(``PRAGMA data_version`` on its own connection); if so, the collection replays the store's changes under
+its write lock and drops every derived cache (filter labels, rows, vectors, results), whichever way the
+replay went (changes applied, snapshot reloaded, or rebuilt). Snapshots are written and loaded under a
+lock shared with other processes (``storage/locks.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from .cache.row_cache import RowCache
 from .config import CollectionConfig, EmbeddixSettings
 from .errors import (
     ClosedError,
+    CollectionNotFoundError,
     InvalidArgumentError,
     InvalidVectorError,
     ModelMismatchError,
@@ -67,7 +74,9 @@ from .query.planner import (
     check_recall,
     progressive_steps,
 )
-from .storage.snapshot import read_snapshot, remove_snapshots, write_snapshot
+from .storage._atomic import atomic_write_bytes
+from .storage.locks import SnapshotLock
+from .storage.snapshot import SnapshotIdentity, read_snapshot, remove_snapshots, write_snapshot
 from .storage.sqlite import CollectionRow, Store
 from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep, make_hit
 
@@ -103,20 +112,32 @@ _FILTER_MAINTAIN_MAX = 512
 
 
 class _FilterEntry:
-    """The labels matching one filter, kept current under writes."""
+    """The labels matching one filter, kept current under writes.
 
-    __slots__ = ("_array", "filter", "labels")
+    Concurrency: writers change ``labels`` under the collection's filter lock; searches read it without
+    that lock (``set.__contains__`` is atomic under the GIL), so a search racing a write sees the set
+    before or after each record's change. :meth:`array` hands out sorted arrays that are never modified
+    after they are published (a search holds on to one while it reads vectors for those labels).
+    """
 
-    def __init__(self, flt: Filter, labels: Sequence[int]) -> None:
+    __slots__ = ("_array", "_lock", "filter", "labels")
+
+    def __init__(self, flt: Filter, labels: Sequence[int], lock: threading.Lock | None = None) -> None:
         self.filter = flt
         self.labels: set[int] = set(labels)
         self._array: np.ndarray | None = None
+        self._lock = lock or threading.Lock()
 
     def array(self) -> np.ndarray:
-        if self._array is None:
-            self._array = np.fromiter(self.labels, np.int64, len(self.labels))
-            self._array.sort()
-        return self._array
+        """The matching labels, sorted; a fresh array whenever the set changed."""
+        arr = self._array
+        if arr is None:
+            with self._lock:  # writers hold it while they change the set: build from a still set
+                arr = self._array
+                if arr is None:
+                    arr = np.sort(np.fromiter(self.labels, np.int64, len(self.labels)))
+                    self._array = arr
+        return arr
 
     def update(self, label: int, metadata: dict[str, Any] | None) -> None:
         if metadata is not None and self.filter.matches(metadata):
@@ -149,9 +170,15 @@ class Collection:
         self._write_lock = threading.RLock()
         self._filters: OrderedDict[str, _FilterEntry] = OrderedDict()
         self._filters_lock = threading.Lock()
+        # bumped by every change to the cached filters: an entry read from the store while it moved
+        # may predate a write that already updated the others, so it is not cached
+        self._filters_epoch = 0
         self._closed = False
         self._snapshot_seq = 0
-        self._data_version = -1
+        # per thread: the data version of that thread's store connection when it last synced
+        self._seen = threading.local()
+        index_dir = self._index_dir()
+        self._snap_lock = SnapshotLock(None if index_dir is None else index_dir.with_suffix(".lock"))
         self._index: VectorIndex
         self._applied_seq = 0
         self._calibration: Calibration | None = None
@@ -234,7 +261,7 @@ class Collection:
     def __contains__(self, rid: object) -> bool:
         if not isinstance(rid, str):
             return False
-        self._check_open()
+        self._sync()
         return bool(self._store.rows_by_ids(self._cid, [rid], vectors=False))
 
     def __getitem__(self, rid: str) -> Record:
@@ -262,13 +289,15 @@ class Collection:
         """Vectors as the index stores them: unit length for cosine, as given otherwise."""
         if not self._normalize:
             return vectors
-        norms = np.linalg.norm(vectors, axis=1)
+        # float64: squaring 2e20 overflows float32 and squaring 1e-25 underflows it to zero
+        wide = vectors.astype(np.float64)
+        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
         if (norms == 0).any():
             bad = int(np.flatnonzero(norms == 0)[0])
             raise InvalidVectorError(
                 f"vector {bad} is all zeros; a cosine collection needs a non-zero vector to normalize"
             )
-        return (vectors / norms[:, None]).astype(np.float32, copy=False)
+        return (wide / norms[:, None]).astype(np.float32)
 
     def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
         c = self._config
@@ -292,37 +321,54 @@ class Collection:
 
     def _load_index(self) -> None:
         """Load the snapshot and replay later writes, or build the index from the store."""
-        seq, pruned = self._store.seq(self._cid)
         directory = self._index_dir()
-        if directory is not None:
+        if directory is None:
+            self._rebuild()
+            return
+        with self._snap_lock.hold(exclusive=False):
+            seq, pruned = self._store.seq(self._cid)
+            record = self._store.snapshot_record(self._cid)
+            identity = SnapshotIdentity(
+                self._store.store_id,
+                self._cid,
+                record.snapshot_id if record is not None else None,
+                record.seq if record is not None else None,
+            )
+            index: SegmentedHnsw | None = None
             try:
-                snap = read_snapshot(directory, "hnsw", self._index_params())
-            except StorageError as exc:
+                snap = read_snapshot(directory, "hnsw", self._index_params(), identity)
+                if snap is not None and not pruned <= snap.seq <= seq:
+                    raise StorageError(
+                        f"snapshot seq {snap.seq} is outside the store's range {pruned}..{seq}"
+                    )
+                if snap is not None:
+                    c = self._config
+                    index = SegmentedHnsw.load(
+                        snap.paths,
+                        snap.extra.get("bounds", [0]),
+                        snap.lives,
+                        c.dim,
+                        self._space,
+                        m=c.hnsw_m,
+                        ef_construction=c.ef_construction,
+                        ef_search=c.ef_search,
+                        segment_size=c.segment_size,
+                        write_buffer=self._settings.write_buffer,
+                    )
+            except (StorageError, RuntimeError, ValueError) as exc:  # hnswlib: RuntimeError
                 warnings.warn(
                     f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
                     f"from the store ({exc})",
                     RuntimeWarning,
                     stacklevel=3,
                 )
-                snap = None
-            if snap is not None and snap.seq >= pruned:
-                c = self._config
-                self._index = SegmentedHnsw.load(
-                    snap.paths,
-                    snap.extra.get("bounds", [0]),
-                    snap.lives,
-                    c.dim,
-                    self._space,
-                    m=c.hnsw_m,
-                    ef_construction=c.ef_construction,
-                    ef_search=c.ef_search,
-                    segment_size=c.segment_size,
-                    write_buffer=self._settings.write_buffer,
-                )
-                self._applied_seq = self._snapshot_seq = snap.seq
-                self._replay()
+                snap, index = None, None
+            if snap is None or index is None:
+                self._rebuild(seq)
                 return
-        self._rebuild(seq)
+            self._index = index
+            self._applied_seq = self._snapshot_seq = snap.seq
+            self._replay()
 
     def _rebuild(self, seq: int | None = None) -> None:
         """Build the index from every live record in the store."""
@@ -345,26 +391,39 @@ class Collection:
             after = rows[-1][0]
         self._index = index
         self._applied_seq = seq
+        self._snapshot_seq = -1  # whatever is on disk was not used: the next checkpoint writes one
         # Writes committed while we scanned have seq > seq and are replayed (re-applying is harmless).
         self._replay()
 
     def _replay(self) -> None:
-        """Apply writes committed by others (other processes or handles) since ``_applied_seq``."""
-        seq, pruned = self._store.seq(self._cid)
+        """Apply writes committed by others (other processes or handles) since ``_applied_seq``.
+
+        Whatever path it takes, a replay that changed anything drops every cache derived from the old
+        state: rows, vectors, filter label sets and cached results.
+        """
+        try:
+            seq, pruned = self._store.seq(self._cid)
+        except CollectionNotFoundError:
+            self._closed = True
+            raise CollectionNotFoundError(
+                f"collection {self.name!r} was dropped (by another handle or process); get it again "
+                "from the database"
+            ) from None
         if seq == self._applied_seq:
             return
-        if pruned > self._applied_seq:
-            # Deletions we never saw were pruned after a newer snapshot: start over from that snapshot.
+        if pruned > self._applied_seq or seq < self._applied_seq:
+            # Deletions we never saw were pruned after a newer snapshot (or the store went back in
+            # time): start over from the snapshot the store vouches for, or from the store itself.
             self._load_index()
-            return
-        for rows in self._store.changes_since(self._cid, self._applied_seq):
-            labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
-            self._index.add(labels, self._prepare(vecs))
-        gone = self._store.deletions_since(self._cid, self._applied_seq)
-        if gone:
-            self._index.remove(np.asarray(gone, np.int64))
-        self._applied_seq = seq
+        else:
+            for rows in self._store.changes_since(self._cid, self._applied_seq):
+                labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
+                self._index.add(labels, self._prepare(vecs))
+            gone = self._store.deletions_since(self._cid, self._applied_seq)
+            if gone:
+                self._index.remove(np.asarray(gone, np.int64))
+            self._applied_seq = seq
         self._clear_filters()
         self._vectors.clear()
         self._rows.clear()
@@ -379,12 +438,13 @@ class Collection:
             self._check_open()
         if self._store.path is None:
             return
-        dv = self._store.write_data_version()
-        if dv == self._data_version:
+        dv = self._store.data_version()  # read first: a commit after this read shows up next time
+        seen = self._seen
+        if getattr(seen, "dv", None) == dv:
             return
         with self._write_lock:
             self._replay()
-            self._data_version = dv
+        seen.dv = dv
 
     def _maybe_switch(self) -> None:
         """Move from the exact index to HNSW once the collection outgrows the threshold."""
@@ -402,33 +462,65 @@ class Collection:
     def checkpoint(self) -> bool:
         """Save an index snapshot so the next open loads it instead of rebuilding or replaying.
 
+        Safe with other processes on the same directory: snapshots are made one at a time under a
+        lock between processes, each after replaying every committed write, and a snapshot no newer
+        than the one already saved (by any process) is not written again.
+
         Returns:
             True if a snapshot was written (in-memory databases and exact indexes have none).
         """
+        return self._checkpoint(force=False)
+
+    def _checkpoint(self, *, force: bool) -> bool:
         self._check_open()
         directory = self._index_dir()
-        with self._write_lock:
+        if directory is None:
+            return False
+        with self._write_lock, self._snap_lock.hold(exclusive=True):
             self._replay()
             index = self._index
-            if directory is None or not isinstance(index, SegmentedHnsw):
-                return False
-            if self._applied_seq == self._snapshot_seq:
+            if not isinstance(index, SegmentedHnsw):
                 return False
             seq = self._applied_seq
-            write_snapshot(
-                directory, "hnsw", seq, self._index_params(), index.savers(), {"bounds": index.bounds}
+            record = self._store.snapshot_record(self._cid)
+            # _snapshot_seq is -1 after a rebuild: the snapshot on disk (if any) was not usable
+            if not force and record is not None and record.seq >= seq and self._snapshot_seq >= 0:
+                self._snapshot_seq = seq  # another handle or process saved this state already
+                return False
+            snap = write_snapshot(
+                directory,
+                "hnsw",
+                seq,
+                self._index_params(),
+                index.savers(),
+                {"bounds": index.bounds},
+                identity=SnapshotIdentity(self._store.store_id, self._cid),
             )
+            # only now may the deletions it contains be pruned: see Store.record_snapshot
+            self._store.record_snapshot(self._cid, snap.snapshot_id, seq)
             self._snapshot_seq = seq
-            self._store.prune_deletions(self._cid, seq)
             return True
+
+    def _stop_background(self) -> None:
+        """Stop the calibration thread and wait for the index's background flush.
+
+        Both run native code (hnswlib) on threads of their own. A daemon thread still inside native code
+        when the interpreter finalizes is torn down mid-call, and hnswlib's worker threads then abort the
+        process ("terminate called without an active exception"); so this runs before finalization, on
+        close and at exit.
+        """
+        self._closing = True
+        thread = self._cal_thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            thread.join()
+        index = getattr(self, "_index", None)
+        if isinstance(index, SegmentedHnsw):
+            index.join()
 
     def _close(self, *, checkpoint: bool) -> None:
         if self._closed:
             return
-        thread = self._cal_thread
-        if thread is not None and thread.is_alive():
-            self._closing = True
-            thread.join()
+        self._stop_background()
         if checkpoint:
             try:
                 changes = self._applied_seq - self._snapshot_seq
@@ -697,12 +789,12 @@ class Collection:
             doc = {
                 "magic": "embeddix-calibration",
                 "format_version": 1,
+                "store_id": self._store.store_id,
+                "cid": self._cid,
                 "params": self._index_params(),
                 "calibration": json.loads(cal.to_json()),
             }
-            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(doc), encoding="utf-8")
-            os.replace(tmp, path)
+            atomic_write_bytes(path, json.dumps(doc).encode())
         except OSError as exc:  # a lost calibration is measured again; not worth failing for
             log.warning("collection %r: could not save calibration: %s", self.name, exc)
 
@@ -716,8 +808,13 @@ class Collection:
                 return
             if doc.get("params") != self._index_params():
                 return
+            if (
+                doc.get("store_id", self._store.store_id) != self._store.store_id
+                or doc.get("cid", self._cid) != self._cid
+            ):
+                return  # another store's or collection's curve: measure our own
             cal = Calibration.from_json(json.dumps(doc["calibration"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning("collection %r: ignoring unreadable calibration: %s", self.name, exc)
             return
         self._calibration = cal
@@ -787,11 +884,9 @@ class Collection:
         return id_list
 
     def _sync_locked(self) -> None:
+        """Catch up before a write (the write lock is held): a sequence-number read when nothing changed."""
         if self._store.path is not None:
-            dv = self._store.write_data_version()
-            if dv != self._data_version:
-                self._replay()
-                self._data_version = dv
+            self._replay()
 
     def _apply_put(
         self,
@@ -961,8 +1056,7 @@ class Collection:
             if self._cache is not None:
                 self._cache.clear()
             self._rebuild()
-            self._snapshot_seq = -1
-            self.checkpoint()
+            self._checkpoint(force=True)
 
     def configure(self, *, ef_search: int | None = None, index_threshold: int | None = None) -> None:
         """Change runtime parameters (stored with the collection)."""
@@ -1016,16 +1110,21 @@ class Collection:
             if entry is not None:
                 self._filters.move_to_end(key)
                 return entry
+            epoch = self._filters_epoch
         where, params = flt.to_sql("metadata")
-        entry = _FilterEntry(flt, self._store.labels_where(self._cid, where, params))
+        entry = _FilterEntry(flt, self._store.labels_where(self._cid, where, params), self._filters_lock)
         with self._filters_lock:
-            self._filters[key] = entry
-            while len(self._filters) > _FILTER_CACHE_SIZE:
-                self._filters.popitem(last=False)
+            # A write that landed while we read the store updated the cached entries, not this one:
+            # use it for this search (it raced that write anyway), but do not keep it.
+            if self._filters_epoch == epoch:
+                self._filters[key] = entry
+                while len(self._filters) > _FILTER_CACHE_SIZE:
+                    self._filters.popitem(last=False)
         return entry
 
     def _update_filters(self, labels: Sequence[int], metas: Sequence[dict[str, Any]] | None) -> None:
         with self._filters_lock:
+            self._filters_epoch += 1
             if not self._filters:
                 return
             if len(labels) > _FILTER_MAINTAIN_MAX:
@@ -1037,6 +1136,7 @@ class Collection:
 
     def _clear_filters(self) -> None:
         with self._filters_lock:
+            self._filters_epoch += 1
             self._filters.clear()
 
     # -- reads -------------------------------------------------------------------------------------
@@ -1057,7 +1157,7 @@ class Collection:
         Returns:
             For one id, the record or None; for a list, records in the order asked, None where absent.
         """
-        self._check_open()
+        self._sync()  # the store answers; this notices a collection dropped by another process
         single = isinstance(ids, str)
         id_list: list[str] = [ids] if isinstance(ids, str) else list(ids)
         if not id_list:
@@ -1086,7 +1186,7 @@ class Collection:
             include_vectors: Also return vectors.
             batch_size: Rows read from the store per round trip.
         """
-        self._check_open()
+        self._sync()
         flt = parse_filter(filter)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
@@ -1107,7 +1207,7 @@ class Collection:
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         """How many records match ``filter`` (all records when None)."""
-        self._check_open()
+        self._sync()
         flt = parse_filter(filter)
         if flt is None:
             return self._store.count(self._cid)
@@ -1201,7 +1301,7 @@ class Collection:
         """Hits for index labels (rows looked up unless the caller fetched them already)."""
         if rows is None:
             rows = (
-                self._store.rows_by_labels(labels, vectors=True)
+                self._store.rows_by_labels(self._cid, labels, vectors=True)
                 if include_vectors
                 else self._rows.get(labels)
             )
@@ -1525,12 +1625,12 @@ class Collection:
         return Hits(hits, partial=partial, plan=got[1])
 
     def _rows_from_store(self, labels: Sequence[int]) -> dict[int, tuple[Any, ...]]:
-        return self._store.rows_by_labels(labels, vectors=False)
+        return self._store.rows_by_labels(self._cid, labels, vectors=False)
 
     def _vectors_from_store(self, labels: np.ndarray) -> np.ndarray:
         """Index-space vectors (unit length for cosine) of stored labels, read from the store."""
         wanted = labels.tolist()
-        rows = self._store.rows_by_labels(wanted, vectors=True)
+        rows = self._store.rows_by_labels(self._cid, wanted, vectors=True)
         if len(rows) == len(wanted):  # one copy out of the joined blobs (a semantic hit fetches ~11)
             joined = b"".join([rows[label][4] for label in wanted])
             out = np.frombuffer(joined, np.float32).reshape(len(wanted), self.dim).copy()
@@ -1812,7 +1912,7 @@ class Collection:
         labels = res.labels
         uniq = np.unique(labels[labels >= 0]).tolist()
         if include_vectors:
-            rows = self._store.rows_by_labels(uniq, vectors=True)
+            rows = self._store.rows_by_labels(self._cid, uniq, vectors=True)
         elif workers > 1 and len(uniq) >= 1000:
             half = len(uniq) // 2
             other = shared_pool().submit(self._rows.get, uniq[:half])

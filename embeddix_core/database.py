@@ -2,27 +2,45 @@
 
 Process rule: several processes may open the same data directory at once and all work. SQLite (WAL)
 serializes their writes; each process keeps its own in-memory index and, before it searches, replays the
-writes others committed (by sequence number). Index snapshots are written under an exclusive file lock,
-atomically, so a reader never loads half a snapshot.
+writes others committed (by sequence number). Index snapshots are written under an exclusive lock between
+processes (``flock`` on ``indexes/<cid>.lock``) and loaded under a shared one, atomically, so a reader never
+loads half a snapshot and two writers never undo each other (``storage/locks.py``).
+
+Exit rule: a process may exit without ``close()``. Every committed write is already durable; an exit hook
+stops the background threads (calibration, index flush) before the interpreter finalizes, since a thread
+torn down inside native code aborts the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import re
 import threading
+import weakref
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 from .collection import Collection
 from .config import CollectionConfig, Durability, EmbeddixSettings
-from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError
+from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError, StorageError
+from .storage.snapshot import remove_snapshots
 from .storage.sqlite import Store
 
 __all__ = ["Embeddix"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,127}$")
 DB_FILE = "embeddix.sqlite3"
+
+# Databases open in this process, for the exit hook (weak: an unreferenced database may be collected).
+_OPEN: weakref.WeakSet[Embeddix] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_background_at_exit() -> None:
+    """Stop background threads of databases nobody closed (see the module's exit rule)."""
+    for db in list(_OPEN):
+        db._stop_background()
 
 
 class Embeddix:
@@ -38,13 +56,22 @@ class Embeddix:
         self.path = path
         self.settings = settings
         if path is not None:
-            path.mkdir(parents=True, exist_ok=True)
+            if path.exists() and not path.is_dir():
+                raise InvalidArgumentError(
+                    f"Embeddix.open expects a data directory; {str(path)!r} is a file. Pass a directory "
+                    "path (it is created if missing), or None for an in-memory database"
+                )
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the data directory {str(path)!r}: {exc}") from exc
         self._store = Store(
             None if path is None else path / DB_FILE, settings.durability, settings.busy_timeout_ms
         )
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
         self._closed = False
+        _OPEN.add(self)
 
     @classmethod
     def open(
@@ -88,6 +115,11 @@ class Embeddix:
             self._collections.clear()
             self._store.close()
             self._closed = True
+            _OPEN.discard(self)
+
+    def _stop_background(self) -> None:
+        for col in list(self._collections.values()):
+            col._stop_background()
 
     def __repr__(self) -> str:
         where = "memory" if self.path is None else str(self.path)
@@ -164,6 +196,10 @@ class Embeddix:
                     )
                 return col
             row = self._store.create_collection(name, cfg.to_json())
+            if self.path is not None:
+                # collection ids are never reused within a store, so files here belong to another
+                # (deleted or replaced) store: never let the new collection meet them
+                remove_snapshots(self.path / "indexes" / str(row.cid))
             col = Collection(self, row, s)
             self._collections[name] = col
             return col
@@ -183,9 +219,13 @@ class Embeddix:
         self._check()
         with self._lock:
             col = self._collections.get(name)
-            if col is not None:
-                return col
             row = self._store.get_collection(name)
+            if col is not None and row is not None and row.cid == col._cid and not col._closed:
+                return col
+            if col is not None:
+                # dropped (and perhaps recreated) by another process: the old handle is finished
+                col._close(checkpoint=False)
+                self._collections.pop(name, None)
             if row is None:
                 # the message names no other collection: servers may show it to a caller who must not
                 # learn other tenants' names

@@ -2,37 +2,63 @@
 
 Layout in ``<data>/indexes/<cid>/``::
 
-    manifest.json          {"magic": "embeddix-index", "format_version": 1, "seq": ..., "live": ...,
+    manifest.json          {"magic": "embeddix-index", "format_version": 2, "seq": ..., "live": ...,
+                            "store_id": ..., "cid": ..., "snapshot_id": ...,
                             "files": [{"file": "hnsw-<seq>-0.bin", "size", "crc32", "live"}, ...],
-                            "extra": {"bounds": [...]}, "params": {...}}
+                            "extra": {"bounds": [...]}, "params": {...}, "manifest_crc32": ...}
     hnsw-<seq>-<i>.bin     one file per index segment, in hnswlib's own save format (no pickle)
 
-Write order (crash-safe at every step): each segment goes to ``hnsw-<seq>-<i>.bin.tmp`` -> fsync -> rename
-to ``hnsw-<seq>-<i>.bin``; then the manifest goes to ``manifest.json.tmp`` -> fsync -> rename -> fsync the
-directory; only then are older ``.bin`` files removed. A crash leaves either the old manifest with its old
-file, or the new manifest with its new file; a torn or foreign file fails the size/CRC check and the caller
-rebuilds from the store with a warning.
+Write order (crash-safe at every step): each segment goes to a temp file -> fsync -> rename to
+``hnsw-<seq>-<i>.bin``; then the manifest the same way, and the directory is fsynced; only then are older
+``.bin`` files removed (see ``_atomic.py``). A crash leaves either the old manifest with its old files, or
+the new manifest with its new files.
+
+Trust: a snapshot is loaded only when everything agrees - the manifest's own CRC32 (an edited ``seq``
+would hide records), each file's size and CRC32, the index parameters, and its identity: the store id,
+the collection id and the snapshot id that the store recorded when the snapshot was made
+(``Store.record_snapshot``). Anything else - a torn file, a snapshot of another collection or another
+store, one newer than the store (a lost WAL tail, a store restored from a backup) - raises, and the
+caller rebuilds the index from the store with a warning. Format 1 manifests carry no identity and are
+rebuilt once.
+
+Processes: writers hold the collection's snapshot lock exclusively and readers share it (see
+``storage/locks.py``), so a reader never sees a manifest whose files a writer is deleting.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import FormatVersionError, StorageError
+from ..errors import CorruptionError, FormatVersionError, StorageError
+from ._atomic import atomic_write, atomic_write_bytes, fsync_dir
 
-__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "read_snapshot", "write_snapshot"]
+__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "SnapshotIdentity", "read_snapshot", "write_snapshot"]
 
-SNAPSHOT_FORMAT = 1
+SNAPSHOT_FORMAT = 2
 _MAGIC = "embeddix-index"
 _MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotIdentity:
+    """Whose snapshot this is: the store, the collection in it, and the store's record of the snapshot.
+
+    ``snapshot_id`` and ``seq`` are the store's record (None when the store vouches for no snapshot, in
+    which case no snapshot on disk is trusted).
+    """
+
+    store_id: str
+    cid: int
+    snapshot_id: str | None = None
+    seq: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +71,12 @@ class Snapshot:
     live: int
     params: dict[str, Any]
     extra: dict[str, Any]
+    snapshot_id: str = ""
+
+
+def _manifest_crc(manifest: dict[str, Any]) -> int:
+    body = {k: v for k, v in manifest.items() if k != "manifest_crc32"}
+    return zlib.crc32(json.dumps(body, sort_keys=True).encode())
 
 
 def _crc32(path: Path) -> int:
@@ -55,22 +87,6 @@ def _crc32(path: Path) -> int:
     return crc
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_snapshot(
     directory: Path,
     kind: str,
@@ -78,6 +94,8 @@ def write_snapshot(
     params: dict[str, Any],
     segments: Sequence[tuple[int, Callable[[Path], None]]],
     extra: dict[str, Any] | None = None,
+    *,
+    identity: SnapshotIdentity,
 ) -> Snapshot:
     """Save an index atomically with its manifest.
 
@@ -89,82 +107,119 @@ def write_snapshot(
         segments: (live vectors, save function) per segment; each function writes its native index file
             to the path it is given.
         extra: More JSON data to keep (e.g. segment bounds).
+        identity: The store and collection the snapshot belongs to (its own id is made here).
 
     Returns:
-        The snapshot written.
+        The snapshot written; the caller records ``snapshot_id`` in the store to make it trusted.
+
+    Raises:
+        StorageError: A file could not be written (disk full, I/O error); the old snapshot stays.
     """
     directory.mkdir(parents=True, exist_ok=True)
+    snapshot_id = uuid.uuid4().hex
     files: list[dict[str, Any]] = []
     written: list[Path] = []
-    tmp: Path | None = None
     try:
         for i, (live, save) in enumerate(segments):
-            name = f"{kind}-{seq}-{i}.bin"
+            # the snapshot id in the name: a new snapshot never overwrites a file an old manifest lists
+            name = f"{kind}-{seq}-{snapshot_id[:8]}-{i}.bin"
             final = directory / name
-            tmp = directory / f"{name}.{os.getpid()}.tmp"
-            save(tmp)
-            _fsync_file(tmp)
-            files.append({"file": name, "size": tmp.stat().st_size, "crc32": _crc32(tmp), "live": live})
-            os.replace(tmp, final)
+            size = atomic_write(final, save, sync_dir=False)
+            files.append({"file": name, "size": size, "crc32": _crc32(final), "live": live})
             written.append(final)
-        manifest = {
+        manifest: dict[str, Any] = {
             "magic": _MAGIC,
             "format_version": SNAPSHOT_FORMAT,
             "kind": kind,
             "seq": seq,
+            "store_id": identity.store_id,
+            "cid": identity.cid,
+            "snapshot_id": snapshot_id,
             "live": sum(f["live"] for f in files),
             "files": files,
             "params": params,
             "extra": extra or {},
             "created": time.time(),
         }
-        mtmp = directory / f"{_MANIFEST}.{os.getpid()}.tmp"
-        with open(mtmp, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(mtmp, directory / _MANIFEST)
-        _fsync_dir(directory)
-    except OSError as exc:
+        manifest["manifest_crc32"] = _manifest_crc(manifest)
+        fsync_dir(directory)
+        atomic_write_bytes(directory / _MANIFEST, json.dumps(manifest, sort_keys=True).encode())
+    except (OSError, RuntimeError) as exc:  # hnswlib reports a failed save as RuntimeError
+        for path in written:
+            path.unlink(missing_ok=True)
         raise StorageError(f"could not write the index snapshot in {directory}: {exc}") from exc
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
     keep = {p.name for p in written}
     for old in directory.glob(f"{kind}-*.bin*"):
-        if old.name not in keep:
+        if old.name not in keep:  # older snapshots, and temp files of writers that crashed
             old.unlink(missing_ok=True)
-    return Snapshot(written, [f["live"] for f in files], seq, manifest["live"], params, extra or {})
+    return Snapshot(
+        written, [f["live"] for f in files], seq, manifest["live"], params, extra or {}, snapshot_id
+    )
 
 
-def read_snapshot(directory: Path, kind: str, params: dict[str, Any]) -> Snapshot | None:
+def read_snapshot(
+    directory: Path, kind: str, params: dict[str, Any], identity: SnapshotIdentity
+) -> Snapshot | None:
     """Find and verify the snapshot in ``directory``.
+
+    Args:
+        directory: The collection's index directory.
+        kind: Index kind, e.g. ``"hnsw"``.
+        params: Index parameters the snapshot must have been built with.
+        identity: The store, collection and recorded snapshot the manifest must name.
 
     Returns:
         The snapshot, or None when there is none.
 
     Raises:
-        StorageError: The snapshot is torn, corrupt, or was built with other parameters (the caller
-            rebuilds from the store).
+        CorruptionError: The snapshot is torn or damaged, or belongs to another store or collection.
+        StorageError: It is not the snapshot the store recorded (stale, or newer than the store), or was
+            built with other parameters. Either way the caller rebuilds from the store.
         FormatVersionError: It was written by a newer format.
     """
     mpath = directory / _MANIFEST
     if not mpath.exists():
         return None
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = json.loads(mpath.read_bytes())
     except (OSError, ValueError) as exc:
-        raise StorageError(f"snapshot manifest {mpath} is unreadable: {exc}") from exc
+        raise CorruptionError(f"snapshot manifest {mpath} is unreadable: {exc}") from exc
     if not isinstance(manifest, dict) or manifest.get("magic") != _MAGIC:
-        raise StorageError(f"{mpath} is not an Embeddix index manifest")
-    if int(manifest.get("format_version", 0)) > SNAPSHOT_FORMAT:
+        raise CorruptionError(f"{mpath} is not an Embeddix index manifest")
+    try:
+        version = int(manifest.get("format_version", 0))
+    except (TypeError, ValueError) as exc:
+        raise CorruptionError(f"{mpath} has no valid format version") from exc
+    if version > SNAPSHOT_FORMAT:
         raise FormatVersionError(
             f"{mpath} has snapshot format {manifest.get('format_version')}; this release reads up to "
             f"{SNAPSHOT_FORMAT}"
         )
+    if version < 2:
+        raise StorageError(f"{mpath} has snapshot format {version}, which does not name its store")
+    if manifest.get("manifest_crc32") != _manifest_crc(manifest):
+        raise CorruptionError(f"snapshot manifest {mpath} fails its CRC32 check (edited or damaged)")
+    if manifest.get("store_id") != identity.store_id or manifest.get("cid") != identity.cid:
+        raise CorruptionError(
+            f"snapshot {mpath} belongs to another store or collection (store {manifest.get('store_id')}, "
+            f"collection #{manifest.get('cid')}; expected store {identity.store_id}, "
+            f"collection #{identity.cid})"
+        )
+    if identity.snapshot_id is None or manifest.get("snapshot_id") != identity.snapshot_id:
+        raise StorageError(
+            f"snapshot {mpath} (seq {manifest.get('seq')}) is not the one the store recorded "
+            f"(seq {identity.seq}): the store lost commits, was restored from a backup, or a "
+            "snapshot was interrupted"
+        )
+    if manifest.get("seq") != identity.seq:
+        raise CorruptionError(
+            f"snapshot {mpath} says seq {manifest.get('seq')}, the store recorded {identity.seq}"
+        )
     if manifest.get("kind") != kind:
         raise StorageError(f"{mpath} holds a {manifest.get('kind')!r} index; expected {kind!r}")
     stored = manifest.get("params", {})
+    if not isinstance(stored, dict):
+        raise CorruptionError(f"snapshot manifest {mpath} has malformed parameters")
     for key, value in params.items():
         if stored.get(key) != value:
             raise StorageError(
@@ -172,23 +227,30 @@ def read_snapshot(directory: Path, kind: str, params: dict[str, Any]) -> Snapsho
             )
     paths: list[Path] = []
     lives: list[int] = []
-    for entry in manifest.get("files", []):
-        path = directory / str(entry["file"])
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise StorageError(f"snapshot file {path} is missing: {exc}") from exc
-        if size != entry["size"]:
-            raise StorageError(f"snapshot file {path} has {size} bytes, the manifest says {entry['size']}")
-        if _crc32(path) != entry["crc32"]:
-            raise StorageError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
-        paths.append(path)
-        lives.append(int(entry["live"]))
+    try:
+        for entry in manifest.get("files", []):
+            name = str(entry["file"])
+            if "/" in name or name.startswith("."):
+                raise CorruptionError(f"snapshot manifest {mpath} names a file outside its directory")
+            path = directory / name
+            try:
+                size = path.stat().st_size
+            except OSError as exc:
+                raise CorruptionError(f"snapshot file {path} is missing: {exc}") from exc
+            if size != entry["size"]:
+                raise CorruptionError(
+                    f"snapshot file {path} has {size} bytes, the manifest says {entry['size']}"
+                )
+            if _crc32(path) != entry["crc32"]:
+                raise CorruptionError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
+            paths.append(path)
+            lives.append(int(entry["live"]))
+        seq, live, extra = int(manifest["seq"]), int(manifest["live"]), manifest.get("extra", {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptionError(f"snapshot manifest {mpath} is malformed: {exc!r}") from exc
     if not paths:
-        raise StorageError(f"snapshot manifest {mpath} lists no files")
-    return Snapshot(
-        paths, lives, int(manifest["seq"]), int(manifest["live"]), stored, manifest.get("extra", {})
-    )
+        raise CorruptionError(f"snapshot manifest {mpath} lists no files")
+    return Snapshot(paths, lives, seq, live, stored, extra, str(manifest["snapshot_id"]))
 
 
 def remove_snapshots(directory: Path) -> None:

@@ -14,25 +14,40 @@ vector indexes use it directly as their id.
 Threads: one write connection guarded by a lock (SQLite serializes writers anyway); reads use one
 connection per thread so a long write transaction never blocks a search (WAL gives readers a snapshot).
 In-memory stores have a single connection, guarded by the same lock.
+
+Processes: this module never opens SQLite's own files (the database, ``-wal``, ``-shm``) with anything but
+SQLite. On Linux, closing *any* descriptor of a file drops every POSIX lock the process holds on it, so a
+stray ``open(db + "-shm")`` / ``close()`` silently released SQLite's WAL-index locks and let another process
+reset the WAL under a reader (SIGBUS in COMMIT; see SQLite's "How To Corrupt An SQLite Database File",
+2.2). Whether another process committed is asked of SQLite (``PRAGMA data_version``).
+
+Identity: each store has a random ``store_id`` (in ``meta``), and each collection's latest index snapshot
+is recorded in ``snapshots`` (its id and the ``seq`` it reflects) in the same transaction that prunes the
+deletions it contains. A snapshot on disk is used only when its manifest names this store, this
+collection and the recorded snapshot id: a snapshot of another store, another collection, a lost WAL
+tail or a store restored from a backup is rebuilt instead of trusted.
+
+Errors: every ``sqlite3`` error leaving this module is a typed one: :class:`CorruptionError` when the
+file is damaged or is not a database, :class:`StorageError` otherwise (disk full, I/O error, busy).
 """
 
 from __future__ import annotations
 
 import contextlib
-import mmap
-import os
+import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from ..config import Durability
-from ..errors import ClosedError, FormatVersionError, StorageError
+from ..errors import ClosedError, CorruptionError, FormatVersionError, StorageError
 
-__all__ = ["FORMAT_VERSION", "CollectionRow", "Store"]
+__all__ = ["FORMAT_VERSION", "CollectionRow", "SnapshotRecord", "Store", "storage_error"]
 
 FORMAT_VERSION = 1
 _MAGIC = "embeddix"
@@ -64,6 +79,9 @@ CREATE TABLE IF NOT EXISTS records(
 CREATE INDEX IF NOT EXISTS records_seq ON records(cid, seq);
 CREATE TABLE IF NOT EXISTS vectors(label INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS deletions(cid INTEGER NOT NULL, label INTEGER NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshots(
+    cid INTEGER PRIMARY KEY, snapshot_id TEXT NOT NULL, seq INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(cid, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
     document, cid UNINDEXED, content='records', content_rowid='label', tokenize='porter unicode61'
@@ -104,6 +122,57 @@ class WriteResult:
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """The index snapshot a collection's store vouches for: its id and the ``seq`` it reflects."""
+
+    snapshot_id: str
+    seq: int
+
+
+# SQLite's result codes for a damaged file (SQLITE_CORRUPT 11, SQLITE_NOTADB 26), and the words of their
+# messages for Pythons whose sqlite3 errors carry no code.
+_CORRUPT_CODES = {11, 26}
+_CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
+
+
+def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
+    """The typed error for a ``sqlite3`` error: :class:`CorruptionError` for a damaged file.
+
+    Args:
+        exc: What sqlite3 raised.
+        doing: What was being done, for the message ("cannot <doing>: ...").
+    """
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc)
+    if (code is not None and code & 0xFF in _CORRUPT_CODES) or any(w in text.lower() for w in _CORRUPT_WORDS):
+        return CorruptionError(
+            f"cannot {doing}: the database file is damaged ({text}); restore it from a backup "
+            "(index snapshots are rebuilt from the store, the store itself is the source of truth)"
+        )
+    return StorageError(f"cannot {doing}: {text}")
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _typed_errors(doing: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
+    """Turn sqlite3 errors escaping a store method into typed ones (see :func:`storage_error`)."""
+
+    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+        @functools.wraps(fn)
+        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return fn(*args, **kwargs)
+            except sqlite3.Error as exc:
+                raise storage_error(exc, doing) from exc
+
+        return inner
+
+    return wrap
+
+
 def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
@@ -131,28 +200,14 @@ class Store:
         self._label_sql: dict[tuple[int, bool], str] = {}
         self._conn = self._connect()
         with self._lock:
-            self._init_schema()
-        self._shm = self._map_wal_index()
-        self._seen_header: bytes | None = None
-        self._seen_version = 0
-
-    def _map_wal_index(self) -> mmap.mmap | None:
-        """Map SQLite's shared WAL index (``<db>-shm``) read-only, to notice commits without a query.
-
-        Every commit, by any process, rewrites the index header (frame count, change counter, salts):
-        when its first 48 bytes are unchanged since our last ``PRAGMA data_version``, nothing was
-        committed, and the ~4 us query can be skipped (it is a fifth of the Python around a search).
-        The header is only a hint: any difference, torn read or missing file falls back to the query.
-        """
-        if self.path is None:
-            return None
-        try:
-            with open(f"{self.path}-shm", "rb") as f:
-                if os.fstat(f.fileno()).st_size < 48:
-                    return None
-                return mmap.mmap(f.fileno(), 48, access=mmap.ACCESS_READ)
-        except (OSError, ValueError):
-            return None
+            try:
+                self.store_id = self._init_schema()
+            except sqlite3.Error as exc:
+                self._conn.close()
+                raise storage_error(exc, f"open the store at {path}") from exc
+            except BaseException:
+                self._conn.close()
+                raise
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -173,8 +228,10 @@ class Store:
             conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA foreign_keys=OFF")
             conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache per connection
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"cannot open the store at {target}: {exc}") from exc
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+            raise storage_error(exc, f"open the store at {target}") from exc
         return conn
 
     def _reader(self) -> sqlite3.Connection:
@@ -192,7 +249,8 @@ class Store:
                 self._readers.append(conn)
         return conn
 
-    def _init_schema(self) -> None:
+    def _init_schema(self) -> str:
+        """Create or check the schema; returns the store's id (made on first open)."""
         conn = self._conn
         try:
             # One script in one transaction: every statement is idempotent (IF NOT EXISTS), so two
@@ -201,6 +259,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             if not rows:
+                rows = {"magic": _MAGIC, "format_version": str(FORMAT_VERSION)}
                 conn.execute(
                     "INSERT INTO meta VALUES ('magic', ?), ('format_version', ?)",
                     (_MAGIC, str(FORMAT_VERSION)),
@@ -214,10 +273,17 @@ class Store:
                     f"{self.path} has store format {rows['format_version']}; this Embeddix reads up to "
                     f"{FORMAT_VERSION}. Upgrade embeddix to open it."
                 )
+            store_id = rows.get("store_id")
+            if not store_id:
+                # stores made before snapshots were tied to their store get their id on first open
+                store_id = uuid.uuid4().hex
+                conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (store_id,))
             conn.execute("COMMIT")
+            return str(store_id)
         except BaseException:
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             raise
 
     def close(self) -> None:
@@ -230,9 +296,6 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     conn.close()
             self._readers.clear()
-            if self._shm is not None:
-                self._shm.close()
-                self._shm = None
             try:
                 if self.path is not None:
                     self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
@@ -246,25 +309,21 @@ class Store:
             raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
         return _WriteTxn(self)
 
-    def write_data_version(self) -> int:
-        """A number that changes when another connection or process commits (not for our own writes)."""
-        shm = self._shm
+    def data_version(self) -> int:
+        """A number that changes when anything is committed through another connection or process.
+
+        It is the calling thread's read connection's ``PRAGMA data_version`` (~3 us): compare it only
+        with earlier values from the same thread. Commits of this store's own write connection count as
+        "another connection" here, so a caller re-checks after its own writes too (cheap: the sequence
+        number tells it nothing is new).
+        """
         try:
-            header = shm[:48] if shm is not None else None
-        except ValueError:  # unmapped by a concurrent close()
-            header = None
-        if header is not None and header == self._seen_header:
-            return self._seen_version
-        with self._lock:
-            if self._closed:
-                raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
-            version = int(self._conn.execute("PRAGMA data_version").fetchone()[0])
-            # the header was read *before* the query: a commit in between shows up as a changed
-            # header on the next call, which then asks SQLite again
-            self._seen_header, self._seen_version = header, version
-            return version
+            return int(self._reader().execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "read the data version") from exc
 
     # -- collections -------------------------------------------------------------------------------
+    @_typed_errors("create the collection")
     def create_collection(self, name: str, config: str) -> CollectionRow:
         with self._write() as conn:
             try:
@@ -282,6 +341,7 @@ class Store:
             cid = int(cur.lastrowid or 0)
         return CollectionRow(cid, name, config, 0, 0)
 
+    @_typed_errors("read the collection")
     def get_collection(self, name: str) -> CollectionRow | None:
         row = (
             self._reader()
@@ -290,13 +350,16 @@ class Store:
         )
         return CollectionRow(*row) if row else None
 
+    @_typed_errors("list collections")
     def list_collections(self) -> list[str]:
         return [r[0] for r in self._reader().execute("SELECT name FROM collections ORDER BY name")]
 
+    @_typed_errors("store the collection's configuration")
     def set_config(self, cid: int, config: str) -> None:
         with self._write() as conn:
             conn.execute("UPDATE collections SET config = ? WHERE cid = ?", (config, cid))
 
+    @_typed_errors("drop the collection")
     def drop_collection(self, cid: int) -> None:
         with self._write() as conn:
             conn.execute(
@@ -304,8 +367,10 @@ class Store:
             )
             conn.execute("DELETE FROM records WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM deletions WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM snapshots WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM collections WHERE cid = ?", (cid,))
 
+    @_typed_errors("read the collection's sequence number")
     def seq(self, cid: int) -> tuple[int, int]:
         """(seq, pruned_seq) of a collection as committed."""
         row = (
@@ -318,6 +383,7 @@ class Store:
         return int(row[0]), int(row[1])
 
     # -- writes ------------------------------------------------------------------------------------
+    @_typed_errors("write the records")
     def put(
         self,
         cid: int,
@@ -393,6 +459,7 @@ class Store:
                     created.append(True)
         return WriteResult(labels, created, seq)
 
+    @_typed_errors("update the records")
     def update(
         self,
         cid: int,
@@ -433,6 +500,7 @@ class Store:
                 conn.executemany("UPDATE records SET seq = ? WHERE label = ?", [(seq, found[r]) for r in ids])
         return WriteResult([found[r] for r in ids], [False] * len(ids), seq)
 
+    @_typed_errors("delete the records")
     def delete_ids(self, cid: int, ids: Sequence[str]) -> tuple[list[int], int]:
         """Delete records by id; returns (deleted labels, seq). Absent ids are skipped."""
         with self._write() as conn:
@@ -447,6 +515,7 @@ class Store:
                 )
             return labels, self._delete_labels(conn, cid, labels)
 
+    @_typed_errors("delete the records")
     def delete_where(self, cid: int, where: str, params: Sequence[Any]) -> tuple[list[int], int]:
         """Delete the records matching a SQL condition over ``metadata``; returns (labels, seq)."""
         with self._write() as conn:
@@ -469,13 +538,30 @@ class Store:
         )
         return seq
 
-    def prune_deletions(self, cid: int, upto_seq: int) -> None:
-        """Forget deletions at or below a snapshot's seq (they are in the snapshot)."""
+    @_typed_errors("record the index snapshot")
+    def record_snapshot(self, cid: int, snapshot_id: str, seq: int) -> None:
+        """Vouch for a snapshot written to disk, and forget the deletions it contains, in one commit.
+
+        Call only after the snapshot's files and manifest are durable, under the collection's
+        snapshot lock: from this commit on, a replay that starts from an older snapshot cannot see
+        those deletions, so that older snapshot must never be loaded again (its id no longer matches).
+        """
         with self._write() as conn:
-            conn.execute("DELETE FROM deletions WHERE cid = ? AND seq <= ?", (cid, upto_seq))
             conn.execute(
-                "UPDATE collections SET pruned_seq = MAX(pruned_seq, ?) WHERE cid = ?", (upto_seq, cid)
+                "INSERT INTO snapshots(cid, snapshot_id, seq) VALUES (?, ?, ?) "
+                "ON CONFLICT(cid) DO UPDATE SET snapshot_id = excluded.snapshot_id, seq = excluded.seq",
+                (cid, snapshot_id, seq),
             )
+            conn.execute("DELETE FROM deletions WHERE cid = ? AND seq <= ?", (cid, seq))
+            conn.execute("UPDATE collections SET pruned_seq = MAX(pruned_seq, ?) WHERE cid = ?", (seq, cid))
+
+    @_typed_errors("read the index snapshot record")
+    def snapshot_record(self, cid: int) -> SnapshotRecord | None:
+        """The snapshot this store vouches for (see :meth:`record_snapshot`), if any."""
+        row = (
+            self._reader().execute("SELECT snapshot_id, seq FROM snapshots WHERE cid = ?", (cid,)).fetchone()
+        )
+        return SnapshotRecord(str(row[0]), int(row[1])) if row else None
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, cid: int) -> int:
@@ -489,9 +575,14 @@ class Store:
         return int(row[0])
 
     # -- reads -------------------------------------------------------------------------------------
-    def rows_by_labels(self, labels: Sequence[int], *, vectors: bool = False) -> dict[int, tuple[Any, ...]]:
+    @_typed_errors("read records")
+    def rows_by_labels(
+        self, cid: int, labels: Sequence[int], *, vectors: bool = False
+    ) -> dict[int, tuple[Any, ...]]:
         """label -> (label, id, document, metadata_json[, vector_bytes]) for the labels still stored.
 
+        Only rows of collection ``cid`` come back: a label an index should not hold (a snapshot of
+        another collection that slipped past every check) finds no row, so it never becomes a hit.
         This is the search hot path: one statement per call for up to 500 labels, its text cached per
         length so SQLite's statement cache hits.
         """
@@ -503,14 +594,15 @@ class Store:
             if sql is None:
                 cols = "label, id, document, metadata" + (f", {_VEC}" if vectors else "")
                 sql = self._label_sql[key] = (
-                    f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)})"
+                    f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)}) AND cid = ?"
                 )
-            return {row[0]: row for row in conn.execute(sql, labels)}
+            return {row[0]: row for row in conn.execute(sql, (*labels, cid))}
         out: dict[int, tuple[Any, ...]] = {}
         for chunk in _chunks(labels):
-            out.update(self.rows_by_labels(chunk, vectors=vectors))
+            out.update(self.rows_by_labels(cid, chunk, vectors=vectors))
         return out
 
+    @_typed_errors("read records")
     def rows_by_ids(
         self, cid: int, ids: Sequence[str], *, vectors: bool = True
     ) -> dict[str, tuple[Any, ...]]:
@@ -526,6 +618,7 @@ class Store:
                 out[row[0]] = row[1:]
         return out
 
+    @_typed_errors("read records")
     def labels_where(self, cid: int, where: str | None, params: Sequence[Any] = ()) -> list[int]:
         cond = f" AND ({where})" if where else ""
         return [
@@ -533,6 +626,7 @@ class Store:
             for r in self._reader().execute(f"SELECT label FROM records WHERE cid = ?{cond}", (cid, *params))
         ]
 
+    @_typed_errors("count records")
     def count(self, cid: int, where: str | None = None, params: Sequence[Any] = ()) -> int:
         cond = f" AND ({where})" if where else ""
         return int(
@@ -541,6 +635,7 @@ class Store:
             .fetchone()[0]
         )
 
+    @_typed_errors("read records")
     def scan(
         self,
         cid: int,
@@ -570,16 +665,20 @@ class Store:
         after = -1
         conn = self._reader()
         while True:
-            rows = conn.execute(
-                f"SELECT label, {_VEC}, metadata FROM records WHERE cid = ? AND seq > ? AND label > ? "
-                "ORDER BY label LIMIT ?",
-                (cid, seq, after, page),
-            ).fetchall()
+            try:
+                rows = conn.execute(
+                    f"SELECT label, {_VEC}, metadata FROM records WHERE cid = ? AND seq > ? AND label > ? "
+                    "ORDER BY label LIMIT ?",
+                    (cid, seq, after, page),
+                ).fetchall()
+            except sqlite3.Error as exc:
+                raise storage_error(exc, "read changes") from exc
             if not rows:
                 return
             yield rows
             after = rows[-1][0]
 
+    @_typed_errors("read deletions")
     def deletions_since(self, cid: int, seq: int) -> list[int]:
         return [
             r[0]
@@ -604,7 +703,11 @@ class Store:
         except sqlite3.OperationalError as exc:
             from ..errors import InvalidArgumentError
 
-            raise InvalidArgumentError(f"full-text query {query!r} could not be parsed: {exc}") from exc
+            if "fts5" not in str(exc).lower() and "syntax" not in str(exc).lower():
+                raise storage_error(exc, "search the full-text index") from exc
+            raise InvalidArgumentError(f"full-text query {query[:200]!r} could not be parsed: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "search the full-text index") from exc
 
 
 class _WriteTxn:
@@ -621,7 +724,7 @@ class _WriteTxn:
             self._store._conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._store._lock.release()
-            raise StorageError(f"cannot start a write transaction: {exc}") from exc
+            raise storage_error(exc, "start a write transaction") from exc
         return self._store._conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
@@ -631,9 +734,13 @@ class _WriteTxn:
                 try:
                     conn.execute("COMMIT")
                 except sqlite3.Error as err:
-                    conn.execute("ROLLBACK")
-                    raise StorageError(f"commit failed, nothing was written: {err}") from err
+                    # SQLite may have rolled back already (disk full, I/O error): nothing was written
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise storage_error(err, "commit; nothing was written") from err
             elif conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
         finally:
             self._store._lock.release()
