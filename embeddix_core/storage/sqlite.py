@@ -594,7 +594,9 @@ class Store:
             if sql is None:
                 cols = "label, id, document, metadata" + (f", {_VEC}" if vectors else "")
                 sql = self._label_sql[key] = (
-                    f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)}) AND cid = ?"
+                    # "+cid": a check on each row found by label, never an index choice (on
+                    # "cid = ?" SQLite would walk the whole collection's (cid, id) index instead)
+                    f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)}) AND +cid = ?"
                 )
             return {row[0]: row for row in conn.execute(sql, (*labels, cid))}
         out: dict[int, tuple[Any, ...]] = {}
