@@ -257,6 +257,7 @@ async def bench_http(
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
         token_file = Path(tmp) / "token"
+        token_file.touch(mode=0o600)  # a token file others can read gets a warning
         token_file.write_text(token)
         with open(log, "wb") as err:
             proc = subprocess.Popen(

@@ -46,6 +46,7 @@ __all__ = [
     "split_memory_collection",
 ]
 
+# fullmatch, not match: "$" also matches before a final "\n", which would let "alice\n" pass as a name.
 _AGENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}$")
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]{0,47}$")
 GRANTS_FILE = "embeddix-mcp-grants.json"
@@ -63,7 +64,7 @@ def check_agent(name: Any) -> str:
     Raises:
         InvalidArgumentError: The name is not allowed.
     """
-    if not isinstance(name, str) or not _AGENT.match(name):
+    if not isinstance(name, str) or not _AGENT.fullmatch(name):
         raise InvalidArgumentError(
             f"agent name must be 1-64 characters of letters, digits, '_', '-', '.' (not starting with '-' or "
             f"'.'); got {name!r}"
@@ -77,7 +78,7 @@ def check_name(name: Any, what: str = "namespace") -> str:
     Raises:
         InvalidArgumentError: The name is not allowed.
     """
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise InvalidArgumentError(
             f"{what} must be 1-48 characters of letters, digits, '_', '-', '.' (not starting with '-' or "
             f"'.'; "

@@ -4,6 +4,7 @@ Examples::
 
     embeddix-mcp --data ~/embeddix-data --agent claude
     embeddix-mcp --transport streamable-http --port 8765 --token-file ~/.config/embeddix/tokens.json
+    embeddix-mcp --transport streamable-http --no-auth     # one agent, loopback only, no tokens
 
 Every option falls back to its ``EMBEDDIX_*`` environment variable, then the config file, then the default.
 Logs go to stderr: over stdio, stdout carries the protocol.
@@ -32,11 +33,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_EMBED_THREADS, "
         "EMBEDDIX_TRANSPORT, "
         "EMBEDDIX_HOST, "
-        "EMBEDDIX_PORT, EMBEDDIX_TOKEN, EMBEDDIX_TOKEN_FILE, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_CONFIG.",
+        "EMBEDDIX_PORT, EMBEDDIX_TOKEN, EMBEDDIX_TOKEN_FILE, EMBEDDIX_NO_AUTH, EMBEDDIX_MAX_BODY_BYTES, "
+        "EMBEDDIX_CONFIG.",
     )
     p.add_argument("--data", help="data directory, or :memory: (default ./embeddix-data)")
     p.add_argument(
-        "--agent", help="agent served over stdio, and over HTTP without tokens (default 'default')"
+        "--agent", help="agent served over stdio, and over HTTP with --no-auth (default 'default')"
     )
     p.add_argument("--transport", choices=["stdio", "streamable-http"], help="default stdio")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1; anything else requires a token)")
@@ -48,6 +50,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="threads per embedding call (0: one per core; default 1 on <= 2 cores, else one per core)",
     )
     p.add_argument("--token-file", help='HTTP bearer tokens: one token, or JSON {"<token>": "<agent>"}')
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        default=None,  # None, not False: EMBEDDIX_NO_AUTH and the config file still apply when left out
+        help="serve HTTP without authentication, as --agent; only on loopback and without tokens",
+    )
     p.add_argument("--max-body-bytes", type=int, help="largest HTTP request body (default 1 MiB)")
     p.add_argument("--config", help="TOML or JSON config file (same keys as the environment, without prefix)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])

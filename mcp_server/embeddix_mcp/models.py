@@ -19,6 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from embeddix_core import InvalidArgumentError
 
+from .render import check_label
+
 __all__ = [
     "SYSTEM_KEYS",
     "Chunk",
@@ -379,6 +381,7 @@ def user_metadata(meta: dict[str, Any] | None, *, partial: bool = False) -> dict
     """
     out: dict[str, Any] = {}
     for key, value in (meta or {}).items():
+        _check_label(key, "a metadata key")
         if key in SYSTEM_KEYS:
             raise InvalidArgumentError(
                 f"metadata key {key!r} is kept by the server and cannot be set; "
@@ -397,10 +400,13 @@ def user_metadata(meta: dict[str, Any] | None, *, partial: bool = False) -> dict
                 raise InvalidArgumentError(
                     f"metadata['tags'] must be a string or a list of strings; got {value!r}"
                 )
+            for tag in tags:
+                _check_label(tag, "a tag")
             out["tags"] = list(dict.fromkeys(tags))
         elif key in ("source", "user"):
             if not isinstance(value, str):
                 raise InvalidArgumentError(f"metadata[{key!r}] must be a string; got {value!r}")
+            _check_label(value, f"metadata[{key!r}]")
             out[key] = value
         elif key == "importance":
             if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
@@ -413,6 +419,15 @@ def user_metadata(meta: dict[str, Any] | None, *, partial: bool = False) -> dict
         else:
             out[key] = value
     return out
+
+
+def _check_label(value: str, what: str) -> None:
+    # Labels are one short line of text by nature; a line break in one is never legitimate and is the
+    # shape of a prompt-injection attempt (see render.py). Free-form metadata values and the memory text
+    # may hold any text: they are escaped on output instead.
+    problem = check_label(value, what)
+    if problem is not None:
+        raise InvalidArgumentError(problem)
 
 
 def stored_metadata(meta: dict[str, Any] | None, *, previous: dict[str, Any] | None = None) -> dict[str, Any]:

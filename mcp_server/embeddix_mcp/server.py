@@ -1,9 +1,13 @@
 """Build the MCP server (``build_server``) and its HTTP application (``build_http_app``).
 
-Over HTTP, requests pass, outermost first: the body-size limit (413 above ``max_body_bytes``), bearer-token
-authentication (401 without a valid token when tokens are configured), then the SDK's streamable-HTTP
-transport with DNS-rebinding protection (421 for a ``Host`` and 403 for an ``Origin`` that is not allowed).
-``/healthz`` answers without authentication: 200 once the model is loaded and the database open, else 503.
+Over HTTP, requests to ``/mcp`` pass, outermost first: bearer-token authentication (401 without a valid
+token; it looks at the headers only), then the SDK's streamable-HTTP transport, which enforces the body-size
+limit (413 above ``max_body_bytes``, counted as the body streams in, so a chunked body without
+``Content-Length`` is held to it too) and DNS-rebinding protection (421 for a ``Host`` and 403 for an
+``Origin`` that is not allowed). Authentication comes first so that nobody without a token can make the
+server read (and buffer) a body at all. ``/healthz`` answers without authentication: 200 once the model is
+loaded and the database open, else 503. Whether tokens are required is decided by
+:func:`~embeddix_mcp.settings.http_tokens`: always, unless ``--no-auth`` on loopback.
 """
 
 from __future__ import annotations
@@ -19,8 +23,11 @@ from typing import Any
 import anyio.to_thread
 from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
-from mcp.server.mcpserver import MCPServer
-from mcp.server.transport_security import RequestBodyLimitMiddleware, TransportSecuritySettings
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError, UnexpectedToolError
+from mcp.server.transport_security import TransportSecuritySettings
+from mcp_types import CallToolResult, InputRequiredResult
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp
@@ -28,7 +35,8 @@ from starlette.types import ASGIApp
 from embeddix_core.embeddings import Embedder
 
 from . import tools
-from .settings import LOOPBACK_NAMES, ConfigError, ServerSettings, TokenTable, is_loopback, load_tokens
+from .render import one_line, validation_message
+from .settings import LOOPBACK_NAMES, ConfigError, ServerSettings, TokenTable, http_tokens, is_loopback
 from .state import AppState, open_state
 
 __all__ = ["TokenVerifier", "build_http_app", "build_server", "security_settings"]
@@ -57,6 +65,30 @@ class TokenVerifier:
         return AccessToken(token="<redacted>", client_id=agent, scopes=["memory"], subject=agent)
 
 
+class _EmbeddixServer(MCPServer[AppState]):
+    """``MCPServer`` whose tool errors are one line the model can act on.
+
+    The SDK reports arguments that fail the input schema with pydantic's full dump: several lines per
+    field, the rejected input echoed back (up to a 32 KB string, control characters included) and a link to
+    pydantic's documentation. The model needs the field and what it should be; everything else is noise,
+    and echoed input is one more place for untrusted text to pose as layout.
+    """
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any], context: Context[AppState, Any] | None = None
+    ) -> CallToolResult | InputRequiredResult:
+        try:
+            return await super().call_tool(name, arguments, context)
+        except UnexpectedToolError:
+            raise  # the SDK already replaced the message with a generic one and logs the cause
+        except ToolError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, ValidationError):
+                # Chained to the ValidationError: the SDK logs the rejected field names from it.
+                raise ToolError(f"Error executing tool {name}: {validation_message(cause)}") from cause
+            raise ToolError(one_line(str(exc))) from cause
+
+
 @dataclass
 class _Runtime:
     """Lets the HTTP health route see whether the lifespan has finished starting."""
@@ -75,19 +107,25 @@ def build_server(
     Args:
         settings: Server settings (default: from the environment and config file).
         embedder: Use this embedder instead of ``settings.embedder`` (tests, benchmarks).
-        tokens: Bearer tokens for HTTP; each authenticates one agent. None or empty: no authentication
-            (stdio, or HTTP on loopback for a single agent).
+        tokens: Bearer tokens for HTTP; each authenticates one agent. None: no authentication (stdio, the
+            in-memory client, or HTTP with ``--no-auth`` on loopback). An empty table is refused, so that
+            a token source that yielded nothing can never mean "no authentication".
 
     Returns:
         The server; run it with ``server.run()`` (stdio) or serve :func:`build_http_app`.
+
+    Raises:
+        ConfigError: ``tokens`` is an empty table.
     """
     s = settings or ServerSettings()
+    if tokens is not None and not tokens:
+        raise ConfigError("the token table is empty; pass None to serve without authentication")
     runtime = _Runtime()
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
         # Over HTTP every agent with a token is served; otherwise the one configured agent.
-        agents = tokens.agents if tokens else {s.agent}
+        agents = tokens.agents if tokens is not None else {s.agent}
         state = await anyio.to_thread.run_sync(functools.partial(open_state, s, embedder, warm_agents=agents))
         runtime.state = state
         try:
@@ -97,7 +135,7 @@ def build_server(
             await anyio.to_thread.run_sync(state.close)
 
     auth: dict[str, Any] = {}
-    if tokens:
+    if tokens is not None:
         # AuthSettings wants an issuer URL, used only by OAuth routes, which this server does not mount.
         auth = {
             "auth": AuthSettings(
@@ -105,7 +143,7 @@ def build_server(
             ),
             "token_verifier": TokenVerifier(tokens),
         }
-    server: MCPServer[AppState] = MCPServer(
+    server: MCPServer[AppState] = _EmbeddixServer(
         "embeddix",
         title="Embeddix memory",
         description="Long-term vector memory for agents (remember, recall, forget) and document collections.",
@@ -147,22 +185,20 @@ def build_http_app(settings: ServerSettings, *, embedder: Embedder | None = None
     """The streamable-HTTP ASGI app (MCP at ``/mcp``, health at ``/healthz``), with its security layers.
 
     Raises:
-        ConfigError: Binding beyond loopback without a bearer token.
+        ConfigError: No usable token and no ``no_auth``; ``no_auth`` beyond loopback or with a token; or a
+            token file that cannot be read or holds no valid token (see
+            :func:`~embeddix_mcp.settings.http_tokens`).
     """
-    tokens = load_tokens(settings)
-    if not tokens and not is_loopback(settings.host):
-        raise ConfigError(
-            f"refusing to serve HTTP on {settings.host!r} without authentication: set EMBEDDIX_TOKEN or "
-            f"EMBEDDIX_TOKEN_FILE (--token-file), or bind 127.0.0.1"
-        )
+    tokens = http_tokens(settings)
     server = build_server(settings, embedder=embedder, tokens=tokens)
-    app = server.streamable_http_app(
+    # No body-size middleware around the whole app: it would read the body before authentication. The
+    # SDK's transport, which the auth check wraps, enforces max_request_body_size on the streamed bytes.
+    return server.streamable_http_app(
         streamable_http_path="/mcp",
         max_request_body_size=settings.max_body_bytes,
         transport_security=security_settings(settings),
         host=settings.host,
     )
-    return RequestBodyLimitMiddleware(app, settings.max_body_bytes)
 
 
 def _url_host(host: str) -> str:

@@ -13,6 +13,11 @@ the same keys as the environment without the prefix, e.g.::
     token_file = "~/.config/embeddix/tokens.json"
 
 Tokens are secrets: they are never logged, never part of ``repr``, and compared in constant time.
+
+Authentication fails closed (:func:`http_tokens`): over HTTP, a configured token source that yields no
+usable token (an empty, blank or ``{}`` file, an empty ``EMBEDDIX_TOKEN``) is a startup error, and so is no
+token source at all. The only way to serve HTTP without authentication is the explicit ``no_auth``
+(``--no-auth``, ``EMBEDDIX_NO_AUTH``), and only on a loopback address.
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -37,9 +44,16 @@ from pydantic_settings import (
 
 from .agents import check_agent
 
-__all__ = ["ConfigError", "ServerSettings", "TokenTable", "is_loopback", "load_tokens"]
+__all__ = ["ConfigError", "ServerSettings", "TokenTable", "http_tokens", "is_loopback", "load_tokens"]
+
+log = logging.getLogger("embeddix_mcp")
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+MIN_TOKEN_LENGTH = 16
+_TOKEN_HELP = (
+    f"every token must be at least {MIN_TOKEN_LENGTH} visible ASCII characters without spaces; generate one "
+    "with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+)
 
 
 class ConfigError(ValueError):
@@ -108,6 +122,8 @@ class ServerSettings(BaseSettings):
         port: HTTP port.
         token: One bearer token for ``agent`` (``EMBEDDIX_TOKEN``).
         token_file: A file holding one token (for ``agent``) or a JSON object ``{"<token>": "<agent>"}``.
+        no_auth: Serve HTTP without authentication (``--no-auth``, ``EMBEDDIX_NO_AUTH``), as ``agent``;
+            allowed only on a loopback ``host`` and without any token configured.
         max_body_bytes: Largest accepted HTTP request body; larger requests get 413.
         allowed_hosts: Extra ``Host`` header values accepted by DNS-rebinding protection (``"name:*"`` allows
             any port).
@@ -127,6 +143,7 @@ class ServerSettings(BaseSettings):
     port: int = Field(8765, ge=0, le=65535)
     token: SecretStr | None = None
     token_file: Path | None = None
+    no_auth: bool = False
     max_body_bytes: int = Field(1_048_576, ge=1024, le=1 << 30)
     allowed_hosts: list[str] = Field(default_factory=list)
     allowed_origins: list[str] = Field(default_factory=list)
@@ -218,45 +235,122 @@ class TokenTable:
         return found
 
 
+def _valid_token(token: str) -> bool:
+    # What an Authorization header carries intact: visible ASCII, no spaces (RFC 6750 b64token is a
+    # subset). A token of 16 spaces would be "long enough" and yet blank.
+    return len(token) >= MIN_TOKEN_LENGTH and all("!" <= ch <= "~" for ch in token)
+
+
+def _read_token_file(path: Path, agent: str) -> dict[str, str]:
+    """The tokens of one token file (see :func:`load_tokens`); never empty."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+        mode = path.stat().st_mode
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the token file {str(path)!r}: {exc}") from exc
+    if os.name == "posix" and stat.S_IMODE(mode) & 0o077:
+        log.warning(
+            "token file %s is readable by other users (mode %03o); restrict it with: chmod 600 %s",
+            path,
+            stat.S_IMODE(mode),
+            path,
+        )
+    if not text:
+        raise ConfigError(
+            f"token file {str(path)!r} is empty; put one token in it, or a JSON object "
+            f'{{"<token>": "<agent>"}}; {_TOKEN_HELP}'
+        )
+    if text.startswith(("{", "[")):
+        try:
+            table = json.loads(text)
+        except ValueError as exc:
+            raise ConfigError(f"token file {str(path)!r} looks like JSON but does not parse: {exc}") from exc
+        if not isinstance(table, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in table.items()
+        ):
+            raise ConfigError(
+                f'token file {str(path)!r} must map token strings to agent names: {{"<token>": "<agent>"}}'
+            )
+        if not table:
+            raise ConfigError(
+                f'token file {str(path)!r} holds no tokens ({{}}); add {{"<token>": "<agent>"}}'
+            )
+        return table
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(lines) > 1:
+        # Several lines are not several tokens: say so instead of silently using the first one.
+        raise ConfigError(
+            f"token file {str(path)!r} has {len(lines)} lines; it holds one token, or for several agents a "
+            f'JSON object {{"<token>": "<agent>", ...}}'
+        )
+    return {lines[0]: agent}
+
+
 def load_tokens(settings: ServerSettings) -> TokenTable:
     """Build the token table from ``token`` and ``token_file``.
 
-    A token file holds either a JSON object mapping tokens to agent names, or a single token (first
-    non-empty line) for ``settings.agent``.
+    A token file holds either a JSON object mapping tokens to agent names, or a single token (one line) for
+    ``settings.agent``. A token file readable by group or others gets a warning (``chmod 600 FILE``).
+
+    Returns:
+        The table; empty only if neither ``token`` nor ``token_file`` is set.
 
     Raises:
-        ConfigError: The file cannot be read, a token is too short, or an agent name is invalid.
+        ConfigError: The file cannot be read or holds no token, ``token`` is set but empty, a token is
+            shorter than 16 characters or holds spaces or control characters, or an agent name is invalid.
     """
     tokens: dict[str, str] = {}
     if settings.token is not None:
+        if not settings.token.get_secret_value().strip():
+            raise ConfigError(f"EMBEDDIX_TOKEN is set but empty; {_TOKEN_HELP}")
         tokens[settings.token.get_secret_value()] = settings.agent
     if settings.token_file is not None:
         path = settings.token_file.expanduser()
-        try:
-            text = path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read the token file {str(path)!r}: {exc}") from exc
-        if text.startswith("{"):
-            try:
-                table = json.loads(text)
-            except ValueError as exc:
-                raise ConfigError(
-                    f"token file {str(path)!r} looks like JSON but does not parse: {exc}"
-                ) from exc
-            if not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
-                raise ConfigError(
-                    f'token file {str(path)!r} must map token strings to agent names: {{"tok": "agent"}}'
-                )
-            tokens.update(table)
-        elif text:
-            tokens[text.splitlines()[0].strip()] = settings.agent
-    for token in tokens:
-        if len(token) < 16:
-            raise ConfigError(
-                "bearer tokens must be at least 16 characters; generate one with: "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-            )
+        for token, agent in _read_token_file(path, settings.agent).items():
+            if token in tokens and tokens[token] != agent:
+                raise ConfigError(f"token file {str(path)!r} gives EMBEDDIX_TOKEN to a second agent")
+            tokens[token] = agent
+    for n, token in enumerate(tokens, 1):
+        if not _valid_token(token):
+            raise ConfigError(f"bearer token #{n} is not usable: {_TOKEN_HELP}")
     try:
         return TokenTable(tokens)
     except ValueError as exc:
         raise ConfigError(f"token table: {exc}") from exc
+
+
+def http_tokens(settings: ServerSettings) -> TokenTable | None:
+    """The tokens an HTTP server checks, or None when ``settings.no_auth`` turns authentication off.
+
+    There is no other way to turn it off: no token source at all is an error, not an open server.
+
+    Returns:
+        A non-empty token table, or None for ``no_auth`` on loopback.
+
+    Raises:
+        ConfigError: ``no_auth`` with a token or beyond loopback; no token source without ``no_auth``; or
+            any error of :func:`load_tokens`.
+    """
+    configured = settings.token is not None or settings.token_file is not None
+    if settings.no_auth:
+        if configured:
+            raise ConfigError(
+                "--no-auth (EMBEDDIX_NO_AUTH) and a token (--token-file, EMBEDDIX_TOKEN_FILE or "
+                "EMBEDDIX_TOKEN) contradict each other; drop one of them"
+            )
+        if not is_loopback(settings.host):
+            raise ConfigError(
+                f"refusing --no-auth on {settings.host!r}: serving without authentication is only allowed "
+                f"on loopback (127.0.0.1, ::1); give --token-file to bind beyond it"
+            )
+        return None
+    if not configured:
+        raise ConfigError(
+            f"refusing to serve HTTP on {settings.host!r} without authentication: give --token-file "
+            f"(EMBEDDIX_TOKEN_FILE) or EMBEDDIX_TOKEN, or pass --no-auth (EMBEDDIX_NO_AUTH=1) to serve "
+            f"one agent without tokens on loopback"
+        )
+    tokens = load_tokens(settings)
+    if not tokens:  # load_tokens refuses every empty source; this keeps the rule local and explicit
+        raise ConfigError("the configured token sources hold no token")
+    return tokens

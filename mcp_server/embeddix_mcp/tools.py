@@ -31,7 +31,7 @@ from mcp.server.mcpserver import Context, MCPServer, UserMessage
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.shared.exceptions import MCPDeprecationWarning
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from embeddix_core import Collection, EmbeddixError, Hit, InvalidArgumentError, NotFoundError
 
@@ -69,6 +69,7 @@ from .models import (
     touch,
     user_metadata,
 )
+from .render import untrusted, validation_message
 from .state import AppState
 
 __all__ = ["register"]
@@ -221,19 +222,22 @@ def _short(text: str | None, n: int = 160) -> str:
 
 
 def _format_memories(memories: list[Memory]) -> str:
+    """One line per memory: ``N. [score] "text" (id "..."; tags [...]; ...)``.
+
+    Every stored value goes through :func:`untrusted`, so no text, tag or id can add a line or forge
+    another memory's number, score or id (see render.py).
+    """
     lines = []
     for i, m in enumerate(memories, 1):
-        extra = []
+        extra = [f"id {untrusted(m.id)}"]
         if m.tags:
-            extra.append("tags: " + ", ".join(m.tags))
+            extra.append(f"tags {untrusted(m.tags)}")
         if m.source:
-            extra.append(f"source: {m.source}")
+            extra.append(f"source {untrusted(m.source)}")
         if m.created_at:
-            extra.append(f"stored {m.created_at[:19]}Z")
+            extra.append(f"stored {untrusted(m.created_at[:19] + 'Z')}")
         score = "" if m.score is None else f"[{m.score:.3f}] "
-        lines.append(
-            f"{i}. {score}{_short(m.text, 400)} (id {m.id}{'; ' + '; '.join(extra) if extra else ''})"
-        )
+        lines.append(f"{i}. {score}{untrusted(_short(m.text, 400))} ({'; '.join(extra)})")
     return "\n".join(lines)
 
 
@@ -343,8 +347,8 @@ async def remember(
     if text is not None:
         try:
             batch = [MemoryIn(text=text, metadata=metadata)]
-        except ValueError as exc:
-            raise ToolError(f"invalid metadata: {exc}") from exc
+        except ValidationError as exc:
+            raise ToolError(validation_message(exc)) from exc
     else:
         if metadata is not None:
             raise ToolError(
@@ -357,8 +361,9 @@ async def remember(
     n_new = len(set(res.ids) - set(res.updated))
     text_out = f"Remembered {len(batch)} item(s) in {_where(namespace)}: {n_new} new"
     if res.updated:
-        text_out += f", {len(res.updated)} existing updated ({', '.join(res.updated)})"
-    return _result(res, text_out + f". Ids: {', '.join(res.ids)}")
+        # Updated ids may be ones stored directly through the core, so they are rendered as data too.
+        text_out += f", {len(res.updated)} existing updated {untrusted(res.updated)}"
+    return _result(res, text_out + f". Ids: {untrusted(res.ids)}")
 
 
 # -- recall / stream -------------------------------------------------------------------------------------
@@ -398,10 +403,9 @@ def _note_recall(state: AppState, caller: str, query: str, memories: list[Memory
 
 def _recall_text(res: RecallResult) -> str:
     if not res.memories:
-        return f"No memories found for {res.query!r}."
-    head = (
-        f"{len(res.memories)} memor{'y' if len(res.memories) == 1 else 'ies'} for {res.query!r}, best first:"
-    )
+        return f"No memories found for {untrusted(res.query)}."
+    n = len(res.memories)
+    head = f"{n} memor{'y' if n == 1 else 'ies'} for {untrusted(res.query)}, best first:"
     return head + "\n" + _format_memories(res.memories)
 
 
@@ -497,7 +501,7 @@ async def stream(
                 "ef": step.ef,
                 "memories": [{"id": m.id, "score": m.score, "text": _short(m.text, 200)} for m in memories],
             }
-            await ctx.report_progress(i, total, json.dumps(partial, ensure_ascii=False))
+            await ctx.report_progress(i, total, untrusted(partial))
             await _log(ctx, {**partial, "memories": [m.model_dump(mode="json") for m in memories]})
             if step.final:
                 break
@@ -784,17 +788,23 @@ def agent_stats(state: AppState, owner: str, viewer: str) -> StatsResult:
 
 def _stats_text(res: StatsResult) -> str:
     parts = [f"Agent {res.agent}: {res.total_memories} memories"]
-    parts += [f"  {n.namespace or '(main)'}: {n.count} ({n.index} index)" for n in res.namespaces]
+    # Namespace and collection names come from the database, which the core API can also write.
+    parts += [
+        f"  {'(main)' if n.namespace is None else untrusted(n.namespace)}: {n.count} ({n.index} index)"
+        for n in res.namespaces
+    ]
     if res.collections:
-        parts.append("Document collections: " + ", ".join(res.collections))
+        parts.append("Document collections: " + untrusted(res.collections))
     parts.append(f"Embedder: {res.embedder} ({res.dim}-d)")
     if res.grants_given:
         parts.append(
-            "Shared with: " + ", ".join(f"{g.grantee} ({g.namespace or 'main'})" for g in res.grants_given)
+            "Shared with: "
+            + ", ".join(f"{g.grantee} ({untrusted(g.namespace or 'main')})" for g in res.grants_given)
         )
     if res.grants_received:
         parts.append(
-            "Readable from: " + ", ".join(f"{g.owner} ({g.namespace or 'main'})" for g in res.grants_received)
+            "Readable from: "
+            + ", ".join(f"{g.owner} ({untrusted(g.namespace or 'main')})" for g in res.grants_received)
         )
     return "\n".join(parts)
 
@@ -865,7 +875,10 @@ async def list_collections(ctx: Context) -> Annotated[CallToolResult, Collection
     """Your document collections and their chunk counts."""
     state = _state(ctx)
     res = await _run(_list_collections, state, _caller(state))
-    text = "\n".join(f"{c.name}: {c.count} chunks" for c in res.collections) or "No document collections."
+    text = (
+        "\n".join(f"{untrusted(c.name)}: {c.count} chunks" for c in res.collections)
+        or "No document collections."
+    )
     return _result(res, text)
 
 
@@ -1006,7 +1019,8 @@ async def search_collection(
     hits, ef = await _run(_search_collection, state, agent, collection, query, k, filter, p)
     res = SearchCollectionResult(collection=collection, hits=hits, hybrid=p.hybrid, ef=ef)
     lines = [
-        f"{i}. [{h.score:.3f}] {_short(h.text, 400)} (doc {h.doc_id}, chunk {h.chunk})"
+        f"{i}. [{h.score:.3f}] {untrusted(_short(h.text, 400))} (doc {untrusted(h.doc_id)}, "
+        f"chunk {untrusted(h.chunk)})"
         for i, h in enumerate(hits, 1)
     ]
     return _result(res, "\n".join(lines) or f"No chunks found in {collection!r}.")
@@ -1023,9 +1037,8 @@ def _read_memory(state: AppState, caller: str, owner: str, rid: str, namespace: 
     rec = col.get(rid, include_vectors=False) if col is not None else None
     if rec is None:
         raise ResourceNotFoundError(f"no memory {rid!r} for agent {owner!r} in {_where(namespace)}")
-    return memory_from(rid, rec.document, rec.metadata, agent=owner, namespace=namespace).model_dump_json(
-        indent=1
-    )
+    memory = memory_from(rid, rec.document, rec.metadata, agent=owner, namespace=namespace)
+    return untrusted(memory.model_dump(mode="json"), indent=1)
 
 
 async def memory_resource(agent: str, id: str, ctx: Context, namespace: str | None = None) -> str:
@@ -1041,7 +1054,7 @@ async def stats_resource(agent: str, ctx: Context) -> str:
         res = await anyio.to_thread.run_sync(agent_stats, state, agent, _caller(state))
     except (AccessDeniedError, EmbeddixError) as exc:
         raise ResourceError(str(exc)) from exc
-    return res.model_dump_json(indent=1)
+    return untrusted(res.model_dump(mode="json"), indent=1)
 
 
 async def recall_context(query: str, ctx: Context, k: int = 5) -> list[UserMessage]:

@@ -112,4 +112,7 @@ def test_loopback_rule(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="without authentication"):
         build_http_app(ServerSettings(host="0.0.0.0", data=str(tmp_path), embedder="hash"))
     assert build_http_app(ServerSettings(host="0.0.0.0", data=str(tmp_path), embedder="hash", token=TOKEN))
-    assert build_http_app(ServerSettings(host="127.0.0.1", data=str(tmp_path), embedder="hash"))
+    # Loopback without a token is refused too; serving without authentication takes an explicit no_auth.
+    with pytest.raises(ConfigError, match="--no-auth"):
+        build_http_app(ServerSettings(host="127.0.0.1", data=str(tmp_path), embedder="hash"))
+    assert build_http_app(ServerSettings(host="127.0.0.1", data=str(tmp_path), embedder="hash", no_auth=True))
