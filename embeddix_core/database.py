@@ -131,7 +131,7 @@ class Embeddix:
 
     @staticmethod
     def _check_name(name: Any) -> str:
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
             raise InvalidArgumentError(
                 f"collection name must be 1-128 characters of letters, digits, '_', '-', '.', ':' "
                 f"(not starting with '-', '.' or ':'); got {name!r}"
