@@ -304,6 +304,37 @@ class Store:
             self._conn.close()
 
     # -- transactions ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Run the calling thread's reads inside one read transaction: they all see one state.
+
+        Without it each statement sees the store as of its own start, and a replay that reads the
+        sequence number, then the changes, then the deletions can miss a deletion that another process
+        pruned in between (its index keeps a ghost). Re-entrant within a thread. In memory there is one
+        connection and no other writer, so this does nothing.
+        """
+        if self.path is None:
+            yield
+            return
+        conn = self._reader()
+        depth = getattr(self._local, "snap_depth", 0)
+        if depth == 0:
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the read snapshot starts here
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise storage_error(exc, "start a read transaction") from exc
+        self._local.snap_depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.snap_depth = depth
+            if depth == 0 and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
+
     def _write(self) -> _WriteTxn:
         if self._closed:
             raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
