@@ -27,6 +27,7 @@ import os
 import random
 import threading
 import time
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
@@ -84,7 +85,13 @@ from .query.planner import (
 )
 from .storage._atomic import atomic_write_bytes
 from .storage.locks import SnapshotLock
-from .storage.snapshot import SnapshotIdentity, read_snapshot, remove_snapshots, write_snapshot
+from .storage.snapshot import (
+    SnapshotIdentity,
+    read_snapshot,
+    remove_snapshots,
+    remove_stale,
+    write_snapshot,
+)
 from .storage.sqlite import CollectionRow, Store
 from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep, make_hit
 
@@ -336,10 +343,7 @@ class Collection:
             seq, pruned = self._store.seq(self._cid)
             record = self._store.snapshot_record(self._cid)
             identity = SnapshotIdentity(
-                self._store.store_id,
-                self._cid,
-                record.snapshot_id if record is not None else None,
-                record.seq if record is not None else None,
+                self._store.store_id, self._cid, record.accepts() if record is not None else {}
             )
             index: SegmentedHnsw | None = None
             try:
@@ -499,9 +503,13 @@ class Collection:
             seq = self._applied_seq
             record = self._store.snapshot_record(self._cid)
             # _snapshot_seq is -1 after a rebuild: the snapshot on disk (if any) was not usable
-            if not force and record is not None and record.seq >= seq and self._snapshot_seq >= 0:
+            done = record.seq if record is not None and record.seq is not None else -1
+            if not force and done >= seq and self._snapshot_seq >= 0:
                 self._snapshot_seq = seq  # another handle or process saved this state already
                 return False
+            # vouched for before its manifest exists: a crash before record_snapshot still finds it
+            snapshot_id = uuid.uuid4().hex
+            self._store.begin_snapshot(self._cid, snapshot_id, seq)
             snap = write_snapshot(
                 directory,
                 "hnsw",
@@ -510,9 +518,11 @@ class Collection:
                 index.savers(),
                 {"bounds": index.bounds},
                 identity=SnapshotIdentity(self._store.store_id, self._cid),
+                snapshot_id=snapshot_id,
             )
             # only now may the deletions it contains be pruned: see Store.record_snapshot
             self._store.record_snapshot(self._cid, snap.snapshot_id, seq)
+            remove_stale(directory, "hnsw", snap)
             self._snapshot_seq = seq
             return True
 
