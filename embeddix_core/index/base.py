@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["IndexResult", "LabelFilter", "VectorIndex", "exact_topk"]
+__all__ = ["FlatIndexMixin", "IndexResult", "IndexStats", "LabelFilter", "VectorIndex", "exact_topk"]
 
 LabelFilter = Callable[[int], bool]
 
@@ -29,14 +30,50 @@ class IndexResult:
     distances: np.ndarray  # float32 (nq, k)
 
 
+@dataclass(frozen=True, slots=True)
+class IndexStats:
+    """What an index holds: its parts and their sizes (for ``Collection.stats``)."""
+
+    segments: int
+    capacity: int
+    tombstones: int
+    buffered: int
+    memory_bytes: int
+
+
 @runtime_checkable
 class VectorIndex(Protocol):
-    """What the collection needs from a vector index."""
+    """What the collection needs from a vector index.
+
+    The collection asks an index what it can do through these capability flags and never tests its
+    class (policies as data): ``approximate`` indexes take a beam width (``ef``) per search, are
+    calibrated and planned; ``snapshots`` indexes are saved to disk (``savers``) instead of rebuilt from
+    the store on open.
+    """
 
     kind: str
     dim: int
     space: str
-    snapshots: bool  # whether save() exists (else the index is rebuilt from the store on open)
+    approximate: bool  # searches take ef; recall < 1 is possible, so the planner and calibration apply
+    snapshots: bool  # savers() writes it to disk (else it is rebuilt from the store on open)
+    segments: int  # independently searched parts (a plan's parallelism)
+    bounds: list[int]  # first label of each segment, saved with a snapshot
+
+    def set_ef_search(self, ef: int) -> None:
+        """Change the default beam width of later searches (no-op for exact indexes)."""
+        ...
+
+    def stats(self) -> IndexStats:
+        """Sizes of the index's parts."""
+        ...
+
+    def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
+        """(live vectors, save function) per segment, for a snapshot (empty: nothing to save)."""
+        ...
+
+    def join(self) -> None:
+        """Wait for background work (a write-buffer flush) to finish."""
+        ...
 
     def __len__(self) -> int:
         """Live (not deleted) vectors."""
@@ -73,6 +110,35 @@ class VectorIndex(Protocol):
     def memory_bytes(self) -> int:
         """Approximate bytes the index holds in memory."""
         ...
+
+
+class FlatIndexMixin:
+    """The capabilities of an exact (flat) index: no beam, no snapshots, no background work.
+
+    Exact indexes are small by construction (below the HNSW threshold): rebuilding one from the store
+    takes milliseconds, so they are never snapshotted.
+    """
+
+    approximate = False
+    snapshots = False
+    segments = 1
+
+    @property
+    def bounds(self) -> list[int]:
+        return [0]
+
+    def set_ef_search(self, ef: int) -> None:
+        """Exact searches have no beam."""
+
+    def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
+        return []
+
+    def join(self) -> None:
+        """No background work."""
+
+    def stats(self) -> IndexStats:
+        n = len(self)  # type: ignore[arg-type]
+        return IndexStats(1, n, 0, 0, self.memory_bytes())  # type: ignore[attr-defined]
 
 
 def exact_topk(

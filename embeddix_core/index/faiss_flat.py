@@ -42,7 +42,7 @@ def gpu_count() -> int:
         return 0
 
 
-class FaissFlatIndex:
+class FaissFlatIndex(FlatIndexMixin):
     """Brute-force FAISS index keyed by labels, GPU-accelerated when available.
 
     Args:
@@ -52,7 +52,6 @@ class FaissFlatIndex:
     """
 
     kind = "exact"
-    snapshots = False
 
     def __init__(self, dim: int, space: str, *, use_gpu: bool | None = None) -> None:
         faiss = _faiss()

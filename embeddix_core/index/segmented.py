@@ -130,6 +130,7 @@ class SegmentedHnsw:
     """
 
     kind = "hnsw"
+    approximate = True
     snapshots = True
 
     def __init__(
@@ -230,6 +231,12 @@ class SegmentedHnsw:
     @property
     def segments(self) -> int:
         return len(self._segs)
+
+    def set_ef_search(self, ef: int) -> None:
+        self.ef_search = ef
+
+    def stats(self) -> IndexStats:
+        return IndexStats(self.segments, self.capacity, self.tombstones, self.buffered, self.memory_bytes())
 
     @property
     def bounds(self) -> list[int]:
