@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -423,3 +425,105 @@ def check_text_query(text: Any) -> str:
             "characters (only its first 64 distinct words are searched anyway): pass a shorter query"
         )
     return text
+
+
+def check_lookup_ids(ids: Any) -> tuple[list[str], bool]:
+    """Ids to read (``get``, ``col[id]``): one id or a list; absent ids are not an error here.
+
+    Returns:
+        The ids as a list, and whether one id (not a list) was given.
+
+    Raises:
+        InvalidIdError: ids is neither a string nor a list of strings, or an id is not valid Unicode.
+    """
+    single = isinstance(ids, str)
+    if single:
+        id_list = [ids]
+    elif isinstance(ids, Sequence | np.ndarray) and not isinstance(ids, bytes | bytearray):
+        id_list = list(ids)
+    else:
+        raise InvalidIdError(
+            f"ids must be a string or a list of strings; got {type(ids).__name__} {_short(ids)}"
+        )
+    for i, rid in enumerate(id_list):
+        if not isinstance(rid, str):
+            raise InvalidIdError(f"ids[{i}] must be a string; got {type(rid).__name__} {_short(rid)}")
+        try:
+            rid.encode("utf-8")
+        except UnicodeEncodeError:
+            # SQLite would fail to bind it; no stored id can hold one either (check_ids refuses them)
+            raise InvalidIdError(
+                f"ids[{i}] is not valid Unicode (unpaired surrogate); expected UTF-8 text"
+            ) from None
+    return id_list, single
+
+
+def check_patch(patch: Any) -> dict[str, Any]:
+    """A metadata patch for ``update_metadata``: a mapping (a None value removes that key).
+
+    Raises:
+        InvalidMetadataError: patch is not a mapping.
+    """
+    if not isinstance(patch, Mapping):
+        raise InvalidMetadataError(
+            f"patch must be a dict of metadata keys to new values (None removes a key); "
+            f"got {type(patch).__name__} {_short(patch)}"
+        )
+    return dict(patch)
+
+
+def check_int(value: Any, name: str, low: int, high: int) -> int:
+    """An integer parameter (not a bool, not a float) in [low, high], e.g. batch_size or fetch_k.
+
+    Raises:
+        InvalidArgumentError: value is not an integer or is out of range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+        raise InvalidArgumentError(
+            f"{name} must be an integer from {low} to {high}; got {type(value).__name__} {_short(value)}"
+        )
+    return int(value)
+
+
+def check_fraction(value: Any, name: str) -> float:
+    """A weight in [0, 1] such as mmr_lambda or text_weight (not a bool, not NaN).
+
+    Raises:
+        InvalidArgumentError: value is not a number between 0 and 1.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise InvalidArgumentError(
+            f"{name} must be a number between 0 and 1; got {type(value).__name__} {_short(value)}"
+        )
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise InvalidArgumentError(f"{name} must be between 0 and 1; got {value}")
+    return float(value)
+
+
+def check_data_path(path: Any) -> Path | None:
+    """A data directory for ``Embeddix.open``: None (in memory), a str or an os.PathLike.
+
+    Raises:
+        InvalidArgumentError: path is another type, holds NUL, or is not valid Unicode.
+    """
+    if path is None:
+        return None
+    if not isinstance(path, str | os.PathLike):
+        raise InvalidArgumentError(
+            f"path must be a directory path (str or pathlib.Path) or None for an in-memory database; "
+            f"got {type(path).__name__} {_short(path)}"
+        )
+    text = os.fspath(path)
+    if not isinstance(text, str):
+        raise InvalidArgumentError(f"path must be text, not bytes; got {_short(text)}")
+    if "\x00" in text:
+        raise InvalidArgumentError(
+            f"path contains a NUL character, which no file system allows; got {_short(text)}"
+        )
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(
+            f"path is not valid Unicode (unpaired surrogate); got {_short(text)}"
+        ) from None
+    return Path(text).expanduser().resolve()

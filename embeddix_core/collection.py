@@ -27,6 +27,7 @@ import os
 import random
 import threading
 import time
+import uuid
 import warnings
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
@@ -41,11 +42,19 @@ from ._validate import (
     as_matrix,
     as_query,
     check_documents,
+    check_ef,
+    check_fraction,
     check_ids,
+    check_int,
     check_k,
+    check_lookup_ids,
     check_metadata,
     check_metadatas,
+    check_patch,
+    check_text_query,
     dump_metadata,
+    unit_query,
+    unit_rows,
 )
 from .cache import CacheManager, CacheSettings, VectorCache
 from .cache.row_cache import RowCache
@@ -54,7 +63,7 @@ from .errors import (
     ClosedError,
     CollectionNotFoundError,
     InvalidArgumentError,
-    InvalidVectorError,
+    InvalidIdError,
     ModelMismatchError,
     NotFoundError,
     StorageError,
@@ -76,7 +85,13 @@ from .query.planner import (
 )
 from .storage._atomic import atomic_write_bytes
 from .storage.locks import SnapshotLock
-from .storage.snapshot import SnapshotIdentity, read_snapshot, remove_snapshots, write_snapshot
+from .storage.snapshot import (
+    SnapshotIdentity,
+    read_snapshot,
+    remove_snapshots,
+    remove_stale,
+    write_snapshot,
+)
 from .storage.sqlite import CollectionRow, Store
 from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep, make_hit
 
@@ -259,12 +274,17 @@ class Collection:
         return len(self._index)
 
     def __contains__(self, rid: object) -> bool:
-        if not isinstance(rid, str):
-            return False
+        if not isinstance(rid, str) or rid != rid.encode("utf-8", "replace").decode("utf-8"):
+            return False  # no stored id is anything but valid Unicode text
         self._sync()
         return bool(self._store.rows_by_ids(self._cid, [rid], vectors=False))
 
     def __getitem__(self, rid: str) -> Record:
+        if not isinstance(rid, str):
+            raise InvalidIdError(
+                f"col[id] takes one id (a string); got {type(rid).__name__} {rid!r:.60}; "
+                "use get() for several"
+            )
         rec = self.get(rid)
         if rec is None:
             raise NotFoundError(f"no record with id {rid!r} in collection {self.name!r}")
@@ -289,15 +309,7 @@ class Collection:
         """Vectors as the index stores them: unit length for cosine, as given otherwise."""
         if not self._normalize:
             return vectors
-        # float64: squaring 2e20 overflows float32 and squaring 1e-25 underflows it to zero
-        wide = vectors.astype(np.float64)
-        norms = np.sqrt(np.einsum("ij,ij->i", wide, wide))
-        if (norms == 0).any():
-            bad = int(np.flatnonzero(norms == 0)[0])
-            raise InvalidVectorError(
-                f"vector {bad} is all zeros; a cosine collection needs a non-zero vector to normalize"
-            )
-        return (wide / norms[:, None]).astype(np.float32)
+        return unit_rows(vectors)  # norms in float64: 2e20 overflows float32, 1e-25 underflows it
 
     def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
         c = self._config
@@ -325,14 +337,13 @@ class Collection:
         if directory is None:
             self._rebuild()
             return
-        with self._snap_lock.hold(exclusive=False):
+        # the shared lock keeps snapshot writers (and their prunes) out; the read transaction makes the
+        # rebuild's scan and the replay after it read one state of the store
+        with self._snap_lock.hold(exclusive=False), self._store.read_snapshot():
             seq, pruned = self._store.seq(self._cid)
             record = self._store.snapshot_record(self._cid)
             identity = SnapshotIdentity(
-                self._store.store_id,
-                self._cid,
-                record.snapshot_id if record is not None else None,
-                record.seq if record is not None else None,
+                self._store.store_id, self._cid, record.accepts() if record is not None else {}
             )
             index: SegmentedHnsw | None = None
             try:
@@ -401,29 +412,37 @@ class Collection:
         Whatever path it takes, a replay that changed anything drops every cache derived from the old
         state: rows, vectors, filter label sets and cached results.
         """
-        try:
-            seq, pruned = self._store.seq(self._cid)
-        except CollectionNotFoundError:
-            self._closed = True
-            raise CollectionNotFoundError(
-                f"collection {self.name!r} was dropped (by another handle or process); get it again "
-                "from the database"
-            ) from None
-        if seq == self._applied_seq:
-            return
-        if pruned > self._applied_seq or seq < self._applied_seq:
+        # One read transaction: the sequence number, the changes and the deletions come from one state
+        # of the store. Read one by one, a snapshot by another process could prune a deletion between
+        # the reads, and this index would keep that record as a ghost for good.
+        with self._store.read_snapshot():
+            try:
+                seq, pruned = self._store.seq(self._cid)
+            except CollectionNotFoundError:
+                self._closed = True
+                raise CollectionNotFoundError(
+                    f"collection {self.name!r} was dropped (by another handle or process); get it again "
+                    "from the database"
+                ) from None
+            if seq == self._applied_seq:
+                return
+            reload = pruned > self._applied_seq or seq < self._applied_seq
+            if not reload:
+                for rows in self._store.changes_since(self._cid, self._applied_seq):
+                    labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                    vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(
+                        len(rows), self.dim
+                    )
+                    self._index.add(labels, self._prepare(vecs))
+                gone = self._store.deletions_since(self._cid, self._applied_seq)
+                if gone:
+                    self._index.remove(np.asarray(gone, np.int64))
+                self._applied_seq = seq
+        if reload:
             # Deletions we never saw were pruned after a newer snapshot (or the store went back in
-            # time): start over from the snapshot the store vouches for, or from the store itself.
+            # time): start over from the snapshot the store vouches for, or from the store itself. Out of
+            # the read transaction above: the snapshot must be read with the store's current record.
             self._load_index()
-        else:
-            for rows in self._store.changes_since(self._cid, self._applied_seq):
-                labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.dim)
-                self._index.add(labels, self._prepare(vecs))
-            gone = self._store.deletions_since(self._cid, self._applied_seq)
-            if gone:
-                self._index.remove(np.asarray(gone, np.int64))
-            self._applied_seq = seq
         self._clear_filters()
         self._vectors.clear()
         self._rows.clear()
@@ -484,9 +503,13 @@ class Collection:
             seq = self._applied_seq
             record = self._store.snapshot_record(self._cid)
             # _snapshot_seq is -1 after a rebuild: the snapshot on disk (if any) was not usable
-            if not force and record is not None and record.seq >= seq and self._snapshot_seq >= 0:
+            done = record.seq if record is not None and record.seq is not None else -1
+            if not force and done >= seq and self._snapshot_seq >= 0:
                 self._snapshot_seq = seq  # another handle or process saved this state already
                 return False
+            # vouched for before its manifest exists: a crash before record_snapshot still finds it
+            snapshot_id = uuid.uuid4().hex
+            self._store.begin_snapshot(self._cid, snapshot_id, seq)
             snap = write_snapshot(
                 directory,
                 "hnsw",
@@ -495,9 +518,11 @@ class Collection:
                 index.savers(),
                 {"bounds": index.bounds},
                 identity=SnapshotIdentity(self._store.store_id, self._cid),
+                snapshot_id=snapshot_id,
             )
             # only now may the deletions it contains be pruned: see Store.record_snapshot
             self._store.record_snapshot(self._cid, snap.snapshot_id, seq)
+            remove_stale(directory, "hnsw", snap)
             self._snapshot_seq = seq
             return True
 
@@ -973,7 +998,8 @@ class Collection:
         Returns:
             The updated record.
         """
-        patch_clean = dict(patch)
+        check_lookup_ids(rid if isinstance(rid, str) else [rid])
+        patch_clean = check_patch(patch)
         with self._write_lock:
             rec = self[rid]
             merged = dict(rec.metadata)
@@ -1158,13 +1184,9 @@ class Collection:
             For one id, the record or None; for a list, records in the order asked, None where absent.
         """
         self._sync()  # the store answers; this notices a collection dropped by another process
-        single = isinstance(ids, str)
-        id_list: list[str] = [ids] if isinstance(ids, str) else list(ids)
+        id_list, single = check_lookup_ids(ids)
         if not id_list:
             return []
-        for i, rid in enumerate(id_list):
-            if not isinstance(rid, str):
-                raise InvalidArgumentError(f"ids[{i}] must be a string; got {type(rid).__name__}")
         rows = self._store.rows_by_ids(self._cid, id_list, vectors=include_vectors)
         out: list[Record | None] = []
         for rid in id_list:
@@ -1188,6 +1210,7 @@ class Collection:
         """
         self._sync()
         flt = parse_filter(filter)
+        batch_size = check_int(batch_size, "batch_size", 1, 1_000_000)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
         while True:
@@ -1281,11 +1304,7 @@ class Collection:
     def _query(self, vector: Any) -> np.ndarray:
         """One query vector, checked, as the index compares it (unit length for cosine)."""
         q, sq = as_query(vector, self.dim)
-        if self._normalize:
-            if sq == 0.0:
-                raise InvalidVectorError("query vector is all zeros; cosine search needs a non-zero vector")
-            q = q * np.float32(1.0 / math.sqrt(sq))
-        return q
+        return unit_query(q, sq) if self._normalize else q
 
     def _to_hits(
         self,
@@ -1297,8 +1316,13 @@ class Collection:
         metric: str | None = None,
         raw: list[tuple[Any, ...]] | None = None,
         rows: dict[int, tuple[Any, ...]] | None = None,
+        flt: Filter | None = None,
     ) -> list[Hit]:
-        """Hits for index labels (rows looked up unless the caller fetched them already)."""
+        """Hits for index labels (rows looked up unless the caller fetched them already).
+
+        With ``flt``, a row whose metadata no longer matches is left out: the label set that admitted it
+        was read before a write that changed it, and the row after (read skew between two reads).
+        """
         if rows is None:
             rows = (
                 self._store.rows_by_labels(self._cid, labels, vectors=True)
@@ -1322,11 +1346,14 @@ class Collection:
                 score = 1.0 / (1.0 + d)
             else:
                 score = 1.0 - d
+            meta = loads(row[3]) if row[3] else {}
+            if flt is not None and not flt.matches(meta):
+                continue
             if include_vectors:
                 vec = np.frombuffer(row[4], np.float32).copy()
-                out.append(Hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, m, vec))
+                out.append(Hit(row[1], score, d, row[2], meta, m, vec))
             else:
-                out.append(make_hit(row[1], score, d, row[2], loads(row[3]) if row[3] else {}, m))
+                out.append(make_hit(row[1], score, d, row[2], meta, m))
             if raw is not None:
                 raw.append((row[1], score, d, row[2], row[3]))
         return out
@@ -1418,6 +1445,7 @@ class Collection:
         self._check_open()
         k = check_k(k)
         recall, deadline_ms = check_recall(recall), check_deadline(deadline_ms)
+        ef = check_ef(ef)
         if vector is not None:
             self._query(vector)
         self._sync()
@@ -1480,6 +1508,8 @@ class Collection:
             recall = check_recall(recall)
         if deadline_ms is not None:
             deadline_ms = check_deadline(deadline_ms)
+        if ef is not None:
+            ef = check_ef(ef)
         flt = parse_filter(filter) if filter else None
         if text is not None or vector is None:
             plan = self._plan(k, recall, deadline_ms, ef)
@@ -1505,10 +1535,15 @@ class Collection:
         if labels.size and labels[-1] < 0:
             keep = labels >= 0
             hits = self._to_hits(
-                labels[keep].tolist(), res.distances[0][keep].tolist(), include_vectors=include_vectors
+                labels[keep].tolist(),
+                res.distances[0][keep].tolist(),
+                include_vectors=include_vectors,
+                flt=flt,
             )
         else:
-            hits = self._to_hits(labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors)
+            hits = self._to_hits(
+                labels.tolist(), res.distances[0].tolist(), include_vectors=include_vectors, flt=flt
+            )
         partial = plan.deadline_limited
         if deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > deadline_ms:
             partial = True
@@ -1580,7 +1615,9 @@ class Collection:
         keep = res.labels[0] >= 0
         labels, dists = res.labels[0][keep], res.distances[0][keep]
         rows: list[tuple[Any, ...]] = []
-        hits = self._to_hits(labels[:k].tolist(), dists[:k].tolist(), include_vectors=False, raw=rows)
+        hits = self._to_hits(
+            labels[:k].tolist(), dists[:k].tolist(), include_vectors=False, raw=rows, flt=flt
+        )
         partial = plan.deadline_limited or (
             plan.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > plan.deadline_ms
         )
@@ -1643,9 +1680,7 @@ class Collection:
                 else:
                     out[i] = np.frombuffer(row[4], np.float32)
         if self._normalize:
-            sq = np.einsum("ij,ij->i", out, out)
-            sq[~(sq > 0)] = 1.0  # NaN (gone) or zero rows stay as they are
-            out /= np.sqrt(sq)[:, None]
+            out = unit_rows(out, keep_zeros=True)  # NaN (gone) or zero rows stay as they are
         return out
 
     def _plan_variant(self, plan: Plan, result_cache: str) -> Plan:
@@ -1695,6 +1730,7 @@ class Collection:
         self._check_open()
         k = check_k(k)
         recall, deadline_ms = check_recall(recall), check_deadline(deadline_ms)
+        ef = check_ef(ef)
         if stable_rounds is not None and (not isinstance(stable_rounds, int) or stable_rounds < 1):
             raise InvalidArgumentError(
                 f"stable_rounds must be a positive integer or None; got {stable_rounds!r}"
@@ -1722,7 +1758,10 @@ class Collection:
             res = self._knn(q, k, step_ef, flt)
             keep = res.labels[0] >= 0
             hits = self._to_hits(
-                res.labels[0][keep].tolist(), res.distances[0][keep].tolist(), include_vectors=include_vectors
+                res.labels[0][keep].tolist(),
+                res.distances[0][keep].tolist(),
+                include_vectors=include_vectors,
+                flt=flt,
             )
             last_ms = (time.perf_counter() - s0) * 1000.0
             ids = [h.id for h in hits]
@@ -1775,8 +1814,7 @@ class Collection:
         fetch_k: int | None,
         include_vectors: bool,
     ) -> list[Hit]:
-        if not 0.0 <= lambda_mult <= 1.0:
-            raise InvalidArgumentError(f"mmr_lambda must be between 0 and 1; got {lambda_mult}")
+        lambda_mult = check_fraction(lambda_mult, "mmr_lambda")
         fk = max(fetch_k or max(4 * k, 20), k)
         res = self._knn(q.reshape(1, -1), fk, ef, flt)
         keep = res.labels[0] >= 0
@@ -1788,6 +1826,7 @@ class Collection:
             [int(labels[i]) for i in picked],
             [float(dists[i]) for i in picked],
             include_vectors=include_vectors,
+            flt=flt,
         )
 
     def _hybrid(
@@ -1803,10 +1842,8 @@ class Collection:
     ) -> list[Hit]:
         if text is None:
             raise InvalidArgumentError("search needs a query vector, or text for a full-text search")
-        if not isinstance(text, str):
-            raise InvalidArgumentError(f"text must be a string; got {type(text).__name__}")
-        if not 0.0 <= text_weight <= 1.0:
-            raise InvalidArgumentError(f"text_weight must be between 0 and 1; got {text_weight}")
+        text = check_text_query(text)
+        text_weight = check_fraction(text_weight, "text_weight")
         self._sync()
         fk = max(fetch_k or max(4 * k, 20), k)
         allowed = self._filter_entry(flt).labels if flt is not None else None
@@ -1850,6 +1887,7 @@ class Collection:
             [dist[lb] for lb in labels],
             include_vectors=include_vectors,
             scores=[s for _, s in fused],
+            flt=flt,
             metric="rrf",
         )
 
@@ -1884,12 +1922,12 @@ class Collection:
         q = self._prepare(mat)
         flt = parse_filter(filter) if filter else None
         self._sync()
-        plan = self._plan(k, check_recall(recall), None, ef)
+        plan = self._plan(k, check_recall(recall), None, check_ef(ef))
         workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads
         n = len(q)
         if workers <= 1 or n < 2 * _BATCH_CHUNK:
             return self._batch_hits(
-                self._knn(q, k, plan.ef, flt, num_threads=workers), include_vectors, workers
+                self._knn(q, k, plan.ef, flt, num_threads=workers), include_vectors, workers, flt
             )
         # A pipeline: the native search of the next chunk (on every core, without the GIL) runs while
         # this thread turns the previous chunk into hits. Building hits is serial Python, a seventh of
@@ -1903,10 +1941,12 @@ class Collection:
             if s + _BATCH_CHUNK < n:
                 nxt = q[s + _BATCH_CHUNK : s + 2 * _BATCH_CHUNK]
                 pending = pool.submit(self._knn, nxt, k, plan.ef, flt, workers)
-            out.extend(self._batch_hits(res, include_vectors, workers))
+            out.extend(self._batch_hits(res, include_vectors, workers, flt))
         return out
 
-    def _batch_hits(self, res: IndexResult, include_vectors: bool, workers: int = 1) -> list[list[Hit]]:
+    def _batch_hits(
+        self, res: IndexResult, include_vectors: bool, workers: int = 1, flt: Filter | None = None
+    ) -> list[list[Hit]]:
         # The rows come from the row cache (misses fetched on two connections at once when there are
         # many: SQLite releases the GIL while it steps), and the hit objects are built once, here.
         labels = res.labels
@@ -1921,6 +1961,6 @@ class Collection:
         else:
             rows = self._rows.get(uniq)
         return [
-            self._to_hits(lab_row, dist_row, include_vectors=include_vectors, rows=rows)
+            self._to_hits(lab_row, dist_row, include_vectors=include_vectors, rows=rows, flt=flt)
             for lab_row, dist_row in zip(labels.tolist(), res.distances.tolist(), strict=True)
         ]

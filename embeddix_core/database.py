@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._validate import check_data_path
 from .collection import Collection
 from .config import CollectionConfig, Durability, EmbeddixSettings
 from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError, StorageError
@@ -91,10 +92,16 @@ class Embeddix:
         Returns:
             The open database.
         """
+        where = check_data_path(path)
         s = settings or EmbeddixSettings()
         if durability is not None:
-            s = s.model_copy(update={"durability": Durability(durability)})
-        return cls(None if path is None else Path(path).expanduser().resolve(), s)
+            try:
+                s = s.model_copy(update={"durability": Durability(durability)})
+            except ValueError:
+                raise InvalidArgumentError(
+                    f"durability must be one of {[d.value for d in Durability]}; got {durability!r}"
+                ) from None
+        return cls(where, s)
 
     # -- context manager ---------------------------------------------------------------------------
     def __enter__(self) -> Embeddix:
@@ -217,6 +224,8 @@ class Embeddix:
             CollectionNotFoundError: No collection has that name.
         """
         self._check()
+        if not isinstance(name, str):
+            raise CollectionNotFoundError(f"no collection named {name!r}: collection names are strings")
         with self._lock:
             col = self._collections.get(name)
             row = self._store.get_collection(name)

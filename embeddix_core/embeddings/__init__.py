@@ -4,6 +4,8 @@
 * :class:`MiniLMEmbedder`: all-MiniLM-L6-v2 from the bundled weights, never downloaded; torch or ONNX Runtime.
 * :class:`EmbeddingCache` / :class:`CachedEmbedder`: embed each text once (memory LRU, optional disk tier).
 * :func:`default_embedder` / :func:`get_embedder`: the shared default and lookup by name.
+* :class:`WrappedEmbedder`: another library's embedding functions as an :class:`Embedder` (what the
+  framework adapters build on, so they need nothing private from this package).
 
 Nothing here imports torch, sentence-transformers or onnxruntime until a model is actually loaded.
 """
@@ -15,6 +17,7 @@ from ._hash import HashEmbedder
 from ._minilm import MiniLMEmbedder
 from ._protocol import Embedder
 from ._registry import default_embedder, get_embedder
+from ._wrapped import WrappedEmbedder
 
 __all__ = [
     "CachedEmbedder",
@@ -22,6 +25,7 @@ __all__ = [
     "EmbeddingCache",
     "HashEmbedder",
     "MiniLMEmbedder",
+    "WrappedEmbedder",
     "default_embedder",
     "get_embedder",
 ]

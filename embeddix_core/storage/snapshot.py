@@ -33,14 +33,22 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import CorruptionError, FormatVersionError, StorageError
 from ._atomic import atomic_write, atomic_write_bytes, fsync_dir
 
-__all__ = ["SNAPSHOT_FORMAT", "Snapshot", "SnapshotIdentity", "read_snapshot", "write_snapshot"]
+__all__ = [
+    "SNAPSHOT_FORMAT",
+    "Snapshot",
+    "SnapshotIdentity",
+    "read_snapshot",
+    "remove_snapshots",
+    "remove_stale",
+    "write_snapshot",
+]
 
 SNAPSHOT_FORMAT = 2
 _MAGIC = "embeddix-index"
@@ -49,16 +57,15 @@ _MANIFEST = "manifest.json"
 
 @dataclass(frozen=True, slots=True)
 class SnapshotIdentity:
-    """Whose snapshot this is: the store, the collection in it, and the store's record of the snapshot.
+    """Whose snapshot this is: the store, the collection in it, and the snapshots the store vouches for.
 
-    ``snapshot_id`` and ``seq`` are the store's record (None when the store vouches for no snapshot, in
-    which case no snapshot on disk is trusted).
+    ``accepted`` maps snapshot ids to the seq each reflects (``SnapshotRecord.accepts``); empty when the
+    store vouches for none, in which case no snapshot on disk is trusted.
     """
 
     store_id: str
     cid: int
-    snapshot_id: str | None = None
-    seq: int | None = None
+    accepted: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +103,7 @@ def write_snapshot(
     extra: dict[str, Any] | None = None,
     *,
     identity: SnapshotIdentity,
+    snapshot_id: str | None = None,
 ) -> Snapshot:
     """Save an index atomically with its manifest.
 
@@ -107,16 +115,19 @@ def write_snapshot(
         segments: (live vectors, save function) per segment; each function writes its native index file
             to the path it is given.
         extra: More JSON data to keep (e.g. segment bounds).
-        identity: The store and collection the snapshot belongs to (its own id is made here).
+        identity: The store and collection the snapshot belongs to.
+        snapshot_id: Its id (the caller made it trusted in advance with ``Store.begin_snapshot``);
+            None makes one.
 
     Returns:
-        The snapshot written; the caller records ``snapshot_id`` in the store to make it trusted.
+        The snapshot written. Older files stay until :func:`remove_stale`: the caller removes them once
+        the store has recorded this snapshot, so a crash in between still finds a trusted one.
 
     Raises:
         StorageError: A file could not be written (disk full, I/O error); the old snapshot stays.
     """
     directory.mkdir(parents=True, exist_ok=True)
-    snapshot_id = uuid.uuid4().hex
+    snapshot_id = snapshot_id or uuid.uuid4().hex
     files: list[dict[str, Any]] = []
     written: list[Path] = []
     try:
@@ -148,13 +159,17 @@ def write_snapshot(
         for path in written:
             path.unlink(missing_ok=True)
         raise StorageError(f"could not write the index snapshot in {directory}: {exc}") from exc
-    keep = {p.name for p in written}
-    for old in directory.glob(f"{kind}-*.bin*"):
-        if old.name not in keep:  # older snapshots, and temp files of writers that crashed
-            old.unlink(missing_ok=True)
     return Snapshot(
         written, [f["live"] for f in files], seq, manifest["live"], params, extra or {}, snapshot_id
     )
+
+
+def remove_stale(directory: Path, kind: str, keep: Snapshot) -> None:
+    """Delete files of older snapshots, and temp files of writers that crashed (under the lock)."""
+    names = {p.name for p in keep.paths}
+    for old in directory.glob(f"{kind}-*.bin*"):
+        if old.name not in names:
+            old.unlink(missing_ok=True)
 
 
 def read_snapshot(
@@ -205,15 +220,16 @@ def read_snapshot(
             f"collection #{manifest.get('cid')}; expected store {identity.store_id}, "
             f"collection #{identity.cid})"
         )
-    if identity.snapshot_id is None or manifest.get("snapshot_id") != identity.snapshot_id:
+    recorded = identity.accepted.get(str(manifest.get("snapshot_id")))
+    if recorded is None:
         raise StorageError(
-            f"snapshot {mpath} (seq {manifest.get('seq')}) is not the one the store recorded "
-            f"(seq {identity.seq}): the store lost commits, was restored from a backup, or a "
-            "snapshot was interrupted"
+            f"snapshot {mpath} (seq {manifest.get('seq')}) is not one the store recorded "
+            f"(seqs {sorted(identity.accepted.values())}): the store lost commits or was restored from "
+            "a backup"
         )
-    if manifest.get("seq") != identity.seq:
+    if manifest.get("seq") != recorded:
         raise CorruptionError(
-            f"snapshot {mpath} says seq {manifest.get('seq')}, the store recorded {identity.seq}"
+            f"snapshot {mpath} says seq {manifest.get('seq')}, the store recorded {recorded}"
         )
     if manifest.get("kind") != kind:
         raise StorageError(f"{mpath} holds a {manifest.get('kind')!r} index; expected {kind!r}")

@@ -80,7 +80,7 @@ CREATE INDEX IF NOT EXISTS records_seq ON records(cid, seq);
 CREATE TABLE IF NOT EXISTS vectors(label INTEGER PRIMARY KEY, vector BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS deletions(cid INTEGER NOT NULL, label INTEGER NOT NULL, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshots(
-    cid INTEGER PRIMARY KEY, snapshot_id TEXT NOT NULL, seq INTEGER NOT NULL
+    cid INTEGER PRIMARY KEY, snapshot_id TEXT, seq INTEGER, pending_id TEXT, pending_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(cid, seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
@@ -124,10 +124,26 @@ class WriteResult:
 
 @dataclass(frozen=True, slots=True)
 class SnapshotRecord:
-    """The index snapshot a collection's store vouches for: its id and the ``seq`` it reflects."""
+    """The index snapshots a collection's store vouches for: ids and the ``seq`` each reflects.
 
-    snapshot_id: str
-    seq: int
+    ``snapshot_id`` is the last completed one; ``pending_id`` one being written (committed before its
+    manifest appears, so a crash between the manifest and :meth:`Store.record_snapshot` leaves a
+    snapshot that is still trusted instead of a full rebuild).
+    """
+
+    snapshot_id: str | None
+    seq: int | None
+    pending_id: str | None = None
+    pending_seq: int | None = None
+
+    def accepts(self) -> dict[str, int]:
+        """snapshot id -> seq, for every snapshot this record vouches for."""
+        out: dict[str, int] = {}
+        if self.snapshot_id is not None and self.seq is not None:
+            out[self.snapshot_id] = self.seq
+        if self.pending_id is not None and self.pending_seq is not None:
+            out[self.pending_id] = self.pending_seq
+        return out
 
 
 # SQLite's result codes for a damaged file (SQLITE_CORRUPT 11, SQLITE_NOTADB 26), and the words of their
@@ -304,6 +320,37 @@ class Store:
             self._conn.close()
 
     # -- transactions ------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read_snapshot(self) -> Iterator[None]:
+        """Run the calling thread's reads inside one read transaction: they all see one state.
+
+        Without it each statement sees the store as of its own start, and a replay that reads the
+        sequence number, then the changes, then the deletions can miss a deletion that another process
+        pruned in between (its index keeps a ghost). Re-entrant within a thread. In memory there is one
+        connection and no other writer, so this does nothing.
+        """
+        if self.path is None:
+            yield
+            return
+        conn = self._reader()
+        depth = getattr(self._local, "snap_depth", 0)
+        if depth == 0:
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT 1 FROM meta LIMIT 1").fetchall()  # the read snapshot starts here
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise storage_error(exc, "start a read transaction") from exc
+        self._local.snap_depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.snap_depth = depth
+            if depth == 0 and conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("COMMIT")
+
     def _write(self) -> _WriteTxn:
         if self._closed:
             raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
@@ -539,6 +586,20 @@ class Store:
         return seq
 
     @_typed_errors("record the index snapshot")
+    def begin_snapshot(self, cid: int, snapshot_id: str, seq: int) -> None:
+        """Vouch in advance for a snapshot about to be written (see :class:`SnapshotRecord`).
+
+        Safe before the files exist: a snapshot is trusted only when its manifest names this id, and a
+        manifest appears only once its files are durable. Nothing is pruned here.
+        """
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO snapshots(cid, pending_id, pending_seq) VALUES (?, ?, ?) ON CONFLICT(cid) "
+                "DO UPDATE SET pending_id = excluded.pending_id, pending_seq = excluded.pending_seq",
+                (cid, snapshot_id, seq),
+            )
+
+    @_typed_errors("record the index snapshot")
     def record_snapshot(self, cid: int, snapshot_id: str, seq: int) -> None:
         """Vouch for a snapshot written to disk, and forget the deletions it contains, in one commit.
 
@@ -548,8 +609,9 @@ class Store:
         """
         with self._write() as conn:
             conn.execute(
-                "INSERT INTO snapshots(cid, snapshot_id, seq) VALUES (?, ?, ?) "
-                "ON CONFLICT(cid) DO UPDATE SET snapshot_id = excluded.snapshot_id, seq = excluded.seq",
+                "INSERT INTO snapshots(cid, snapshot_id, seq) VALUES (?, ?, ?) ON CONFLICT(cid) DO UPDATE "
+                "SET snapshot_id = excluded.snapshot_id, seq = excluded.seq, pending_id = NULL, "
+                "pending_seq = NULL",
                 (cid, snapshot_id, seq),
             )
             conn.execute("DELETE FROM deletions WHERE cid = ? AND seq <= ?", (cid, seq))
@@ -559,9 +621,11 @@ class Store:
     def snapshot_record(self, cid: int) -> SnapshotRecord | None:
         """The snapshot this store vouches for (see :meth:`record_snapshot`), if any."""
         row = (
-            self._reader().execute("SELECT snapshot_id, seq FROM snapshots WHERE cid = ?", (cid,)).fetchone()
+            self._reader()
+            .execute("SELECT snapshot_id, seq, pending_id, pending_seq FROM snapshots WHERE cid = ?", (cid,))
+            .fetchone()
         )
-        return SnapshotRecord(str(row[0]), int(row[1])) if row else None
+        return SnapshotRecord(*row) if row else None
 
     @staticmethod
     def _bump(conn: sqlite3.Connection, cid: int) -> int:

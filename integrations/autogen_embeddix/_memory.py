@@ -196,13 +196,9 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
 
     async def clear(self) -> None:
         """Delete every memory (the collection stays)."""
-        await asyncio.to_thread(self._clear)
-
-    def _clear(self) -> None:
-        col = self.collection
-        ids = [r.id for r in col.scan()]
-        for start in range(0, len(ids), 1000):
-            col.delete(ids[start : start + 1000])
+        # A lambda, not ``self.collection.clear``: the first use of ``self.collection`` opens the database,
+        # blocking I/O that belongs in the worker thread, not on the event loop.
+        await asyncio.to_thread(lambda: self.collection.clear())
 
     async def close(self) -> None:
         """Close the database (idempotent); an in-memory memory loses its contents."""

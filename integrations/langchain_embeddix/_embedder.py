@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
-import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from embeddix_core.embeddings import Embedder, get_embedder
-from embeddix_core.embeddings._protocol import check_text, check_texts
-from embeddix_core.embeddings._wrapped import WrappedEmbedder
+from embeddix_core.embeddings import Embedder, WrappedEmbedder, get_embedder
 
 __all__ = ["EmbeddixEmbeddings", "LangChainEmbedder"]
 
@@ -77,28 +71,19 @@ class LangChainEmbedder(WrappedEmbedder):
     """
 
     def __init__(self, embeddings: Embeddings, *, model_id: str | None = None) -> None:
-        super().__init__(model_id or _model_id_of(embeddings))
+        # The lambdas read ``self.embeddings`` on every call, so assigning another model to that public
+        # attribute takes effect, as it did when these were overridden methods.
+        super().__init__(
+            model_id or _model_id_of(embeddings),
+            lambda texts: self.embeddings.embed_documents(texts),
+            lambda text: self.embeddings.embed_query(text),
+            aembed_many=lambda texts: self.embeddings.aembed_documents(texts),
+            aembed_one=lambda text: self.embeddings.aembed_query(text),
+        )
         self.embeddings = embeddings
 
-    def _embed_many(self, texts: list[str]) -> Any:
-        return self.embeddings.embed_documents(texts)
-
-    def _embed_one(self, text: str) -> Any:
-        return self.embeddings.embed_query(text)
-
-    async def aembed_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """:meth:`embed_documents` through the model's own async API."""
-        items = check_texts(texts)
-        if not items:
-            return np.zeros((0, self._dim or 0), np.float32)
-        return self._matrix(await self.embeddings.aembed_documents(items), len(items))
-
-    async def aembed_query(self, text: str) -> np.ndarray:
-        """:meth:`embed_query` through the model's own async API."""
-        return self._matrix([await self.embeddings.aembed_query(check_text(text))], 1)[0]
-
     def __repr__(self) -> str:
-        return f"LangChainEmbedder({type(self.embeddings).__name__}, model_id={self._model_id!r})"
+        return f"LangChainEmbedder({type(self.embeddings).__name__}, model_id={self.model_id!r})"
 
 
 def _model_id_of(embeddings: Embeddings) -> str:

@@ -231,7 +231,9 @@ class EmbeddixVectorStore(VectorStore):
         elif flt:
             col.delete(filter=flt)
         else:
-            _delete_all(col)
+            # The core's delete(filter={}) refuses to wipe a collection by accident; here wiping is the
+            # documented meaning of delete(None), so say so with clear().
+            col.clear()
         return True
 
     async def adelete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
@@ -525,14 +527,6 @@ def _ids(ids: Sequence[str | None] | None, n: int) -> list[str]:
     if len(ids) != n:
         raise InvalidArgumentError(f"got {len(ids)} ids for {n} texts; expected one per text")
     return [i if i else str(uuid.uuid4()) for i in ids]
-
-
-def _delete_all(col: Collection, batch: int = 1000) -> None:
-    # The core's delete(filter={}) refuses to wipe a collection by accident; here it is the documented
-    # meaning of delete(None), so delete every id, a batch at a time.
-    ids = [r.id for r in col.scan()]
-    for start in range(0, len(ids), batch):
-        col.delete(ids[start : start + batch])
 
 
 def _no_extra(kwargs: dict[str, Any], where: str) -> None:

@@ -52,6 +52,17 @@ class AgentSession:
     feedback: int = 0
     last_query: str | None = None
     last_recall_ids: list[str] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **counts: int) -> None:
+        """Add to counters by name, e.g. ``add(recalls=1)``.
+
+        Tools count from worker threads, and ``x += n`` on an attribute is a read and a write the GIL may
+        split: the lock keeps concurrent calls from losing counts.
+        """
+        with self._lock:
+            for name, n in counts.items():
+                setattr(self, name, getattr(self, name) + n)
 
 
 @dataclass

@@ -37,6 +37,9 @@ async def _memory(**kwargs: object) -> EmbeddixMemory:
 
 def test_exported_names() -> None:
     assert autogen_embeddix.__all__ == ["EmbeddixMemory", "EmbeddixMemoryConfig"]
+    assert autogen_embeddix.__all__ == sorted(autogen_embeddix.__all__)
+    for name in autogen_embeddix.__all__:
+        assert getattr(autogen_embeddix, name) is not None
 
 
 async def test_add_and_query() -> None:
@@ -110,8 +113,13 @@ async def test_clear_and_close_reopen_on_disk(tmp_path: Path) -> None:
     assert len((await memory.query("user")).results) == 3  # reopened lazily
     again = EmbeddixMemory(path=str(tmp_path), embedder="hash")
     assert len((await again.query("user", k=10)).results) == 3
-    await again.clear()
+    col = again.collection
+    assert await again.clear() is None
     assert (await memory.query("user")).results == []
+    # clear() is the core's Collection.clear(): the collection stays and takes new memories.
+    assert again.collection is col and len(col) == 0
+    await again.add(text(FACTS[0]))
+    assert len((await again.query("user", k=10)).results) == 1
     await again.close()
     await memory.close()
 

@@ -272,8 +272,13 @@ def test_delete_by_ids_filter_and_all(store: EmbeddixVectorStore) -> None:
     assert store.get_by_ids(["d0"]) == []
     store.delete(filter={"source": "b"})
     assert {d.id for d in store.similarity_search("document", k=100)} == {f"d{i}" for i in range(1, 6)}
-    store.delete()
+    col = store.collection
+    assert store.delete() is True
     assert store.similarity_search("document", k=100) == []
+    # Delete-all is the core's Collection.clear(): the collection and its settings stay.
+    assert store.collection is col and col is not None and len(col) == 0
+    store.add_texts(["again"], ids=["g"])
+    assert [d.id for d in store.similarity_search("again", k=5)] == ["g"]
     with pytest.raises(TypeError):
         store.delete(["d1"], bogus=True)
 
@@ -380,6 +385,20 @@ def test_langchain_embedder_is_a_core_embedder() -> None:
     bad.embed_query("a")
     with pytest.raises(DimensionMismatchError, match="2-d vectors after 1-d"):
         bad.embed_query("b")
+
+
+async def test_langchain_embedder_async_uses_the_models_async_api() -> None:
+    emb = TableEmbeddings({"a": [1.0, 0.0], "b": [0.0, 1.0]})
+    core = LangChainEmbedder(emb)
+    mat = await core.aembed_documents(["a", "b"])
+    assert mat.dtype == np.float32 and mat.tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert (await core.aembed_query("b")).tolist() == [0.0, 1.0]
+    assert (await core.aembed_documents([])).shape == (0, 2)
+    with pytest.raises(InvalidArgumentError, match="single str"):
+        await core.aembed_documents("a")  # type: ignore[arg-type]
+    core.embeddings = TableEmbeddings({"a": [1.0, 0.0, 0.0]})  # the public attribute is read on each call
+    with pytest.raises(DimensionMismatchError, match="3-d vectors after 2-d"):
+        await core.aembed_query("a")
 
 
 def test_model_ids() -> None:

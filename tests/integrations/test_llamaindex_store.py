@@ -381,9 +381,12 @@ def test_delete_by_ref_doc_id_and_nodes() -> None:
     assert [n.node_id for n in store.get_nodes(["n5", "n6"])] == ["n6"]
     with pytest.raises(InvalidArgumentError, match="use clear"):
         store.delete_nodes()
-    store.clear()
+    col = store.client
+    assert store.clear() is None
     assert store.get_nodes() == []
     assert store.query(VectorStoreQuery(query_embedding=[1.0] * DIM, similarity_top_k=3)).ids == []
+    # clear() is the core's Collection.clear(): the collection and its settings stay.
+    assert store.client is col and col is not None and len(col) == 0
 
 
 def test_llamaindex_keys_filter_like_before() -> None:
@@ -467,6 +470,14 @@ async def test_embeddix_embedding_async() -> None:
     emb = EmbeddixEmbedding("hash-16")
     assert await emb.aget_query_embedding("x") == pytest.approx(emb.get_query_embedding("x"))
     assert len(await emb.aget_text_embedding_batch(["x", "y"])) == 2
+
+
+async def test_llamaindex_embedder_async() -> None:
+    core = LlamaIndexEmbedder(EmbeddixEmbedding("hash-16"))
+    assert (await core.aembed_documents(["x", "y"])).tolist() == core.embed_documents(["x", "y"]).tolist()
+    assert (await core.aembed_query("x")).tolist() == core.embed_query("x").tolist()
+    with pytest.raises(InvalidArgumentError):
+        await core.aembed_documents("x")  # type: ignore[arg-type]
 
 
 # -- index on disk, reopened in a new process ----------------------------------------------------------

@@ -75,6 +75,7 @@ def test_public_names_are_curated_and_sorted() -> None:
         "EmbeddingCache",
         "HashEmbedder",
         "MiniLMEmbedder",
+        "WrappedEmbedder",
         "default_embedder",
         "get_embedder",
     }

@@ -8,8 +8,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.bridge.pydantic import PrivateAttr
 
-from embeddix_core.embeddings import Embedder, get_embedder
-from embeddix_core.embeddings._wrapped import WrappedEmbedder
+from embeddix_core.embeddings import Embedder, WrappedEmbedder, get_embedder
 
 __all__ = ["EmbeddixEmbedding", "LlamaIndexEmbedder"]
 
@@ -75,14 +74,16 @@ class LlamaIndexEmbedder(WrappedEmbedder):
     def __init__(self, embed_model: BaseEmbedding, *, model_id: str | None = None) -> None:
         name = getattr(embed_model, "model_name", None)
         default = name if isinstance(name, str) and name and name != "unknown" else embed_model.class_name()
-        super().__init__(model_id or default)
+        # The lambdas read ``self.embed_model`` on every call, so assigning another model to that public
+        # attribute takes effect, as it did when these were overridden methods.
+        super().__init__(
+            model_id or default,
+            lambda texts: self.embed_model.get_text_embedding_batch(texts),
+            lambda text: self.embed_model.get_query_embedding(text),
+            aembed_many=lambda texts: self.embed_model.aget_text_embedding_batch(texts),
+            aembed_one=lambda text: self.embed_model.aget_query_embedding(text),
+        )
         self.embed_model = embed_model
 
-    def _embed_many(self, texts: list[str]) -> Any:
-        return self.embed_model.get_text_embedding_batch(texts)
-
-    def _embed_one(self, text: str) -> Any:
-        return self.embed_model.get_query_embedding(text)
-
     def __repr__(self) -> str:
-        return f"LlamaIndexEmbedder({self.embed_model.class_name()}, model_id={self._model_id!r})"
+        return f"LlamaIndexEmbedder({self.embed_model.class_name()}, model_id={self.model_id!r})"

@@ -49,8 +49,7 @@ from llama_index.core.vector_stores.types import (
     VectorStoreQueryResult,
 )
 
-from embeddix_core import Collection, Embeddix, Hit, InvalidArgumentError, Metric
-from embeddix_core.query.filters import parse_filter
+from embeddix_core import Collection, Embeddix, Hit, InvalidArgumentError, Metric, parse_filter
 
 from ._filters import to_core_filter
 from ._nodes import nodes_from_records, record_metadata
@@ -251,9 +250,7 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
         col = self._collection
         if col is None:
             return
-        ids = [r.id for r in col.scan()]
-        for start in range(0, len(ids), 1000):
-            col.delete(ids[start : start + 1000])
+        col.clear()
 
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
