@@ -4,15 +4,14 @@ Isolation rule: a session's entries live in its own :class:`ResultCache` with it
 never served to another session. An LRU of sessions bounds the total; the least recently used session's
 namespace is dropped whole when there are more than ``max_sessions``.
 
-Persistent tier (optional): on close, entries are written to a ``diskcache.Cache`` as JSON + raw float32
-bytes (never pickled), each stamped with the collection's sequence number. On open, entries whose number
-differs from the collection's current one are dropped: a write happened in between, so they could be stale.
+Persistent tier (optional, ``persist.py``): on close, entries are written to a ``diskcache.Cache`` as JSON +
+raw float32 bytes (never pickled), each stamped with the collection's sequence number. On open, entries
+whose number differs from the collection's current one are dropped: a write happened in between, so they
+could be stale.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -22,12 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from ..query.filters import parse_filter
+from . import persist
 from .result_cache import ResultCache
 
 __all__ = ["CacheManager", "CacheSettings"]
-
-_FORMAT = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,13 +45,20 @@ class CacheSettings:
     # an uncached search).
     beam_factor: float = 2.0
     # A semantic lookup from an approximate candidate set also runs a search for the new query with a
-    # beam a little wider than k and re-ranks what it finds with the candidates (see ResultCache._certify
-    # and _probe_width).
+    # beam a little wider than k and re-ranks what it finds with the candidates (see certify.py's
+    # Certifier.certify and probe_width).
     probe: bool = True
 
 
 class CacheManager:
-    """All cache namespaces of one collection."""
+    """All cache namespaces of one collection: the shared one and an LRU of per-session ones.
+
+    Args:
+        dim: Vector dimension.
+        space: ``"ip"`` or ``"l2"`` (the index space).
+        metric_ok: Whether index distances are a true metric (the semantic tier needs one).
+        settings: The cache knobs.
+    """
 
     def __init__(self, dim: int, space: str, metric_ok: bool, settings: CacheSettings) -> None:
         self.dim = dim
@@ -67,6 +71,7 @@ class CacheManager:
         self.sessions_evicted = 0
 
     def _new(self, budget: int) -> ResultCache:
+        # every namespace gets the same knobs; only the budget differs (shared vs session)
         s = self.settings
         return ResultCache(
             self.dim,
@@ -101,12 +106,23 @@ class CacheManager:
     def on_insert(
         self, vectors: np.ndarray, metadatas: Sequence[dict[str, Any]], labels: Sequence[int] | None = None
     ) -> int:
+        """Apply new records to every namespace (see :meth:`ResultCache.on_insert`).
+
+        Returns:
+            How many entries were dropped.
+        """
         return sum(ns.on_insert(vectors, metadatas, labels) for ns in self._all())
 
     def on_labels(self, labels: Sequence[int]) -> int:
+        """Drop, in every namespace, the entries holding these labels (see :meth:`ResultCache.on_labels`).
+
+        Returns:
+            How many entries were dropped.
+        """
         return sum(ns.on_labels(labels) for ns in self._all())
 
     def clear(self) -> None:
+        """Empty every namespace (sessions stay, empty)."""
         for ns in self._all():
             ns.clear()
 
@@ -136,104 +152,14 @@ class CacheManager:
         out["hit_rate"] = (out["hits"] + out["semantic_hits"]) / lookups if lookups else 0.0
         return out
 
-    # -- persistent tier ---------------------------------------------------------------------------
+    # -- persistent tier (the format and the staleness rule: persist.py) ---------------------------
     def save(self, directory: Path, seq: int) -> int:
         """Write every entry to a diskcache directory. Returns how many were written."""
-        import diskcache
-
-        written = 0
-        with diskcache.Cache(str(directory)) as dc:
-            dc.clear()
-            dc.set("__meta__", json.dumps({"format": _FORMAT, "seq": seq}).encode())
-            named: list[tuple[str | None, ResultCache]] = [(None, self._shared)]
-            with self._lock:
-                named += list(self._sessions.items())
-            for session, ns in named:
-                for entry in ns.entries():
-                    params = next((p for p, fid in ns._families.items() if fid == entry.family), None)
-                    if params is None:
-                        continue
-                    header = {
-                        "session": session,
-                        "key": entry.key.hex(),
-                        "k": entry.k,
-                        "family": list(params[1:]),
-                        "radius": None if math.isinf(entry.radius) else entry.radius,
-                        "seq": entry.seq,
-                        "semantic": entry.semantic,
-                        "exact": entry.exact,
-                        "n": len(entry.labels),
-                        "hits": [
-                            [*r[:4], r[4].decode() if isinstance(r[4], bytes) else r[4]] for r in entry.hits
-                        ],
-                    }
-                    head = json.dumps(header, separators=(",", ":")).encode()
-                    query = np.frombuffer(entry.key[: self.dim * 4], np.float32)
-                    blob = (
-                        len(head).to_bytes(4, "little")
-                        + head
-                        + query.tobytes()
-                        + entry.labels.astype("<i8").tobytes()
-                        + entry.dists.astype("<f4").tobytes()
-                    )
-                    dc.set(f"{session or ''}\x00{entry.key.hex()}", blob)
-                    written += 1
-        return written
+        named: list[tuple[str | None, ResultCache]] = [(None, self._shared)]
+        with self._lock:
+            named += list(self._sessions.items())
+        return persist.save(directory, seq, self.dim, named)
 
     def load(self, directory: Path, seq: int) -> int:
         """Load entries saved at this same ``seq``; anything else could be stale and is dropped."""
-        import diskcache
-
-        if not directory.exists():
-            return 0
-        loaded = 0
-        with diskcache.Cache(str(directory)) as dc:
-            meta_raw = dc.get("__meta__")
-            if not isinstance(meta_raw, bytes):
-                return 0
-            meta = json.loads(meta_raw)
-            if meta.get("format") != _FORMAT or meta.get("seq") != seq:
-                dc.clear()
-                return 0
-            for key in list(dc.iterkeys()):
-                if key == "__meta__":
-                    continue
-                blob = dc.get(key)
-                if not isinstance(blob, bytes):
-                    continue
-                hl = int.from_bytes(blob[:4], "little")
-                header = json.loads(blob[4 : 4 + hl])
-                if header["seq"] != seq:
-                    continue
-                off = 4 + hl
-                query = np.frombuffer(blob[off : off + self.dim * 4], np.float32).copy()
-                off += self.dim * 4
-                n = header["n"]
-                labels = np.frombuffer(blob[off : off + 8 * n], "<i8").astype(np.int64)
-                dists = np.frombuffer(blob[off + 8 * n : off + 12 * n], "<f4").astype(np.float32)
-                canonical, params = (
-                    header["family"][0],
-                    tuple(tuple(p) if isinstance(p, list) else p for p in header["family"][1]),
-                )
-                flt = parse_filter(json.loads(canonical)) if canonical else None
-                ns = self.namespace(header["session"])
-                family = ns.family(header["k"], canonical, params)
-                hits = [tuple(h) for h in header["hits"]]
-                radius = header["radius"]
-                ns.store(
-                    bytes.fromhex(header["key"]),
-                    query,
-                    family,
-                    header["k"],
-                    flt,
-                    hits,
-                    labels,
-                    dists,
-                    full=radius is not None,
-                    seq=seq,
-                    # codes are not saved: the candidates are bounded by the triangle inequality instead
-                    semantic=bool(header.get("semantic", False)),
-                    exact=bool(header.get("exact", False)),
-                )
-                loaded += 1
-        return loaded
+        return persist.load(directory, seq, self.dim, self.namespace)

@@ -205,7 +205,7 @@ def test_many_entries_are_found_by_hash_tables_and_stay_correct() -> None:
             for i in range(700):
                 col.search(x[i + round_ * 7], k=5)
             ns = col._cache.namespace(None)
-            assert len(ns) > 512  # past _SCAN_MAX: only the hash tables find near duplicates
+            assert len(ns) > 512  # past lsh._SCAN_MAX: only the hash tables find near duplicates
             col.add([f"new{round_}-{j}" for j in range(50)], x[3000 - 50 :] * 1.01)
             col.delete([str(j) for j in range(round_ * 10, round_ * 10 + 10)])
             for i in range(0, 700, 7):
@@ -221,13 +221,14 @@ def test_many_entries_are_found_by_hash_tables_and_stay_correct() -> None:
         slots = sorted(e.slot for e in ns.entries())
         held = [
             slot
-            for tables in ns._lsh.values()
+            for tables in ns._queries.tables.values()
             for table in tables
             for got in table.values()
             for slot in (got if isinstance(got, list) else [got])
         ]
-        assert sorted(held) == sorted(slots * ns._lsh_keys.shape[1])
-        assert (ns._lsh_keys[slots] >= 0).all() and int((ns._lsh_keys >= 0).all(axis=1).sum()) == len(slots)
+        keys = ns._queries.keys
+        assert sorted(held) == sorted(slots * keys.shape[1])
+        assert (keys[slots] >= 0).all() and int((keys >= 0).all(axis=1).sum()) == len(slots)
 
 
 @pytest.fixture
@@ -354,7 +355,7 @@ def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddi
     sizes.clear()
     q2 = x[0] + np.random.default_rng(1).standard_normal(24).astype(np.float32) * 1e-3
     assert col.search(q2, k=10).plan.result_cache == "semantic-hit"
-    assert sizes == [16]  # the probe: a search for the new query, a little wider than k (see _probe_width)
+    assert sizes == [16]  # the probe: a search for the new query, a little wider than k (certify.probe_width)
     # switched off, the lookup runs no search at all
     col._cache.settings = dataclasses.replace(col._cache.settings, probe=False)
     sizes.clear()
@@ -392,7 +393,7 @@ def test_candidate_sets_of_exact_searches_need_no_probe() -> None:
 
 def test_l2_namespaces_past_the_scan_find_near_duplicates_by_hash() -> None:
     # Far from the origin: hyperplanes through it would give every query the same key, and the exact
-    # index's float32 distances are off by far more than their relative share (ResultCache._l2_err):
+    # index's float32 distances are off by far more than their relative share (Certifier._l2_err):
     # without that allowance one of these semantic hits served the 6th neighbour for the 5th.
     rng = np.random.default_rng(8)
     with Embeddix.open(None, settings=EmbeddixSettings(cache_max_bytes=4_000_000)) as db:
