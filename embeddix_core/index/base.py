@@ -56,8 +56,16 @@ class VectorIndex(Protocol):
     space: str
     approximate: bool  # searches take ef; recall < 1 is possible, so the planner and calibration apply
     snapshots: bool  # savers() writes it to disk (else it is rebuilt from the store on open)
-    segments: int  # independently searched parts (a plan's parallelism)
-    bounds: list[int]  # first label of each segment, saved with a snapshot
+
+    @property
+    def segments(self) -> int:
+        """Independently searched parts (a plan's parallelism)."""
+        ...
+
+    @property
+    def bounds(self) -> list[int]:
+        """First label of each segment, saved with a snapshot."""
+        ...
 
     def set_ef_search(self, ef: int) -> None:
         """Change the default beam width of later searches (no-op for exact indexes)."""
@@ -121,7 +129,10 @@ class FlatIndexMixin:
 
     approximate = False
     snapshots = False
-    segments = 1
+
+    @property
+    def segments(self) -> int:
+        return 1
 
     @property
     def bounds(self) -> list[int]:

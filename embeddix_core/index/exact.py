@@ -13,7 +13,7 @@ import threading
 
 import numpy as np
 
-from .base import IndexResult, LabelFilter, exact_topk
+from .base import FlatIndexMixin, IndexResult, LabelFilter, exact_topk
 
 __all__ = ["ExactIndex"]
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError
-from .base import IndexResult, LabelFilter
+from .base import FlatIndexMixin, IndexResult, LabelFilter
 
 __all__ = ["FaissFlatIndex", "gpu_count"]
 

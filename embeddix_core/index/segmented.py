@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IndexResult, LabelFilter, exact_topk
+from .base import IndexResult, IndexStats, LabelFilter, exact_topk
 from .hnsw import HnswIndex
 
 __all__ = ["BUFFER_LIMIT", "SegmentedHnsw"]
