@@ -102,6 +102,21 @@ END;
 """
 
 
+def _split_statements(script: str) -> list[str]:
+    """The statements of a script (triggers hold ';' inside BEGIN ... END: SQLite tells complete ones)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    return out
+
+
+_SCHEMA_STATEMENTS = _split_statements(_SCHEMA)
+
+
 @dataclass(frozen=True, slots=True)
 class CollectionRow:
     """A collection as stored."""
@@ -266,28 +281,34 @@ class Store:
         return conn
 
     def _init_schema(self) -> str:
-        """Create or check the schema; returns the store's id (made on first open)."""
+        """Check, then create the schema; returns the store's id (made on first open).
+
+        Order matters: a store of a newer format, or a database that is not a store, is refused *before*
+        anything is written to it (creating today's tables first would put back what a newer format
+        dropped, and adopt a foreign database). All in one write transaction, so two processes creating
+        the same store at once both succeed.
+        """
         conn = self._conn
         try:
-            # One script in one transaction: every statement is idempotent (IF NOT EXISTS), so two
-            # processes creating the same store at once both succeed.
-            conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
             conn.execute("BEGIN IMMEDIATE")
-            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            rows: dict[str, str] = {}
+            if "meta" in tables:
+                rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            if rows:
+                self._check_meta(rows)
+            elif tables - {"sqlite_sequence"}:
+                raise FormatVersionError(
+                    f"{self.path} is an SQLite database but not an Embeddix store (it has tables "
+                    f"{sorted(tables)[:5]} and no Embeddix metadata); give Embeddix a directory of its own"
+                )
+            for statement in _SCHEMA_STATEMENTS:  # every one idempotent (IF NOT EXISTS)
+                conn.execute(statement)
             if not rows:
                 rows = {"magic": _MAGIC, "format_version": str(FORMAT_VERSION)}
                 conn.execute(
                     "INSERT INTO meta VALUES ('magic', ?), ('format_version', ?)",
                     (_MAGIC, str(FORMAT_VERSION)),
-                )
-            elif rows.get("magic") != _MAGIC:
-                raise FormatVersionError(
-                    f"{self.path} is not an Embeddix store (magic {rows.get('magic')!r})"
-                )
-            elif int(rows.get("format_version", "0")) > FORMAT_VERSION:
-                raise FormatVersionError(
-                    f"{self.path} has store format {rows['format_version']}; this Embeddix reads up to "
-                    f"{FORMAT_VERSION}. Upgrade embeddix to open it."
                 )
             store_id = rows.get("store_id")
             if not store_id:
@@ -301,6 +322,21 @@ class Store:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             raise
+
+    def _check_meta(self, rows: dict[str, str]) -> None:
+        if rows.get("magic") != _MAGIC:
+            raise FormatVersionError(f"{self.path} is not an Embeddix store (magic {rows.get('magic')!r})")
+        try:
+            version = int(rows.get("format_version", "0"))
+        except ValueError:
+            raise CorruptionError(
+                f"{self.path} has an unreadable store format {rows.get('format_version')!r}"
+            ) from None
+        if version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"{self.path} has store format {version}; this Embeddix reads up to "
+                f"{FORMAT_VERSION}. Upgrade embeddix to open it."
+            )
 
     def close(self) -> None:
         """Close every connection. Idempotent."""

@@ -374,3 +374,19 @@ def test_sqlite_errors_never_escape_raw(tmp_path: Path) -> None:
             conn.rollback()
             conn.close()
         assert col.get("b") is None and col.get("a") is not None
+
+
+def test_a_foreign_sqlite_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "d"
+    path.mkdir()
+    with sqlite3.connect(path / "embeddix.sqlite3") as conn:
+        conn.execute("CREATE TABLE theirs(x)")
+    with pytest.raises(EmbeddixError, match="not an Embeddix store"):
+        Embeddix.open(path)
+    with sqlite3.connect(path / "embeddix.sqlite3") as conn:
+        assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["theirs"]
+
+
+def test_collection_names_cannot_end_in_a_newline() -> None:
+    with Embeddix.open(None) as db, pytest.raises(EmbeddixError):
+        db.create_collection("agent:alice:x\n", dim=DIM)
