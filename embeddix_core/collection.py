@@ -10,10 +10,8 @@ each, built here and given what they need (none calls back into the collection):
 * ``query/executor.py`` - plain, filtered, hybrid, MMR, progressive and batched searches;
 * ``query/cached_search.py`` - default searches through the result cache (``cache/``).
 
-Durability and ordering rule: a write returns after the store committed it (see ``storage.sqlite``), and
-the in-memory index has applied it, so a record is searchable as soon as ``add`` returns. Writes of one
-process are serialized by the collection's write lock, so the index applies them in ``seq`` order; writes
-of other processes on the same directory are replayed from the store (by ``seq``) before the next search.
+Durability and ordering rule: a write returns after the store committed it and the index applied it, so
+a record is searchable as soon as ``add`` returns (``records.py`` says how).
 
 Threads: any number of threads may search at once (the native index releases the GIL); writes run one at
 a time and hold readers off only while the index applies one batch.
@@ -27,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import os
 import time
@@ -40,38 +37,29 @@ import numpy as np
 from ._validate import (
     as_matrix,
     as_query,
-    check_documents,
     check_ef,
-    check_ids,
     check_int,
     check_k,
     check_lookup_ids,
     check_metadata,
-    check_metadatas,
     check_patch,
-    dump_metadata,
     unit_query,
 )
-from .cache import CacheManager, CacheSettings, VectorCache
-from .cache.row_cache import RowCache
 from .config import CollectionConfig, EmbeddixSettings
 from .errors import (
     ClosedError,
-    CollectionNotFoundError,
     InvalidArgumentError,
     InvalidIdError,
     ModelMismatchError,
     NotFoundError,
 )
-from .index.live import LiveIndex
-from .query.cached_search import CachedSearch
-from .query.calibrator import Calibrator
-from .query.executor import SearchExecutor, vector_loader
-from .query.filter_cache import FilterCache
+from .parts import Parts
+from .query.cached_search import NO_CACHE_INFO
 from .query.filters import parse_filter
-from .query.planner import Calibration, Plan, Planner, check_deadline, check_recall
+from .query.planner import Calibration, Plan, check_deadline, check_recall
+from .records import merge_patch, to_record
 from .storage.sqlite import CollectionRow, Store
-from .types import CollectionStats, Hit, Hits, Metric, Record, SearchStep
+from .types import CollectionStats, Hit, Hits, Record, SearchStep
 
 __all__ = ["Collection"]
 
@@ -90,75 +78,16 @@ class Collection:
         self, store: Store, root: Path | None, row: CollectionRow, settings: EmbeddixSettings
     ) -> None:
         self._store = store
-        self._cid = cid = row.cid
+        self._cid = row.cid
         self.name = row.name
         self._settings = settings
         self._closed = False
-        self._root = root
-        config = CollectionConfig.from_json(row.config)
-        self._metric = config.metric.value
-        index_dir = None if root is None else root / "indexes" / str(cid)
-        self._live = live = LiveIndex(store, cid, row.name, config, settings, index_dir, self._after_replay)
-        self._write_lock = live.write_lock
-        load_vectors = vector_loader(store, cid, config.dim, live.normalize)
-        # Full-precision vectors for re-ranking cached candidates: an LRU in front of the store
-        # (hnswlib's get_items costs ~13 us per vector; a store fetch of 80 rows ~1 us each)
-        self._vectors = VectorCache(config.dim, load_vectors, max_bytes=settings.vector_cache_bytes)
-        # Rows (id, document, metadata) for building hits: SQLite costs ~2 us a row, a dict ~0.1 us
-        self._rows = RowCache(lambda labels: store.rows_by_labels(cid, labels), settings.row_cache_bytes)
-        self._filters = FilterCache(lambda where, params: store.labels_where(cid, where, params))
-        self._cache = self._new_cache(config, settings) if settings.cache_enabled else None
-        self._planner = Planner(
-            settings.default_recall, settings.cache_candidate_factor if self._cache else 0
-        )
-        self._ex = SearchExecutor(
-            live, store, cid, self._metric, settings, self._rows, self._vectors, self._filters
-        )
-        self._cal = Calibrator(
-            row.name,
-            config.dim,
-            live.space,
-            live.normalize,
-            settings,
-            lambda: (live.index, live.applied_seq),
-            load_vectors,
-            live.write_lock,
-            self._after_curve,
-            None if index_dir is None else index_dir / "calibration.json",
-            {"store_id": store.store_id, "cid": cid, "params": live.params()},
-        )
-        self._cached = (
-            None
-            if self._cache is None
-            else CachedSearch(
-                self._cache, self._ex, live, self._planner, lambda: self._cal.curve, load_vectors
-            )
-        )
-        live.load()
-        self._cal.load(live.applied_seq)
-        self._load_cache()
-        self._cal.maybe_start()
-
-    @staticmethod
-    def _new_cache(config: CollectionConfig, s: EmbeddixSettings) -> CacheManager:
-        return CacheManager(
-            config.dim,
-            "l2" if config.metric == Metric.L2 else "ip",
-            config.metric != Metric.IP,  # raw inner product is no metric: no semantic tier
-            CacheSettings(
-                enabled=True,
-                max_bytes=s.cache_max_bytes,
-                session_max_bytes=s.cache_session_max_bytes,
-                max_sessions=s.cache_max_sessions,
-                ttl=s.cache_ttl,
-                semantic=s.cache_semantic,
-                similarity=s.cache_similarity,
-                candidate_factor=s.cache_candidate_factor,
-                persist=s.cache_persist,
-                beam_factor=s.cache_beam_factor,
-                probe=s.cache_probe,
-            ),
-        )
+        self._metric = CollectionConfig.from_json(row.config).metric.value
+        self._parts = p = Parts.build(store, root, row, settings)
+        self._live, self._ex, self._cal, self._planner = p.live, p.executor, p.calibrator, p.planner
+        self._writer, self._cache, self._cached = p.writer, p.cache, p.cached
+        self._write_lock = p.live.write_lock
+        p.open()
 
     # -- properties --------------------------------------------------------------------------------
     @property
@@ -219,49 +148,14 @@ class Collection:
     # -- keeping the parts in step -----------------------------------------------------------------
     def _sync(self) -> None:
         """Catch up with writes from other processes (~2 us when there are none)."""
-        if self._closed:
+        if self._closed or self._live.dropped:
             self._check_open()
         dv = self._live.stale()
         if dv is None:
             return
         with self._write_lock:
-            self._catch_up()
-        self._live.synced(dv)
-
-    def _catch_up(self) -> None:
-        """Replay what others committed (the write lock is held)."""
-        try:
             self._live.replay()
-        except CollectionNotFoundError:
-            self._closed = True
-            raise
-
-    def _after_replay(self) -> None:
-        # the index changed under every derived cache: none of them may serve the old state
-        self._filters.clear()
-        self._vectors.clear()
-        self._rows.clear()
-        if self._cache is not None:
-            self._cache.clear()  # other processes' writes: we do not know their vectors here
-        self._switch_if_grown()
-        self._wrote(0)
-
-    def _after_curve(self) -> None:
-        self._planner.clear()
-        if self._cache is not None:
-            self._cache.clear()  # plans choose new beam widths: cached answers came from the old ones
-
-    def _switch_if_grown(self) -> None:
-        if self._live.switch_if_grown():
-            if self._cache is not None:
-                self._cache.clear()
-            self._planner.clear()
-            log.info("collection %r switched to HNSW at %d records", self.name, len(self._live.index))
-
-    def _wrote(self, n: int) -> None:
-        index = self._live.index
-        self._planner.index_changed(index.approximate, index.segments)
-        self._cal.wrote(n)
+        self._live.synced(dv)
 
     def checkpoint(self) -> bool:
         """Save an index snapshot so the next open loads it instead of rebuilding or replaying.
@@ -277,67 +171,22 @@ class Collection:
         return self._live.checkpoint(force=False)
 
     def _stop_background(self) -> None:
-        """Stop the calibration thread and wait for the index's background flush.
-
-        Both run native code (hnswlib) on threads of their own. A daemon thread still inside native code
-        when the interpreter finalizes is torn down mid-call, and hnswlib's worker threads then abort the
-        process ("terminate called without an active exception"); so this runs before finalization, on
-        close and at exit.
-        """
-        self._cal.stop()
-        index = getattr(self._live, "index", None)
-        if index is not None:
-            index.join()
+        self._parts.stop_background()
 
     def _close(self, *, checkpoint: bool) -> None:
-        if self._closed:
-            return
-        self._stop_background()
-        if checkpoint:
-            try:
-                changes = self._live.applied_seq - self._live.snapshot_seq
-                if changes >= self._settings.snapshot_min_changes:
-                    self.checkpoint()
-            except Exception as exc:  # closing must not fail because a snapshot could not be written
-                log.warning("collection %r: snapshot on close failed: %s", self.name, exc)
-            self._save_cache()
-        self._live.index.join()  # no background flush may outlive the collection
-        self._closed = True
+        if not self._closed:
+            self._parts.close(checkpoint=checkpoint, min_changes=self._settings.snapshot_min_changes)
+            self._closed = True
 
     def _drop_files(self) -> None:
-        from .storage.snapshot import remove_snapshots
-
-        if self._live.directory is not None:
-            remove_snapshots(self._live.directory)
+        self._parts.drop_files()
         self._closed = True
 
     def _check_open(self) -> None:
-        if self._closed:
+        if self._closed or self._live.dropped:
             raise ClosedError(
                 f"collection {self.name!r} is closed or was dropped; get it again from the database"
             )
-
-    # -- result cache (see cache/result_cache.py for the rules) ------------------------------------
-    def _cache_dir(self) -> Path | None:
-        return None if self._root is None else self._root / "cache" / str(self._cid)
-
-    def _load_cache(self) -> None:
-        directory = self._cache_dir()
-        if self._cache is None or directory is None or not self._settings.cache_persist:
-            return
-        try:
-            self._cache.load(directory, self._live.applied_seq)
-        except Exception as exc:  # a cold cache is always correct
-            log.warning("collection %r: ignoring the persistent cache: %s", self.name, exc)
-
-    def _save_cache(self) -> None:
-        directory = self._cache_dir()
-        if self._cache is None or directory is None or not self._settings.cache_persist:
-            return
-        try:
-            self._cache.save(directory, self._live.applied_seq)
-        except Exception as exc:
-            log.warning("collection %r: could not save the cache: %s", self.name, exc)
 
     def cache_info(self) -> dict[str, Any]:
         """Cache counters: hits, misses, semantic_hits, verified_rejects, entries, bytes, ...
@@ -345,22 +194,7 @@ class Collection:
         ``invalidated`` counts entries dropped by writes (precise invalidation), ``evicted`` those
         dropped for the memory budget, ``hit_rate`` the share of lookups served from the cache.
         """
-        if self._cache is None:
-            return {
-                "hits": 0,
-                "misses": 0,
-                "semantic_hits": 0,
-                "verified_rejects": 0,
-                "entries": 0,
-                "bytes": 0,
-                "invalidated": 0,
-                "evicted": 0,
-                "expired": 0,
-                "sessions": 0,
-                "hit_rate": 0.0,
-                "enabled": False,
-            }
-        return {**self._cache.info(), "enabled": True}
+        return dict(NO_CACHE_INFO) if self._cached is None else self._cached.info()
 
     def cache_clear(self) -> None:
         """Drop every cached result (all sessions)."""
@@ -404,7 +238,8 @@ class Collection:
             DuplicateIdError: An id is already stored (use :meth:`upsert`); nothing is written.
             InvalidArgumentError: Bad input (its subclasses say which); nothing is written.
         """
-        return self._put(ids, vectors, documents, metadatas, upsert=False)
+        self._check_open()
+        return self._writer.put(ids, vectors, documents, metadatas, upsert=False)
 
     def upsert(
         self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
@@ -413,40 +248,8 @@ class Collection:
 
         Arguments are those of :meth:`add`.
         """
-        return self._put(ids, vectors, documents, metadatas, upsert=True)
-
-    def _put(self, ids: Any, vectors: Any, documents: Any, metadatas: Any, *, upsert: bool) -> list[str]:
         self._check_open()
-        mat = as_matrix(vectors, self.dim)
-        id_list = check_ids(ids, mat.shape[0])
-        docs = check_documents(documents, len(id_list))
-        metas = check_metadatas(metadatas, len(id_list))
-        prepared = self._live.prepare(mat)
-        blobs = [row.tobytes() for row in mat]
-        meta_json = [dump_metadata(m) for m in metas]
-        with self._write_lock:
-            self._catch_up()
-            res = self._store.put(self._cid, id_list, blobs, docs, meta_json, upsert=upsert)
-            labels = np.asarray(res.labels, np.int64)
-            created = np.asarray(res.created, bool)
-            if self._live.apply(res.seq, lambda index: index.add(labels, prepared, created)):
-                self._after_put(res.labels, res.created, prepared, metas)
-        return id_list
-
-    def _after_put(
-        self, labels: list[int], created: list[bool], prepared: np.ndarray, metas: list[dict[str, Any]]
-    ) -> None:
-        self._filters.update(labels, metas)
-        replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
-        if replaced:
-            self._vectors.discard(replaced)
-            self._rows.discard(replaced)
-        if self._cache is not None:
-            if replaced:
-                self._cache.on_labels(replaced)
-            self._cache.on_insert(prepared, metas, labels)
-        self._switch_if_grown()
-        self._wrote(len(labels))
+        return self._writer.put(ids, vectors, documents, metadatas, upsert=True)
 
     def update(
         self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None, metadatas: Any = None
@@ -457,58 +260,7 @@ class Collection:
             NotFoundError: An id is not stored; nothing is changed.
         """
         self._check_open()
-        id_list = check_ids(ids)
-        n = len(id_list)
-        docs = check_documents(documents, n) if documents is not None else None
-        metas = check_metadatas(metadatas, n) if metadatas is not None else None
-        if vectors is not None:
-            self._update_with_vectors(id_list, vectors, docs, metas)
-            return
-        with self._write_lock:
-            self._catch_up()
-            res = self._store.update(
-                self._cid, id_list, docs, [dump_metadata(m) for m in metas] if metas is not None else None
-            )
-            if not self._live.apply(res.seq, lambda index: None):
-                return
-            self._rows.discard(res.labels)
-            if metas is not None:
-                self._filters.update(res.labels, metas)
-            if self._cache is not None:
-                # changed documents/metadata make cached hits stale; new metadata may also admit the
-                # record into filtered answers it was not part of, exactly like an insert
-                self._cache.on_labels(res.labels)
-                if metas is not None:
-                    labels = np.asarray(res.labels, np.int64)
-                    self._cache.on_insert(self._live.index.get_vectors(labels), metas, res.labels)
-
-    def _update_with_vectors(
-        self,
-        id_list: list[str],
-        vectors: Any,
-        docs: list[str | None] | None,
-        metas: list[dict[str, Any]] | None,
-    ) -> None:
-        mat = as_matrix(vectors, self.dim)
-        if mat.shape[0] != len(id_list):
-            raise InvalidArgumentError(
-                f"got {mat.shape[0]} vectors for {len(id_list)} ids; expected one per id"
-            )
-        with self._write_lock:
-            current = self._store.rows_by_ids(self._cid, id_list, vectors=False)
-            missing = [i for i in id_list if i not in current]
-            if missing:
-                raise NotFoundError(
-                    f"cannot update {len(missing)} id(s) that are not stored, "
-                    f"e.g. {missing[0]!r}; nothing was changed"
-                )
-            new_docs = docs if docs is not None else [current[i][1] for i in id_list]
-            new_metas = (
-                metas
-                if metas is not None
-                else [json.loads(current[i][2]) if current[i][2] else {} for i in id_list]
-            )
-            self._put(id_list, mat, new_docs, new_metas, upsert=True)
+        self._writer.update(ids, vectors, documents, metadatas)
 
     def update_metadata(self, rid: str, patch: dict[str, Any]) -> Record:
         """Merge ``patch`` into one record's metadata (a None value removes that key).
@@ -519,14 +271,7 @@ class Collection:
         check_lookup_ids(rid if isinstance(rid, str) else [rid])
         patch_clean = check_patch(patch)
         with self._write_lock:
-            rec = self[rid]
-            merged = dict(rec.metadata)
-            for key, value in patch_clean.items():
-                if value is None:
-                    merged.pop(key, None)
-                else:
-                    merged[key] = value
-            self.update(rid, metadatas=[check_metadata(merged)])
+            self.update(rid, metadatas=[check_metadata(merge_patch(self[rid].metadata, patch_clean))])
         return self[rid]
 
     def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict[str, Any] | None = None) -> int:
@@ -538,33 +283,7 @@ class Collection:
             How many records were deleted.
         """
         self._check_open()
-        if (ids is None) == (filter is None):
-            raise InvalidArgumentError("delete takes ids or filter (exactly one of them)")
-        with self._write_lock:
-            self._catch_up()
-            if ids is not None:
-                labels, seq = self._store.delete_ids(self._cid, check_ids(ids))
-            else:
-                flt = parse_filter(filter)
-                if flt is None:
-                    raise InvalidArgumentError(
-                        "delete(filter={}) would delete everything; pass a non-empty filter, or drop the "
-                        "collection"
-                    )
-                where, params = flt.to_sql("metadata")
-                labels, seq = self._store.delete_where(self._cid, where, params)
-            if labels and self._remove(labels, seq):
-                self._filters.update(labels, None)
-                self._vectors.discard(labels)
-                self._rows.discard(labels)
-                if self._cache is not None:
-                    self._cache.on_labels(labels)
-                self._wrote(len(labels))
-        return len(labels)
-
-    def _remove(self, labels: list[int], seq: int) -> bool:
-        gone = np.asarray(labels, np.int64)
-        return self._live.apply(seq, lambda index: index.remove(gone))
+        return self._writer.delete(ids, filter)
 
     def clear(self) -> int:
         """Delete every record (the collection and its settings stay).
@@ -573,17 +292,7 @@ class Collection:
             How many records were deleted.
         """
         self._check_open()
-        with self._write_lock:
-            self._catch_up()
-            labels, seq = self._store.delete_where(self._cid, "1", [])
-            if labels and self._remove(labels, seq):
-                self._filters.clear()
-                self._vectors.clear()
-                self._rows.clear()
-                if self._cache is not None:
-                    self._cache.clear()
-                self._wrote(len(labels))
-        return len(labels)
+        return self._writer.clear()
 
     def compact(self) -> None:
         """Rebuild the index from the live records, reclaiming every tombstone, and save a snapshot."""
@@ -596,24 +305,8 @@ class Collection:
 
     def configure(self, *, ef_search: int | None = None, index_threshold: int | None = None) -> None:
         """Change runtime parameters (stored with the collection)."""
-        changes: dict[str, Any] = {}
-        if ef_search is not None:
-            changes["ef_search"] = ef_search
-        if index_threshold is not None:
-            changes["index_threshold"] = index_threshold
-        if not changes:
-            return
-        with self._write_lock:
-            self._set_config(dataclasses.replace(self._live.config, **changes))
-            self._live.index.set_ef_search(self._live.config.ef_search)
-            self._planner.clear()
-            if self._cache is not None:
-                self._cache.clear()
-            self._switch_if_grown()
-
-    def _set_config(self, cfg: CollectionConfig) -> None:
-        self._store.set_config(self._cid, cfg.to_json())
-        self._live.config = cfg
+        given = {"ef_search": ef_search, "index_threshold": index_threshold}
+        self._writer.configure({key: value for key, value in given.items() if value is not None})
 
     def check_model(self, model_id: str, dim: int | None = None) -> None:
         """Raise if this collection was built with another embedding model (records it if none yet)."""
@@ -624,8 +317,7 @@ class Collection:
             )
         current = self._live.config.embedding_model
         if current is None:
-            with self._write_lock:
-                self._set_config(dataclasses.replace(self._live.config, embedding_model=model_id))
+            self._writer.record_model(model_id)
         elif current != model_id:
             raise ModelMismatchError(
                 f"collection {self.name!r} was built with embedding model {current!r}; "
@@ -656,14 +348,7 @@ class Collection:
         if not id_list:
             return []
         rows = self._store.rows_by_ids(self._cid, id_list, vectors=include_vectors)
-        out: list[Record | None] = []
-        for rid in id_list:
-            row = rows.get(rid)
-            if row is None:
-                out.append(None)
-                continue
-            vec = np.frombuffer(row[3], np.float32).copy() if include_vectors and row[3] is not None else None
-            out.append(Record(rid, vec, row[1], json.loads(row[2]) if row[2] else {}))
+        out = [None if (row := rows.get(rid)) is None else to_record(row) for rid in id_list]
         return out[0] if single else out
 
     def scan(
@@ -681,58 +366,23 @@ class Collection:
         batch_size = check_int(batch_size, "batch_size", 1, 1_000_000)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
-        while True:
-            rows = self._store.scan(
-                self._cid, where, params, after_label=after, limit=batch_size, vectors=include_vectors
-            )
-            if not rows:
-                return
-            for _label, rid, doc, meta, vec in rows:
-                yield Record(
-                    rid,
-                    np.frombuffer(vec, np.float32).copy() if vec is not None else None,
-                    doc,
-                    json.loads(meta) if meta else {},
-                )
+        while rows := self._store.scan(
+            self._cid, where, params, after_label=after, limit=batch_size, vectors=include_vectors
+        ):
+            yield from map(to_record, rows)
             after = rows[-1][0]
 
     def count(self, filter: dict[str, Any] | None = None) -> int:
         """How many records match ``filter`` (all records when None)."""
         self._sync()
         flt = parse_filter(filter)
-        if flt is None:
-            return self._store.count(self._cid)
-        where, params = flt.to_sql("metadata")
+        where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         return self._store.count(self._cid, where, params)
 
     def stats(self) -> CollectionStats:
         """Counts, index kind and parameters."""
         self._sync()
-        index = self._live.index
-        st = index.stats()
-        c = self._live.config
-        return CollectionStats(
-            name=self.name,
-            count=len(index),
-            dim=c.dim,
-            metric=self.metric,
-            index=index.kind,
-            index_size=st.capacity,
-            tombstones=st.tombstones,
-            last_seq=self._live.applied_seq,
-            snapshot_seq=self._live.snapshot_seq,
-            embedding_model=c.embedding_model,
-            params={
-                "segments": st.segments,
-                "write_buffered": st.buffered,
-                "segment_size": c.segment_size,
-                "hnsw_m": c.hnsw_m,
-                "ef_construction": c.ef_construction,
-                "ef_search": c.ef_search,
-                "index_threshold": c.index_threshold,
-                "memory_bytes": st.memory_bytes,
-            },
-        )
+        return self._live.stats(self.name, self.metric)
 
     # -- search ------------------------------------------------------------------------------------
     def _query(self, vector: Any) -> np.ndarray:
@@ -741,16 +391,9 @@ class Collection:
         return unit_query(q, sq) if self._live.normalize else q
 
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
-        index = self._live.index
+        live = self._live
         return self._planner.plan(
-            k,
-            recall,
-            deadline_ms,
-            ef,
-            approximate=index.approximate,
-            segments=index.segments,
-            ef_search=self._live.config.ef_search,
-            curve=self._cal.curve,
+            k, recall, deadline_ms, ef, live.index, live.config.ef_search, self._cal.curve
         )
 
     def explain(
@@ -829,13 +472,10 @@ class Collection:
         """
         t0 = time.perf_counter()
         self._check_open()
-        k = check_k(k)
-        if recall is not None:
-            recall = check_recall(recall)
-        if deadline_ms is not None:
-            deadline_ms = check_deadline(deadline_ms)
-        if ef is not None:
-            ef = check_ef(ef)
+        k = check_k(k)  # (the guards below save ~1 us a call on the default path)
+        recall = check_recall(recall) if recall is not None else None
+        deadline_ms = check_deadline(deadline_ms) if deadline_ms is not None else None
+        ef = check_ef(ef) if ef is not None else None
         flt = parse_filter(filter) if filter else None
         if text is not None or vector is None:
             q = None if vector is None else self._query(vector)

@@ -10,14 +10,23 @@ The collection turns raw distances into the metric's distance and score.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["FlatIndexMixin", "IndexResult", "IndexStats", "LabelFilter", "VectorIndex", "exact_topk"]
+__all__ = [
+    "FlatIndexMixin",
+    "IndexResult",
+    "IndexStats",
+    "LabelFilter",
+    "VectorIndex",
+    "exact_topk",
+    "exact_topk_over",
+    "merge_topk",
+]
 
 LabelFilter = Callable[[int], bool]
 
@@ -196,3 +205,50 @@ def exact_topk(
     else:
         idx = np.argsort(dist, axis=1, kind="stable")
     return IndexResult(labels[idx], np.take_along_axis(dist, idx, axis=1))
+
+
+def merge_topk(results: Sequence[IndexResult], k: int) -> IndexResult:
+    """Exact top-k merge of per-segment answers (rows padded with -1 / inf)."""
+    labels = np.concatenate([r.labels for r in results], axis=1)
+    dists = np.concatenate([r.distances for r in results], axis=1).astype(np.float32, copy=True)
+    dists[labels < 0] = np.inf
+    kk = min(k, labels.shape[1])
+    order = np.argsort(dists, axis=1, kind="stable")[:, :kk]
+    out_l = np.take_along_axis(labels, order, axis=1)
+    out_d = np.take_along_axis(dists, order, axis=1)
+    if out_l.size and (out_l[:, -1] < 0).all():
+        # trim columns that are padding in every row
+        valid = int((out_l >= 0).sum(axis=1).max())
+        out_l, out_d = out_l[:, :valid], out_d[:, :valid]
+    return IndexResult(out_l, out_d)
+
+
+def exact_topk_over(
+    load: Callable[[np.ndarray], np.ndarray],
+    labels: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    space: str,
+    chunk: int = 50_000,
+) -> IndexResult:
+    """Exact top-k over many labels, ``chunk`` at a time: :func:`exact_topk` per chunk, :func:`merge_topk`.
+
+    The one exact kernel of the engine: the exact index, filtered scans, the write buffer and calibration
+    all rank through :func:`exact_topk`; this streams it over vectors too many to hold at once.
+
+    Args:
+        load: Vectors of a chunk of labels, in order (index space).
+        labels: Every candidate label.
+        queries: (nq, d) float32.
+        k: Neighbours wanted.
+        space: ``"ip"`` or ``"l2"``.
+        chunk: Labels loaded and scored per step.
+    """
+    best: IndexResult | None = None
+    for s in range(0, len(labels), chunk):
+        part = labels[s : s + chunk]
+        res = exact_topk(load(part), part, queries, k, space)
+        best = res if best is None else merge_topk([best, res], k)
+    if best is None:
+        return IndexResult(np.full((len(queries), 0), -1, np.int64), np.zeros((len(queries), 0), np.float32))
+    return best

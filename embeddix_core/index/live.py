@@ -35,6 +35,7 @@ from ..errors import CollectionNotFoundError, StorageError
 from ..storage.locks import SnapshotLock
 from ..storage.snapshot import SnapshotIdentity, read_snapshot, remove_stale, write_snapshot
 from ..storage.sqlite import Store
+from ..types import CollectionStats
 from .base import VectorIndex
 from .exact import ExactIndex
 from .faiss_flat import FaissFlatIndex, gpu_count
@@ -76,6 +77,7 @@ class LiveIndex:
         self.normalize = config.metric.value == "cosine"
         self.write_lock = threading.RLock()
         self.applied_seq = 0
+        self.dropped = False  # the store no longer has the collection (another handle dropped it)
         # -1: whatever is on disk was not used (a rebuild), so the next checkpoint writes one
         self.snapshot_seq = 0
         self.index: VectorIndex
@@ -188,8 +190,10 @@ class LiveIndex:
             rows = self.store.scan(self.cid, None, (), after_label=after, limit=20_000, vectors=True)
             if not rows:
                 break
-            labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-            vecs = np.frombuffer(b"".join(r[4] for r in rows), np.float32).reshape(len(rows), self.dim)
+            labels = np.fromiter((r.label for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r.vector or b"" for r in rows), np.float32).reshape(
+                len(rows), self.dim
+            )
             index.add(labels, self.prepare(vecs), np.ones(len(rows), bool))
             after = rows[-1][0]
         self.index = index
@@ -212,6 +216,7 @@ class LiveIndex:
             try:
                 seq, pruned = self.store.seq(self.cid)
             except CollectionNotFoundError:
+                self.dropped = True
                 raise CollectionNotFoundError(
                     f"collection {self.name!r} was dropped (by another handle or process); get it again "
                     "from the database"
@@ -276,6 +281,34 @@ class LiveIndex:
         change(self.index)
         self.applied_seq = seq
         return True
+
+    def stats(self, name: str, metric: str) -> CollectionStats:
+        """Counts, index kind and parameters (see ``Collection.stats``)."""
+        index = self.index
+        st = index.stats()
+        c = self.config
+        return CollectionStats(
+            name=name,
+            count=len(index),
+            dim=c.dim,
+            metric=metric,
+            index=index.kind,
+            index_size=st.capacity,
+            tombstones=st.tombstones,
+            last_seq=self.applied_seq,
+            snapshot_seq=self.snapshot_seq,
+            embedding_model=c.embedding_model,
+            params={
+                "segments": st.segments,
+                "write_buffered": st.buffered,
+                "segment_size": c.segment_size,
+                "hnsw_m": c.hnsw_m,
+                "ef_construction": c.ef_construction,
+                "ef_search": c.ef_search,
+                "index_threshold": c.index_threshold,
+                "memory_bytes": st.memory_bytes,
+            },
+        )
 
     # -- snapshots ---------------------------------------------------------------------------------
     def checkpoint(self, *, force: bool) -> bool:

@@ -20,23 +20,66 @@ unchanged number when the answer is stored proves no write overlapped the search
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import orjson
 
-from ..cache import CacheManager
+from ..cache import CacheManager, CacheSettings
+from ..config import CollectionConfig, EmbeddixSettings
 from ..index.live import LiveIndex
 from ..types import Hits, make_hit
 from .executor import SearchExecutor
 from .filters import Filter
 from .planner import Calibration, Plan, Planner
 
-__all__ = ["CachedSearch"]
+__all__ = ["NO_CACHE_INFO", "CachedSearch", "new_cache_manager"]
+
+log = logging.getLogger("embeddix")
+
+# What cache_info() says when caching is off.
+NO_CACHE_INFO: dict[str, Any] = {
+    "hits": 0,
+    "misses": 0,
+    "semantic_hits": 0,
+    "verified_rejects": 0,
+    "entries": 0,
+    "bytes": 0,
+    "invalidated": 0,
+    "evicted": 0,
+    "expired": 0,
+    "sessions": 0,
+    "hit_rate": 0.0,
+    "enabled": False,
+}
+
+
+def new_cache_manager(config: CollectionConfig, s: EmbeddixSettings) -> CacheManager:
+    """The result cache of a collection, from the process settings."""
+    return CacheManager(
+        config.dim,
+        "l2" if config.metric.value == "l2" else "ip",
+        config.metric.value != "ip",  # raw inner product is no metric: no semantic tier
+        CacheSettings(
+            enabled=True,
+            max_bytes=s.cache_max_bytes,
+            session_max_bytes=s.cache_session_max_bytes,
+            max_sessions=s.cache_max_sessions,
+            ttl=s.cache_ttl,
+            semantic=s.cache_semantic,
+            similarity=s.cache_similarity,
+            candidate_factor=s.cache_candidate_factor,
+            persist=s.cache_persist,
+            beam_factor=s.cache_beam_factor,
+            probe=s.cache_probe,
+        ),
+    )
 
 
 class CachedSearch:
@@ -67,6 +110,24 @@ class CachedSearch:
         self._curve = curve
         self._load = vectors_from_store
         self._store_lock = threading.Lock()
+
+    def info(self) -> dict[str, Any]:
+        """Counters for ``Collection.cache_info``."""
+        return {**self.cache.info(), "enabled": True}
+
+    def load(self, directory: Path, seq: int) -> None:
+        """Reload persisted entries (only those saved at this very ``seq``; a cold cache is always right)."""
+        try:
+            self.cache.load(directory, seq)
+        except Exception as exc:
+            log.warning("ignoring the persistent cache in %s: %s", directory, exc)
+
+    def save(self, directory: Path, seq: int) -> None:
+        """Persist the entries (see ``cache/persist.py``); failing to is only logged."""
+        try:
+            self.cache.save(directory, seq)
+        except Exception as exc:
+            log.warning("could not save the cache in %s: %s", directory, exc)
 
     def search(
         self,

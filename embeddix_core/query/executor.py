@@ -36,7 +36,7 @@ from ..index.base import IndexResult, VectorIndex, exact_topk
 from ..index.live import LiveIndex
 from ..index.segmented import shared_pool
 from ..storage.sqlite import Store
-from ..types import Hit, Hits, SearchStep, make_hit
+from ..types import Hit, Hits, SearchStep, StoredRow, make_hit
 from .filter_cache import FilterCache
 from .filters import Filter
 from .fusion import fts_query, mmr_select, rrf_fuse
@@ -71,13 +71,15 @@ def vector_loader(store: Store, cid: int, dim: int, normalize: bool) -> Callable
         wanted = labels.tolist()
         rows = store.rows_by_labels(cid, wanted, vectors=True)
         if len(rows) == len(wanted):  # one copy out of the joined blobs (a semantic hit fetches ~11)
-            joined = b"".join([rows[label][4] for label in wanted])
+            joined = b"".join([rows[label].vector or b"" for label in wanted])
             out = np.frombuffer(joined, np.float32).reshape(len(wanted), dim).copy()
         else:
             out = np.empty((len(wanted), dim), np.float32)
             for i, label in enumerate(wanted):
                 row = rows.get(label)
-                out[i] = np.nan if row is None else np.frombuffer(row[4], np.float32)
+                out[i] = (
+                    np.nan if row is None or row.vector is None else np.frombuffer(row.vector, np.float32)
+                )
         if normalize:
             out = unit_rows(out, keep_zeros=True)  # NaN (gone) or zero rows stay as they are
         return out
@@ -178,7 +180,7 @@ class SearchExecutor:
         scores: Sequence[float] | None = None,
         metric: str | None = None,
         raw: list[tuple[Any, ...]] | None = None,
-        rows: dict[int, tuple[Any, ...]] | None = None,
+        rows: dict[int, StoredRow] | None = None,
         flt: Filter | None = None,
     ) -> list[Hit]:
         """Hits for index labels (rows looked up unless the caller fetched them already).
@@ -210,16 +212,16 @@ class SearchExecutor:
                 score = 1.0 / (1.0 + d)
             else:
                 score = 1.0 - d
-            meta = loads(row[3]) if row[3] else {}
+            meta = loads(row.metadata) if row.metadata else {}
             if flt is not None and not flt.matches(meta):
                 continue
-            if include_vectors:
-                vec = np.frombuffer(row[4], np.float32).copy()
-                out.append(Hit(row[1], score, d, row[2], meta, m, vec))
+            if include_vectors and row.vector is not None:
+                vec = np.frombuffer(row.vector, np.float32).copy()
+                out.append(Hit(row.id, score, d, row.document, meta, m, vec))
             else:
-                out.append(make_hit(row[1], score, d, row[2], meta, m))
+                out.append(make_hit(row.id, score, d, row.document, meta, m))
             if raw is not None:
-                raw.append((row[1], score, d, row[2], row[3]))
+                raw.append((row.id, score, d, row.document, row.metadata))
         return out
 
     # -- searches ----------------------------------------------------------------------------------

@@ -322,20 +322,19 @@ class Planner:
         recall: float | None,
         deadline_ms: float | None,
         ef: int | None,
-        *,
-        approximate: bool,
-        segments: int,
+        index: Any,
         ef_search: int,
         curve: Calibration | None,
     ) -> Plan:
-        """The plan for a search (cached)."""
-        if not approximate:
+        """The plan for a search on ``index`` (a ``VectorIndex``; cached)."""
+        if not index.approximate:
             return Plan("exact", None, 1.0, recall, deadline_ms, steps=(0,), reason="exact search")
         key = (k, recall, deadline_ms, ef)
         plan = self._plans.get(key)
         if plan is not None:
             return plan
         use, limited, reason = self._beam(k, recall, deadline_ms, ef, ef_search, curve)
+        segments = index.segments
         plan = Plan(
             "hnsw",
             use,
