@@ -32,6 +32,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) tests/check_imports.py
+	$(VENV)/bin/lint-imports
 
 $(INSPECTOR_DIR)/.stamp:
 	mkdir -p $(INSPECTOR_DIR)

@@ -207,7 +207,7 @@ class Embeddix:
                 # collection ids are never reused within a store, so files here belong to another
                 # (deleted or replaced) store: never let the new collection meet them
                 remove_snapshots(self.path / "indexes" / str(row.cid))
-            col = Collection(self, row, s)
+            col = Collection(self._store, self.path, row, s)
             self._collections[name] = col
             return col
 
@@ -241,7 +241,7 @@ class Embeddix:
                 raise CollectionNotFoundError(
                     f"no collection named {name!r}; create it with create_collection, or see list_collections"
                 )
-            col = Collection(self, row, self.settings)
+            col = Collection(self._store, self.path, row, self.settings)
             self._collections[name] = col
             return col
 

@@ -119,20 +119,32 @@ def exact_knn(
     for start in range(0, n, int(block_size)):
         block = np.asarray(data[start : start + int(block_size)], dtype=dtype)
         _check_finite(block, "data", start)
-        if kind is Metric.COSINE:
-            block = block / _safe_norms(block)[:, None]
-        sq_norms = np.einsum("ij,ij->i", block, block) if kind is Metric.L2 else None
-        ids = np.arange(start, start + block.shape[0], dtype=np.int64)
-        for qs in range(0, nq, _QUERY_BLOCK):
-            scores = q[qs : qs + _QUERY_BLOCK] @ block.T
-            if sq_norms is not None:
-                scores *= 2.0
-                scores -= sq_norms[None, :]
-            top_s, top_i = _top_k(scores, ids, kk)
-            best_s[qs : qs + _QUERY_BLOCK], best_i[qs : qs + _QUERY_BLOCK] = _merge(
-                best_s[qs : qs + _QUERY_BLOCK], best_i[qs : qs + _QUERY_BLOCK], top_s, top_i, kk
-            )
+        _merge_block(kind, q, block, start, best_s, best_i)
     return _finish(kind, q, best_s, best_i)
+
+
+def _merge_block(
+    kind: Metric, q: np.ndarray, block: np.ndarray, start: int, best_s: np.ndarray, best_i: np.ndarray
+) -> None:
+    """Score one block of data rows (row ``start`` on) against every query; merge into ``best_*`` in place.
+
+    ``q`` is already normalized for cosine; the block is normalized here. Queries go ``_QUERY_BLOCK`` at
+    a time so the score tile stays bounded whatever the number of queries.
+    """
+    nq, kk = q.shape[0], best_s.shape[1]
+    if kind is Metric.COSINE:
+        block = block / _safe_norms(block)[:, None]
+    sq_norms = np.einsum("ij,ij->i", block, block) if kind is Metric.L2 else None
+    ids = np.arange(start, start + block.shape[0], dtype=np.int64)
+    for qs in range(0, nq, _QUERY_BLOCK):
+        scores = q[qs : qs + _QUERY_BLOCK] @ block.T
+        if sq_norms is not None:
+            scores *= 2.0
+            scores -= sq_norms[None, :]
+        top_s, top_i = _top_k(scores, ids, kk)
+        best_s[qs : qs + _QUERY_BLOCK], best_i[qs : qs + _QUERY_BLOCK] = _merge(
+            best_s[qs : qs + _QUERY_BLOCK], best_i[qs : qs + _QUERY_BLOCK], top_s, top_i, kk
+        )
 
 
 def recall_per_query(found: Any, truth: Any, k: int) -> np.ndarray:

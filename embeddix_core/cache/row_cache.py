@@ -18,11 +18,12 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+
+from ..types import StoredRow
 
 __all__ = ["RowCache"]
 
-Row = tuple[Any, ...]  # (label, id, document, metadata_json)
+Row = StoredRow
 
 _ENTRY_OVERHEAD = 240  # tuple + three str headers + an OrderedDict slot, measured with sys.getsizeof
 
@@ -103,4 +104,4 @@ class RowCache:
 
 
 def _size(row: Row) -> int:
-    return _ENTRY_OVERHEAD + len(row[1]) + len(row[2] or "") + len(row[3] or "")
+    return _ENTRY_OVERHEAD + len(row.id) + len(row.document or "") + len(row.metadata or "")

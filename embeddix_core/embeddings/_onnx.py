@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError, StorageError
+from ..storage._atomic import fsync_dir, fsync_file
 from ._model_files import MINILM_DIM, MINILM_MODEL_ID, force_offline
 
 __all__ = ["CONGRUENCE_MIN_COSINE", "OnnxBackend", "default_onnx_cache_dir", "onnx_runtime_available"]
@@ -79,14 +80,6 @@ def _sha256_file(path: Path) -> str:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _source_fingerprint(model_path: Path) -> str:
@@ -303,8 +296,8 @@ def _build_export(model_path: Path, cache_root: Path, final: Path, source_sha: s
             json.dump(manifest, f, indent=2, sort_keys=True)
             f.flush()
             os.fsync(f.fileno())
-        _fsync_path(onnx_path)
-        _fsync_path(staging)
+        fsync_file(onnx_path)
+        fsync_dir(staging)
         try:
             os.rename(staging, final)
         except OSError as exc:
@@ -312,7 +305,7 @@ def _build_export(model_path: Path, cache_root: Path, final: Path, source_sha: s
             if _read_manifest(final) is None:
                 raise StorageError(f"could not publish the ONNX export at {final}: {exc}") from exc
             return
-        _fsync_path(cache_root)
+        fsync_dir(cache_root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -13,12 +13,12 @@ import threading
 
 import numpy as np
 
-from .base import IndexResult, LabelFilter, exact_topk
+from .base import FlatIndexMixin, IndexResult, LabelFilter, exact_topk
 
 __all__ = ["ExactIndex"]
 
 
-class ExactIndex:
+class ExactIndex(FlatIndexMixin):
     """Brute-force index over a dense float32 matrix.
 
     Args:
@@ -28,9 +28,6 @@ class ExactIndex:
     """
 
     kind = "exact"
-    # Exact indexes are small by construction (below the HNSW threshold): rebuilding one from the store
-    # takes milliseconds, so they are never snapshotted.
-    snapshots = False
 
     def __init__(self, dim: int, space: str, capacity: int = 1024) -> None:
         self.dim = dim

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MissingExtraError
-from .base import IndexResult, LabelFilter
+from .base import FlatIndexMixin, IndexResult, LabelFilter
 
 __all__ = ["FaissFlatIndex", "gpu_count"]
 
@@ -42,7 +42,7 @@ def gpu_count() -> int:
         return 0
 
 
-class FaissFlatIndex:
+class FaissFlatIndex(FlatIndexMixin):
     """Brute-force FAISS index keyed by labels, GPU-accelerated when available.
 
     Args:
@@ -52,7 +52,6 @@ class FaissFlatIndex:
     """
 
     kind = "exact"
-    snapshots = False
 
     def __init__(self, dim: int, space: str, *, use_gpu: bool | None = None) -> None:
         faiss = _faiss()

@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import IndexResult, LabelFilter, exact_topk
+from .base import IndexResult, IndexStats, LabelFilter, exact_topk, merge_topk
 from .hnsw import HnswIndex
 
 __all__ = ["BUFFER_LIMIT", "SegmentedHnsw"]
@@ -68,22 +68,6 @@ def shared_pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="embeddix-segment")
         return _POOL
-
-
-def merge_topk(results: Sequence[IndexResult], k: int) -> IndexResult:
-    """Exact top-k merge of per-segment answers (rows padded with -1 / inf)."""
-    labels = np.concatenate([r.labels for r in results], axis=1)
-    dists = np.concatenate([r.distances for r in results], axis=1).astype(np.float32, copy=True)
-    dists[labels < 0] = np.inf
-    kk = min(k, labels.shape[1])
-    order = np.argsort(dists, axis=1, kind="stable")[:, :kk]
-    out_l = np.take_along_axis(labels, order, axis=1)
-    out_d = np.take_along_axis(dists, order, axis=1)
-    if out_l.size and (out_l[:, -1] < 0).all():
-        # trim columns that are padding in every row
-        valid = int((out_l >= 0).sum(axis=1).max())
-        out_l, out_d = out_l[:, :valid], out_d[:, :valid]
-    return IndexResult(out_l, out_d)
 
 
 class _Buffer:
@@ -130,6 +114,7 @@ class SegmentedHnsw:
     """
 
     kind = "hnsw"
+    approximate = True
     snapshots = True
 
     def __init__(
@@ -230,6 +215,12 @@ class SegmentedHnsw:
     @property
     def segments(self) -> int:
         return len(self._segs)
+
+    def set_ef_search(self, ef: int) -> None:
+        self.ef_search = ef
+
+    def stats(self) -> IndexStats:
+        return IndexStats(self.segments, self.capacity, self.tombstones, self.buffered, self.memory_bytes())
 
     @property
     def bounds(self) -> list[int]:

@@ -73,14 +73,28 @@ would miss a key stored as ``"caf\\u00e9"`` by ``json.dumps``'s default ``ensure
 
 from __future__ import annotations
 
-import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeAlias, cast
 
 from ..errors import InvalidArgumentError, InvalidFilterError
+from .filter_nodes import (
+    Scalar,
+    _AndNode,
+    _FieldNode,
+    _fields_of,
+    _make_and,
+    _make_field,
+    _make_not,
+    _make_or,
+    _Node,
+    _NotNode,
+    _OrNode,
+    _TrueNode,
+)
+from .filter_sql import _ORDERING_SQL, _Sql, _sql
 
 __all__ = [
     "FIELD_OPERATORS",
@@ -115,134 +129,17 @@ MAX_DEPTH: Final = 32
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
-_ORDERING_SQL: Final = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _SET_OPERATORS: Final = frozenset({"$in", "$nin", "$contains_any", "$contains_all"})
-# $not of these is another operator, so equivalent spellings share one canonical text.
-_NEGATION: Final = {"$eq": "$ne", "$ne": "$eq", "$in": "$nin", "$nin": "$in"}
-# Printable ASCII except '"' and '\\': json.dumps writes such keys verbatim, so a quoted JSON path finds them.
-_PATH_SAFE: Final = re.compile(r"[ !#-\[\]-~]+")
 _COLUMN: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)?")
-_NUMBER_TYPES_SQL: Final = "('integer', 'real')"
 
-Scalar: TypeAlias = str | int | float | bool
 Metadata: TypeAlias = Mapping[str, Any]
 _Pred: TypeAlias = Callable[[Any], bool]
 _Match: TypeAlias = Callable[[Metadata], bool]
-_Sql: TypeAlias = tuple[str, list[Any]]
 _TypedKey: TypeAlias = tuple[int, Scalar]
 _EMPTY: Final[Mapping[str, Any]] = {}
 # Tuples, not ``int | float`` unions: isinstance with a tuple is faster, and matches() runs per record.
 _SEQUENCE: Final = (list, tuple)
 _NUMBER: Final = (int, float)
-
-
-# --------------------------------------------------------------------------------------------------
-# The AST. Nodes are built only through the _make_* functions, which normalise (flatten, sort, dedupe,
-# push $not into operators) and set ``text``, the node's canonical JSON.
-# --------------------------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _TrueNode:
-    text: str = "{}"
-
-
-@dataclass(frozen=True, slots=True)
-class _FieldNode:
-    name: str
-    op: str
-    operand: Scalar | tuple[Scalar, ...]
-    text: str
-
-    @property
-    def scalar(self) -> Scalar:
-        """The operand of a single-value operator (the parser guarantees the shape)."""
-        return cast(Scalar, self.operand)
-
-    @property
-    def items(self) -> tuple[Scalar, ...]:
-        """The operand of a list operator ($in, $nin, $contains_any, $contains_all)."""
-        return cast(tuple[Scalar, ...], self.operand)
-
-
-@dataclass(frozen=True, slots=True)
-class _AndNode:
-    children: tuple[_Node, ...]
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _OrNode:
-    children: tuple[_Node, ...]
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class _NotNode:
-    child: _Node
-    text: str
-
-
-_Node: TypeAlias = _TrueNode | _FieldNode | _AndNode | _OrNode | _NotNode
-_TRUE: Final = _TrueNode()
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _make_field(name: str, op: str, operand: Scalar | tuple[Scalar, ...]) -> _FieldNode:
-    shown = list(operand) if isinstance(operand, tuple) else operand
-    return _FieldNode(name, op, operand, _dumps({name: {op: shown}}))
-
-
-def _make_and(children: Iterable[_Node]) -> _Node:
-    flat: dict[str, _Node] = {}
-    for child in children:
-        if isinstance(child, _AndNode):
-            flat.update((c.text, c) for c in child.children)
-        elif not isinstance(child, _TrueNode):
-            flat[child.text] = child
-    if not flat:
-        return _TRUE
-    if len(flat) == 1:
-        return next(iter(flat.values()))
-    kids = tuple(flat[k] for k in sorted(flat))
-    return _AndNode(kids, '{"$and":[' + ",".join(k.text for k in kids) + "]}")
-
-
-def _make_or(children: Iterable[_Node]) -> _Node:
-    flat: dict[str, _Node] = {}
-    for child in children:
-        if isinstance(child, _TrueNode):
-            return _TRUE
-        if isinstance(child, _OrNode):
-            flat.update((c.text, c) for c in child.children)
-        else:
-            flat[child.text] = child
-    if len(flat) == 1:
-        return next(iter(flat.values()))
-    kids = tuple(flat[k] for k in sorted(flat))
-    return _OrNode(kids, '{"$or":[' + ",".join(k.text for k in kids) + "]}")
-
-
-def _make_not(child: _Node) -> _Node:
-    if isinstance(child, _NotNode):
-        return child.child
-    if isinstance(child, _FieldNode):
-        if child.op in _NEGATION:
-            return _make_field(child.name, _NEGATION[child.op], child.operand)
-        if child.op == "$exists":
-            return _make_field(child.name, "$exists", not child.operand)
-    return _NotNode(child, '{"$not":' + child.text + "}")
-
-
-def _fields_of(node: _Node) -> frozenset[str]:
-    if isinstance(node, _FieldNode):
-        return frozenset((node.name,))
-    if isinstance(node, _AndNode | _OrNode):
-        return frozenset().union(*(_fields_of(c) for c in node.children))
-    if isinstance(node, _NotNode):
-        return _fields_of(node.child)
-    return frozenset()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -613,165 +510,9 @@ def _compile(node: _Node) -> _Match:
 
 
 # --------------------------------------------------------------------------------------------------
-# SQL generation. Aliases: _n a field's node via its path, _k a top-level key row, _e a list element (or
-# the scalar itself), _w an operand item. Every fragment is 0 or 1, never NULL.
+# Public surface: the Filter, its constructor and helpers. The AST is in filter_nodes.py, the SQL
+# translation in filter_sql.py.
 # --------------------------------------------------------------------------------------------------
-_Cond: TypeAlias = Callable[[str], _Sql]
-
-
-def _json_path(name: str) -> str | None:
-    return f'$."{name}"' if _PATH_SAFE.fullmatch(name) else None
-
-
-def _equal_sql(x: Scalar, sql_op: str = "=") -> _Cond:
-    def cond(a: str) -> _Sql:
-        if isinstance(x, bool):
-            # json_extract and json_each turn true into 1; only the JSON type tells a bool from a number.
-            return f"({a}.type = '{'true' if x else 'false'}')", []
-        if isinstance(x, str):
-            return f"({a}.type = 'text' AND {a}.value {sql_op} ?)", [x]
-        return f"({a}.type IN {_NUMBER_TYPES_SQL} AND {a}.value {sql_op} ?)", [x]
-
-    return cond
-
-
-def _member_sql(items: tuple[Scalar, ...]) -> _Cond:
-    numbers = [v for v in items if isinstance(v, int | float) and not isinstance(v, bool)]
-    strings = [v for v in items if isinstance(v, str)]
-    bools = sorted({"'true'" if v else "'false'" for v in items if isinstance(v, bool)})
-
-    def cond(a: str) -> _Sql:
-        # Each group is one JSON-array parameter: no limit on list length, and SQLite builds the IN
-        # lookup once per statement.
-        parts: list[str] = []
-        params: list[Any] = []
-        if numbers:
-            parts.append(
-                f"({a}.type IN {_NUMBER_TYPES_SQL} AND {a}.value IN (SELECT value FROM json_each(?)))"
-            )
-            params.append(_dumps(numbers))
-        if strings:
-            parts.append(f"({a}.type = 'text' AND {a}.value IN (SELECT value FROM json_each(?)))")
-            params.append(_dumps(strings))
-        if bools:
-            parts.append(f"({a}.type IN ({', '.join(bools)}))")
-        return ("(" + " OR ".join(parts) + ")" if parts else "0"), params
-
-    return cond
-
-
-def _any_element_sql(col: str, name: str, cond: _Cond) -> _Sql:
-    path = _json_path(name)
-    if path is not None:
-        # json_each over a path yields the scalar itself, or each list item; rows with text keys are the
-        # members of a (non-model) nested object, which match nothing.
-        sql, params = cond("_e")
-        return (
-            f"EXISTS (SELECT 1 FROM json_each({col}, ?) AS _e WHERE typeof(_e.key) <> 'text' AND {sql})",
-            [path, *params],
-        )
-    elem_sql, elem_params = cond("_e")
-    self_sql, self_params = cond("_k")
-    return (
-        f"EXISTS (SELECT 1 FROM json_each({col}) AS _k WHERE _k.key = ? AND CASE WHEN _k.type = 'array' "
-        f"THEN EXISTS (SELECT 1 FROM json_each(_k.value) AS _e WHERE {elem_sql}) ELSE {self_sql} END)",
-        [name, *elem_params, *self_params],
-    )
-
-
-def _node_sql(col: str, name: str, cond: _Cond) -> _Sql:
-    """EXISTS over the field's own node (type, value), value being JSON text for a list."""
-    path = _json_path(name)
-    if path is not None:
-        sql, params = cond("_n")
-        return (
-            f"EXISTS (SELECT 1 FROM (SELECT json_type({col}, ?) AS type, json_extract({col}, ?) AS value) "
-            f"AS _n WHERE {sql})",
-            [path, path, *params],
-        )
-    sql, params = cond("_k")
-    return f"EXISTS (SELECT 1 FROM json_each({col}) AS _k WHERE _k.key = ? AND {sql})", [name, *params]
-
-
-def _in_list_sql(a: str, elem: _Cond) -> _Sql:
-    # CASE, not AND: json_each over a non-list value (plain text) would raise "malformed JSON".
-    sql, params = elem("_e")
-    return (
-        f"CASE WHEN {a}.type = 'array' THEN EXISTS (SELECT 1 FROM json_each({a}.value) AS _e WHERE {sql}) "
-        "ELSE 0 END",
-        params,
-    )
-
-
-def _field_sql(node: _FieldNode, col: str) -> _Sql:
-    name, op, operand, items = node.name, node.op, node.scalar, node.items
-    if op in ("$eq", "$ne"):
-        sql, params = _any_element_sql(col, name, _equal_sql(operand))
-        return (sql, params) if op == "$eq" else (f"NOT {sql}", params)
-    if op in _ORDERING_SQL:
-        return _any_element_sql(col, name, _equal_sql(operand, _ORDERING_SQL[op]))
-    if op == "$exists":
-        sql, params = _node_sql(col, name, lambda a: (f"{a}.type <> 'null'", []))
-        return (sql, params) if operand else (f"NOT {sql}", params)
-    if op == "$text":
-        return _node_sql(col, name, lambda a: (f"({a}.type = 'text' AND instr({a}.value, ?) > 0)", [operand]))
-    if op == "$contains":
-        equal = _equal_sql(operand)
-        if isinstance(operand, str):
-
-            def list_or_text(a: str) -> _Sql:
-                sql, params = equal("_e")
-                return (
-                    f"CASE {a}.type WHEN 'array' THEN EXISTS (SELECT 1 FROM json_each({a}.value) AS _e "
-                    f"WHERE {sql}) WHEN 'text' THEN instr({a}.value, ?) > 0 ELSE 0 END",
-                    [*params, operand],
-                )
-
-            return _node_sql(col, name, list_or_text)
-        return _node_sql(col, name, lambda a: _in_list_sql(a, equal))
-    if op in ("$in", "$nin"):
-        sql, params = _any_element_sql(col, name, _member_sql(items))
-        return (sql, params) if op == "$in" else (f"NOT {sql}", params)
-    if op == "$contains_any":
-        member = _member_sql(items)
-        return _node_sql(col, name, lambda a: _in_list_sql(a, member))
-    every = _dumps(list(items))
-
-    def every_item(a: str) -> _Sql:
-        # "No operand item is missing from the list": one JSON parameter whatever the operand's length.
-        return (
-            f"CASE WHEN {a}.type = 'array' THEN NOT EXISTS (SELECT 1 FROM json_each(?) AS _w WHERE NOT "
-            f"EXISTS (SELECT 1 FROM json_each({a}.value) AS _e WHERE _e.value = _w.value AND CASE WHEN "
-            f"_w.type IN {_NUMBER_TYPES_SQL} THEN _e.type IN {_NUMBER_TYPES_SQL} ELSE _e.type = _w.type "
-            "END)) ELSE 0 END",
-            [every],
-        )
-
-    return _node_sql(col, name, every_item)
-
-
-def _join_sql(parts: list[_Sql], word: str) -> _Sql:
-    # Balanced, so a wide $or stays shallow for SQLite's expression-depth limit.
-    if len(parts) == 1:
-        return parts[0]
-    mid = len(parts) // 2
-    left, right = _join_sql(parts[:mid], word), _join_sql(parts[mid:], word)
-    return f"({left[0]} {word} {right[0]})", [*left[1], *right[1]]
-
-
-def _sql(node: _Node, col: str) -> _Sql:
-    if isinstance(node, _FieldNode):
-        return _field_sql(node, col)
-    if isinstance(node, _NotNode):
-        sql, params = _sql(node.child, col)
-        return f"NOT ({sql})", params
-    if isinstance(node, _AndNode):
-        return _join_sql([_sql(c, col) for c in node.children], "AND")
-    if isinstance(node, _OrNode):
-        return _join_sql([_sql(c, col) for c in node.children], "OR")
-    return "1", []
-
-
 def _quote_column(column: str) -> str:
     if not isinstance(column, str) or not _COLUMN.fullmatch(column):
         raise InvalidArgumentError(
@@ -780,9 +521,6 @@ def _quote_column(column: str) -> str:
     return ".".join(f'"{part}"' for part in column.split("."))
 
 
-# --------------------------------------------------------------------------------------------------
-# Public surface
-# --------------------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class Filter:
     """A validated metadata filter. Build it with :func:`parse_filter`, not directly.

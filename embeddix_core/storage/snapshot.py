@@ -195,6 +195,21 @@ def read_snapshot(
     mpath = directory / _MANIFEST
     if not mpath.exists():
         return None
+    manifest = _load_manifest(mpath)
+    _check_identity(mpath, manifest, identity)
+    stored = _check_build(mpath, manifest, kind, params)
+    try:
+        paths, lives = _verified_files(directory, mpath, manifest)
+        seq, live, extra = int(manifest["seq"]), int(manifest["live"]), manifest.get("extra", {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorruptionError(f"snapshot manifest {mpath} is malformed: {exc!r}") from exc
+    if not paths:
+        raise CorruptionError(f"snapshot manifest {mpath} lists no files")
+    return Snapshot(paths, lives, seq, live, stored, extra, str(manifest["snapshot_id"]))
+
+
+def _load_manifest(mpath: Path) -> dict[str, Any]:
+    """The manifest at ``mpath``, once its magic, format version and own CRC32 check out."""
     try:
         manifest = json.loads(mpath.read_bytes())
     except (OSError, ValueError) as exc:
@@ -214,6 +229,11 @@ def read_snapshot(
         raise StorageError(f"{mpath} has snapshot format {version}, which does not name its store")
     if manifest.get("manifest_crc32") != _manifest_crc(manifest):
         raise CorruptionError(f"snapshot manifest {mpath} fails its CRC32 check (edited or damaged)")
+    return manifest
+
+
+def _check_identity(mpath: Path, manifest: dict[str, Any], identity: SnapshotIdentity) -> None:
+    """Refuse a snapshot of another store or collection, or one the store does not vouch for at its seq."""
     if manifest.get("store_id") != identity.store_id or manifest.get("cid") != identity.cid:
         raise CorruptionError(
             f"snapshot {mpath} belongs to another store or collection (store {manifest.get('store_id')}, "
@@ -231,6 +251,10 @@ def read_snapshot(
         raise CorruptionError(
             f"snapshot {mpath} says seq {manifest.get('seq')}, the store recorded {recorded}"
         )
+
+
+def _check_build(mpath: Path, manifest: dict[str, Any], kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Refuse an index of another kind or other parameters; returns the manifest's parameters."""
     if manifest.get("kind") != kind:
         raise StorageError(f"{mpath} holds a {manifest.get('kind')!r} index; expected {kind!r}")
     stored = manifest.get("params", {})
@@ -241,32 +265,33 @@ def read_snapshot(
             raise StorageError(
                 f"snapshot {mpath} was built with {key}={stored.get(key)!r}, expected {value!r}"
             )
+    return stored
+
+
+def _verified_files(directory: Path, mpath: Path, manifest: dict[str, Any]) -> tuple[list[Path], list[int]]:
+    """(paths, live counts) of the manifest's files, each checked for its place, size and CRC32.
+
+    A malformed entry raises KeyError, TypeError or ValueError; the caller turns those into
+    :class:`CorruptionError`.
+    """
     paths: list[Path] = []
     lives: list[int] = []
-    try:
-        for entry in manifest.get("files", []):
-            name = str(entry["file"])
-            if "/" in name or name.startswith("."):
-                raise CorruptionError(f"snapshot manifest {mpath} names a file outside its directory")
-            path = directory / name
-            try:
-                size = path.stat().st_size
-            except OSError as exc:
-                raise CorruptionError(f"snapshot file {path} is missing: {exc}") from exc
-            if size != entry["size"]:
-                raise CorruptionError(
-                    f"snapshot file {path} has {size} bytes, the manifest says {entry['size']}"
-                )
-            if _crc32(path) != entry["crc32"]:
-                raise CorruptionError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
-            paths.append(path)
-            lives.append(int(entry["live"]))
-        seq, live, extra = int(manifest["seq"]), int(manifest["live"]), manifest.get("extra", {})
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptionError(f"snapshot manifest {mpath} is malformed: {exc!r}") from exc
-    if not paths:
-        raise CorruptionError(f"snapshot manifest {mpath} lists no files")
-    return Snapshot(paths, lives, seq, live, stored, extra, str(manifest["snapshot_id"]))
+    for entry in manifest.get("files", []):
+        name = str(entry["file"])
+        if "/" in name or name.startswith("."):
+            raise CorruptionError(f"snapshot manifest {mpath} names a file outside its directory")
+        path = directory / name
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise CorruptionError(f"snapshot file {path} is missing: {exc}") from exc
+        if size != entry["size"]:
+            raise CorruptionError(f"snapshot file {path} has {size} bytes, the manifest says {entry['size']}")
+        if _crc32(path) != entry["crc32"]:
+            raise CorruptionError(f"snapshot file {path} fails its CRC32 check (torn or corrupt)")
+        paths.append(path)
+        lives.append(int(entry["live"]))
+    return paths, lives
 
 
 def remove_snapshots(directory: Path) -> None:

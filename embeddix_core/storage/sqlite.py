@@ -29,92 +29,37 @@ tail or a store restored from a backup is rebuilt instead of trusted.
 
 Errors: every ``sqlite3`` error leaving this module is a typed one: :class:`CorruptionError` when the
 file is damaged or is not a database, :class:`StorageError` otherwise (disk full, I/O error, busy).
+
+This module is the :class:`Store` (connections, reads, writes). Beside it: ``_schema.py`` (the tables,
+``FORMAT_VERSION`` and the open-time format check), ``_sqlite_errors.py`` (the error mapping above) and
+``_write_txn.py`` (the write transaction that enforces the durability rule).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import sqlite3
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from ..config import Durability
-from ..errors import ClosedError, CorruptionError, FormatVersionError, StorageError
+from ..errors import ClosedError, StorageError
+from ..types import StoredRow
+from ._schema import FORMAT_VERSION, init_schema
+from ._sqlite_errors import _typed_errors, storage_error
+from ._write_txn import _WriteTxn
 
 __all__ = ["FORMAT_VERSION", "CollectionRow", "SnapshotRecord", "Store", "storage_error"]
 
-FORMAT_VERSION = 1
-_MAGIC = "embeddix"
 _CHUNK = 500
 # Vectors live in their own table: a search reads only ids, documents and metadata, and keeping 1.5 KB
 # vectors out of those rows lets SQLite's page cache hold every one of them (measured: the 10-row fetch
 # behind a search went from ~70 us to ~20 us on 100,000 records).
 _VEC = "(SELECT vector FROM vectors WHERE vectors.label = records.label)"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS collections(
-    cid INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
-    config TEXT NOT NULL,
-    created REAL NOT NULL,
-    seq INTEGER NOT NULL DEFAULT 0,
-    pruned_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS records(
-    label INTEGER PRIMARY KEY AUTOINCREMENT,
-    cid INTEGER NOT NULL,
-    id TEXT NOT NULL,
-    document TEXT,
-    metadata TEXT,
-    seq INTEGER NOT NULL,
-    UNIQUE(cid, id)
-);
-CREATE INDEX IF NOT EXISTS records_seq ON records(cid, seq);
-CREATE TABLE IF NOT EXISTS vectors(label INTEGER PRIMARY KEY, vector BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS deletions(cid INTEGER NOT NULL, label INTEGER NOT NULL, seq INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS snapshots(
-    cid INTEGER PRIMARY KEY, snapshot_id TEXT, seq INTEGER, pending_id TEXT, pending_seq INTEGER
-);
-CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(cid, seq);
-CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
-    document, cid UNINDEXED, content='records', content_rowid='label', tokenize='porter unicode61'
-);
-CREATE TRIGGER IF NOT EXISTS records_ai AFTER INSERT ON records WHEN new.document IS NOT NULL BEGIN
-    INSERT INTO records_fts(rowid, document, cid) VALUES (new.label, new.document, new.cid);
-END;
-CREATE TRIGGER IF NOT EXISTS records_ad AFTER DELETE ON records WHEN old.document IS NOT NULL BEGIN
-    INSERT INTO records_fts(records_fts, rowid, document, cid)
-        VALUES ('delete', old.label, old.document, old.cid);
-END;
-CREATE TRIGGER IF NOT EXISTS records_au AFTER UPDATE OF document ON records BEGIN
-    INSERT INTO records_fts(records_fts, rowid, document, cid)
-        SELECT 'delete', old.label, old.document, old.cid WHERE old.document IS NOT NULL;
-    INSERT INTO records_fts(rowid, document, cid)
-        SELECT new.label, new.document, new.cid WHERE new.document IS NOT NULL;
-END;
-"""
-
-
-def _split_statements(script: str) -> list[str]:
-    """The statements of a script (triggers hold ';' inside BEGIN ... END: SQLite tells complete ones)."""
-    out: list[str] = []
-    buf = ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            out.append(buf.strip())
-            buf = ""
-    return out
-
-
-_SCHEMA_STATEMENTS = _split_statements(_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,49 +106,6 @@ class SnapshotRecord:
         return out
 
 
-# SQLite's result codes for a damaged file (SQLITE_CORRUPT 11, SQLITE_NOTADB 26), and the words of their
-# messages for Pythons whose sqlite3 errors carry no code.
-_CORRUPT_CODES = {11, 26}
-_CORRUPT_WORDS = ("malformed", "not a database", "corrupt")
-
-
-def storage_error(exc: sqlite3.Error, doing: str) -> StorageError:
-    """The typed error for a ``sqlite3`` error: :class:`CorruptionError` for a damaged file.
-
-    Args:
-        exc: What sqlite3 raised.
-        doing: What was being done, for the message ("cannot <doing>: ...").
-    """
-    code = getattr(exc, "sqlite_errorcode", None)
-    text = str(exc)
-    if (code is not None and code & 0xFF in _CORRUPT_CODES) or any(w in text.lower() for w in _CORRUPT_WORDS):
-        return CorruptionError(
-            f"cannot {doing}: the database file is damaged ({text}); restore it from a backup "
-            "(index snapshots are rebuilt from the store, the store itself is the source of truth)"
-        )
-    return StorageError(f"cannot {doing}: {text}")
-
-
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _typed_errors(doing: str) -> Callable[[Callable[_P, _R]], Callable[_P, _R]]:
-    """Turn sqlite3 errors escaping a store method into typed ones (see :func:`storage_error`)."""
-
-    def wrap(fn: Callable[_P, _R]) -> Callable[_P, _R]:
-        @functools.wraps(fn)
-        def inner(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-            try:
-                return fn(*args, **kwargs)
-            except sqlite3.Error as exc:
-                raise storage_error(exc, doing) from exc
-
-        return inner
-
-    return wrap
-
-
 def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
     for i in range(0, len(seq), size):
         yield seq[i : i + size]
@@ -232,7 +134,7 @@ class Store:
         self._conn = self._connect()
         with self._lock:
             try:
-                self.store_id = self._init_schema()
+                self.store_id = init_schema(self._conn, path)
             except sqlite3.Error as exc:
                 self._conn.close()
                 raise storage_error(exc, f"open the store at {path}") from exc
@@ -279,64 +181,6 @@ class Store:
             with self._lock:
                 self._readers.append(conn)
         return conn
-
-    def _init_schema(self) -> str:
-        """Check, then create the schema; returns the store's id (made on first open).
-
-        Order matters: a store of a newer format, or a database that is not a store, is refused *before*
-        anything is written to it (creating today's tables first would put back what a newer format
-        dropped, and adopt a foreign database). All in one write transaction, so two processes creating
-        the same store at once both succeed.
-        """
-        conn = self._conn
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            rows: dict[str, str] = {}
-            if "meta" in tables:
-                rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            if rows:
-                self._check_meta(rows)
-            elif tables - {"sqlite_sequence"}:
-                raise FormatVersionError(
-                    f"{self.path} is an SQLite database but not an Embeddix store (it has tables "
-                    f"{sorted(tables)[:5]} and no Embeddix metadata); give Embeddix a directory of its own"
-                )
-            for statement in _SCHEMA_STATEMENTS:  # every one idempotent (IF NOT EXISTS)
-                conn.execute(statement)
-            if not rows:
-                rows = {"magic": _MAGIC, "format_version": str(FORMAT_VERSION)}
-                conn.execute(
-                    "INSERT INTO meta VALUES ('magic', ?), ('format_version', ?)",
-                    (_MAGIC, str(FORMAT_VERSION)),
-                )
-            store_id = rows.get("store_id")
-            if not store_id:
-                # stores made before snapshots were tied to their store get their id on first open
-                store_id = uuid.uuid4().hex
-                conn.execute("INSERT INTO meta VALUES ('store_id', ?)", (store_id,))
-            conn.execute("COMMIT")
-            return str(store_id)
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
-
-    def _check_meta(self, rows: dict[str, str]) -> None:
-        if rows.get("magic") != _MAGIC:
-            raise FormatVersionError(f"{self.path} is not an Embeddix store (magic {rows.get('magic')!r})")
-        try:
-            version = int(rows.get("format_version", "0"))
-        except ValueError:
-            raise CorruptionError(
-                f"{self.path} has an unreadable store format {rows.get('format_version')!r}"
-            ) from None
-        if version > FORMAT_VERSION:
-            raise FormatVersionError(
-                f"{self.path} has store format {version}; this Embeddix reads up to "
-                f"{FORMAT_VERSION}. Upgrade embeddix to open it."
-            )
 
     def close(self) -> None:
         """Close every connection. Idempotent."""
@@ -390,7 +234,7 @@ class Store:
     def _write(self) -> _WriteTxn:
         if self._closed:
             raise ClosedError("the database is closed; open it again with Embeddix.open(path)")
-        return _WriteTxn(self)
+        return _WriteTxn(self._lock, self._conn)
 
     def data_version(self) -> int:
         """A number that changes when anything is committed through another connection or process.
@@ -678,8 +522,8 @@ class Store:
     @_typed_errors("read records")
     def rows_by_labels(
         self, cid: int, labels: Sequence[int], *, vectors: bool = False
-    ) -> dict[int, tuple[Any, ...]]:
-        """label -> (label, id, document, metadata_json[, vector_bytes]) for the labels still stored.
+    ) -> dict[int, StoredRow]:
+        """label -> row for the labels still stored (``vector`` None unless ``vectors``).
 
         Only rows of collection ``cid`` come back: a label an index should not hold (a snapshot of
         another collection that slipped past every check) finds no row, so it never becomes a hit.
@@ -692,32 +536,31 @@ class Store:
             key = (n, vectors)
             sql = self._label_sql.get(key)
             if sql is None:
-                cols = "label, id, document, metadata" + (f", {_VEC}" if vectors else "")
+                cols = "label, id, document, metadata, " + (_VEC if vectors else "NULL")
                 sql = self._label_sql[key] = (
                     # "+cid": a check on each row found by label, never an index choice (on
                     # "cid = ?" SQLite would walk the whole collection's (cid, id) index instead)
                     f"SELECT {cols} FROM records WHERE label IN ({','.join('?' * n)}) AND +cid = ?"
                 )
-            return {row[0]: row for row in conn.execute(sql, (*labels, cid))}
-        out: dict[int, tuple[Any, ...]] = {}
+            make = StoredRow._make
+            return {row[0]: make(row) for row in conn.execute(sql, (*labels, cid))}
+        out: dict[int, StoredRow] = {}
         for chunk in _chunks(labels):
             out.update(self.rows_by_labels(cid, chunk, vectors=vectors))
         return out
 
     @_typed_errors("read records")
-    def rows_by_ids(
-        self, cid: int, ids: Sequence[str], *, vectors: bool = True
-    ) -> dict[str, tuple[Any, ...]]:
-        """id -> (label, document, metadata_json, vector_bytes|None)."""
-        cols = "id, label, document, metadata, " + (_VEC if vectors else "NULL")
+    def rows_by_ids(self, cid: int, ids: Sequence[str], *, vectors: bool = True) -> dict[str, StoredRow]:
+        """id -> row for the ids stored (``vector`` None unless ``vectors``)."""
+        cols = "label, id, document, metadata, " + (_VEC if vectors else "NULL")
         conn = self._reader()
-        out: dict[str, tuple[Any, ...]] = {}
+        out: dict[str, StoredRow] = {}
         for chunk in _chunks(ids):
             marks = ",".join("?" * len(chunk))
             for row in conn.execute(
                 f"SELECT {cols} FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
             ):
-                out[row[0]] = row[1:]
+                out[row[1]] = StoredRow._make(row)
         return out
 
     @_typed_errors("read records")
@@ -747,17 +590,18 @@ class Store:
         after_label: int,
         limit: int,
         vectors: bool,
-    ) -> list[tuple[Any, ...]]:
-        """A page of (label, id, document, metadata, vector|None) in label order after ``after_label``."""
+    ) -> list[StoredRow]:
+        """A page of rows in label order after ``after_label`` (``vector`` None unless ``vectors``)."""
         cols = "label, id, document, metadata, " + (_VEC if vectors else "NULL")
         cond = f" AND ({where})" if where else ""
-        return (
-            self._reader()
-            .execute(
-                f"SELECT {cols} FROM records WHERE cid = ? AND label > ?{cond} ORDER BY label LIMIT ?",
-                (cid, after_label, *params, limit),
+        return list(
+            map(
+                StoredRow._make,
+                self._reader().execute(
+                    f"SELECT {cols} FROM records WHERE cid = ? AND label > ?{cond} ORDER BY label LIMIT ?",
+                    (cid, after_label, *params, limit),
+                ),
             )
-            .fetchall()
         )
 
     def changes_since(
@@ -810,39 +654,3 @@ class Store:
             raise InvalidArgumentError(f"full-text query {query[:200]!r} could not be parsed: {exc}") from exc
         except sqlite3.Error as exc:
             raise storage_error(exc, "search the full-text index") from exc
-
-
-class _WriteTxn:
-    """``with store._write() as conn``: BEGIN IMMEDIATE under the store lock; COMMIT or ROLLBACK."""
-
-    __slots__ = ("_store",)
-
-    def __init__(self, store: Store) -> None:
-        self._store = store
-
-    def __enter__(self) -> sqlite3.Connection:
-        self._store._lock.acquire()
-        try:
-            self._store._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            self._store._lock.release()
-            raise storage_error(exc, "start a write transaction") from exc
-        return self._store._conn
-
-    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        conn = self._store._conn
-        try:
-            if exc_type is None:
-                try:
-                    conn.execute("COMMIT")
-                except sqlite3.Error as err:
-                    # SQLite may have rolled back already (disk full, I/O error): nothing was written
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
-                            conn.execute("ROLLBACK")
-                    raise storage_error(err, "commit; nothing was written") from err
-            elif conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-        finally:
-            self._store._lock.release()

@@ -18,9 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -29,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from embeddix_core import InvalidArgumentError, StorageError
+from embeddix_core.storage import atomic_write_bytes
 
 try:  # POSIX; on Windows a single process is assumed to manage grants
     import fcntl
@@ -191,24 +190,7 @@ class GrantStore:
             indent=1,
             sort_keys=True,
         ).encode()
-        directory = self._path.parent
-        fd, tmp = tempfile.mkstemp(prefix=".grants-", suffix=".tmp", dir=directory)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(body)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self._path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        with contextlib.suppress(OSError):  # not every platform can fsync a directory
-            dfd = os.open(directory, os.O_RDONLY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+        atomic_write_bytes(self._path, body)  # temp file -> fsync -> rename -> fsync directory
         st = self._path.stat()
         self._stamp = (st.st_mtime_ns, st.st_size)
 

@@ -46,7 +46,7 @@ SCRIPT = textwrap.dedent(
     if variant == "exit-mid-calibration":
         # the background calibration starts once the collection is big enough and writes are quiet
         deadline = time.monotonic() + 30
-        while col._cal_thread is None and time.monotonic() < deadline:
+        while col._cal.thread is None and time.monotonic() < deadline:
             col.search(queries[0], 5)
             time.sleep(0.01)
         sys.exit(0)

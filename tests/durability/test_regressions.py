@@ -134,7 +134,7 @@ def test_filter_label_set_read_during_a_write_is_not_cached(
 
 
 def test_filter_array_is_sorted_and_never_changed_after_publication() -> None:
-    from embeddix_core.collection import _FilterEntry
+    from embeddix_core.query.filter_cache import FilterEntry as _FilterEntry
     from embeddix_core.query.filters import parse_filter
 
     flt = parse_filter({"g": 1})

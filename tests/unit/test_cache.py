@@ -343,13 +343,13 @@ def test_persisted_entries_still_serve_semantic_hits(tmp_path) -> None:
 def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddix) -> None:
     col, x = _hnsw_col(hnsw_db)
     sizes: list[int] = []
-    knn = col._knn
+    knn = col._ex.knn
 
     def spy(queries, k, *args, **kwargs):
         sizes.append(k)
         return knn(queries, k, *args, **kwargs)
 
-    col._knn = spy
+    col._ex.knn = spy  # type: ignore[method-assign]
     col.search(x[0], k=10)
     assert sizes == [80]  # the miss: K candidates
     sizes.clear()

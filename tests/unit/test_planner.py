@@ -88,20 +88,20 @@ def test_progressive_search_widens_and_ends_like_a_plain_search(setup) -> None:
 def test_cancelling_the_iterator_stops_work(setup) -> None:
     col, _, q, _ = setup
     calls = []
-    original = col._knn
+    original = col._ex.knn
 
     def counting(*args, **kwargs):
         calls.append(args[2])
         return original(*args, **kwargs)
 
-    col._knn = counting
+    col._ex.knn = counting  # type: ignore[method-assign]
     try:
         it = col.search_iter(q[2], k=10, recall=0.99)
         first = next(it)
         it.close()
         assert not first.final and len(calls) == 1
     finally:
-        del col._knn
+        del col._ex.knn
 
 
 def test_early_termination_on_stable_top_k(setup) -> None:
@@ -146,11 +146,11 @@ def test_calibration_persists_and_recalibrates_when_stale(tmp_path) -> None:
     with Embeddix.open(tmp_path / "d", settings=s) as db:
         col = db.create_collection("c", dim=16, index_threshold=500)
         col.add([str(i) for i in range(1500)], x[:1500])
-        col._cal_thread.join()
+        col._cal.thread.join()
         first = col.calibration
         assert first is not None and first.count == 1500
         col.add([str(i) for i in range(1500, 2000)], x[1500:2000])  # +33%: stale
-        col._cal_thread.join()
+        col._cal.thread.join()
         assert col.calibration is not None and col.calibration.count == 2000
     with Embeddix.open(tmp_path / "d", settings=s) as db:
         col = db.get_collection("c")
@@ -164,11 +164,11 @@ def test_calibration_moves_to_real_queries_once_enough_were_answered() -> None:
     with Embeddix.open(None, settings=s) as db:
         col = db.create_collection("c", dim=24, index_threshold=500)
         col.add([str(i) for i in range(3000)], x[:3000])
-        col._cal_thread.join()
+        col._cal.thread.join()
         assert col.calibration is not None and col.calibration.source == "sample"
         for v in x[3000:3060]:
             col.search(v, k=10, cache=False)
-        col._cal_thread.join()
+        col._cal.thread.join()
         assert col.calibration.source == "queries"
         assert col.calibrate(source="sample").source == "sample"
         assert col.calibrate(source="queries").source == "queries"

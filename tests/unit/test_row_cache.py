@@ -6,6 +6,7 @@ from testdata import clustered
 
 from embeddix_core import Embeddix, EmbeddixSettings
 from embeddix_core.cache.row_cache import RowCache
+from embeddix_core.types import StoredRow
 
 
 def test_hits_follow_every_kind_of_write(tmp_path) -> None:
@@ -52,13 +53,13 @@ def test_another_process_writes_are_seen(tmp_path) -> None:
 
 
 def test_a_fetch_racing_a_write_is_not_kept() -> None:
-    store = {1: (1, "a", "old", None)}
+    store = {1: StoredRow(1, "a", "old", None, None)}
     cache: RowCache
 
     def loader(labels):
         got = {lb: store[lb] for lb in labels if lb in store}
         # a write commits and discards while this fetch is in flight
-        store[1] = (1, "a", "new", None)
+        store[1] = StoredRow(1, "a", "new", None, None)
         cache.discard([1])
         return got
 
@@ -70,7 +71,7 @@ def test_a_fetch_racing_a_write_is_not_kept() -> None:
 
 
 def test_budget_evicts_oldest_first() -> None:
-    rows = {i: (i, f"id{i}", "d" * 100, None) for i in range(100)}
+    rows = {i: StoredRow(i, f"id{i}", "d" * 100, None, None) for i in range(100)}
     fetched: list[int] = []
 
     def loader(labels):

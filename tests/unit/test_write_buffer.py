@@ -174,7 +174,7 @@ def test_collection_single_adds_are_searchable_and_survive_snapshot_and_replay(t
 
 
 def test_pipelined_search_batch_equals_single_searches(monkeypatch) -> None:
-    import embeddix_core.collection as collection_module
+    import embeddix_core.query.executor as collection_module
 
     monkeypatch.setattr(collection_module, "_BATCH_CHUNK", 7)  # many chunks from a small batch
     x = clustered(400, 8, seed=36)

@@ -1,0 +1,347 @@
+"""The live index of one collection: load, replay, switch exact -> HNSW, checkpoint (its lifecycle).
+
+The store is the source of truth; the index is derived from it and trails it by a sequence number
+(``applied_seq``: every write with a larger ``seq`` is not in the index yet). Three ways bring it up to
+date, all under the collection's write lock:
+
+* the writer applies its own write directly when it is the next one (``seq == applied_seq + 1``);
+* :meth:`LiveIndex.replay` applies what others (processes, handles) committed, read in one read
+  transaction so that the sequence number, the changed rows and the deletions come from one state of
+  the store (read one by one, a prune between the reads left a ghost for good);
+* :meth:`LiveIndex.load` starts over from the snapshot the store vouches for, or from the store itself.
+
+Whenever a replay changed the index, ``on_replay`` runs (the collection drops its derived caches there):
+whichever path changed it, nothing cached from the old state survives.
+
+Snapshots: written under the exclusive snapshot lock after a replay, never older than the one the store
+recorded, vouched for by the store before the manifest appears; loaded under the shared lock (see
+``storage/locks.py`` and ``storage/snapshot.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._validate import unit_rows
+from ..config import CollectionConfig, EmbeddixSettings
+from ..errors import CollectionNotFoundError, StorageError
+from ..storage.locks import SnapshotLock
+from ..storage.snapshot import SnapshotIdentity, read_snapshot, remove_stale, write_snapshot
+from ..storage.sqlite import Store
+from ..types import CollectionStats
+from .base import VectorIndex
+from .exact import ExactIndex
+from .faiss_flat import FaissFlatIndex, gpu_count
+from .segmented import SegmentedHnsw
+
+__all__ = ["LiveIndex"]
+
+
+class LiveIndex:
+    """The index serving one collection, kept in step with the store.
+
+    Args:
+        store: The durable store.
+        cid: The collection's id in the store.
+        name: The collection's name (for messages).
+        config: Its stored parameters (``config`` may be replaced later by ``configure``).
+        settings: Process settings (write buffer, exact backend, ...).
+        directory: Where its snapshots live (None in memory: no snapshots).
+        on_replay: Called, under the write lock, whenever a replay or reload changed the index.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        cid: int,
+        name: str,
+        config: CollectionConfig,
+        settings: EmbeddixSettings,
+        directory: Path | None,
+        on_replay: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.cid = cid
+        self.name = name
+        self.config = config
+        self.settings = settings
+        self.directory = directory
+        self.space = "l2" if config.metric.value == "l2" else "ip"
+        self.normalize = config.metric.value == "cosine"
+        self.write_lock = threading.RLock()
+        self.applied_seq = 0
+        self.dropped = False  # the store no longer has the collection (another handle dropped it)
+        # -1: whatever is on disk was not used (a rebuild), so the next checkpoint writes one
+        self.snapshot_seq = 0
+        self.index: VectorIndex
+        self._on_replay = on_replay
+        # per thread: the data version of that thread's store connection when it last synced
+        self._seen = threading.local()
+        self._snap_lock = SnapshotLock(None if directory is None else directory.with_suffix(".lock"))
+
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    def params(self) -> dict[str, Any]:
+        """Index parameters a snapshot (and a calibration curve) must match to be used."""
+        c = self.config
+        return {
+            "dim": c.dim,
+            "space": self.space,
+            "m": c.hnsw_m,
+            "ef_construction": c.ef_construction,
+            "segment_size": c.segment_size,
+        }
+
+    def prepare(self, vectors: np.ndarray) -> np.ndarray:
+        """Vectors as the index stores them: unit length for cosine, as given otherwise."""
+        if not self.normalize:
+            return vectors
+        return unit_rows(vectors)  # norms in float64: 2e20 overflows float32, 1e-25 underflows it
+
+    # -- building ----------------------------------------------------------------------------------
+    def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
+        c = self.config
+        return SegmentedHnsw(
+            c.dim,
+            self.space,
+            m=c.hnsw_m,
+            ef_construction=c.ef_construction,
+            ef_search=c.ef_search,
+            segment_size=c.segment_size,
+            capacity=capacity,
+            write_buffer=self.settings.write_buffer,
+        )
+
+    def _new_exact(self, capacity: int) -> VectorIndex:
+        """The exact index: FAISS on a GPU when one is present (``exact_backend="auto"``), else numpy."""
+        backend = self.settings.exact_backend
+        if backend == "faiss" or (backend == "auto" and gpu_count() > 0):
+            return FaissFlatIndex(self.dim, self.space)
+        return ExactIndex(self.dim, self.space, capacity=capacity)
+
+    def load(self) -> None:
+        """Load the snapshot the store vouches for and replay later writes, or build from the store."""
+        if self.directory is None:
+            self.rebuild()
+            return
+        # the shared lock keeps snapshot writers (and their prunes) out; the read transaction makes the
+        # rebuild's scan and the replay after it read one state of the store
+        with self._snap_lock.hold(exclusive=False), self.store.read_snapshot():
+            seq, pruned = self.store.seq(self.cid)
+            record = self.store.snapshot_record(self.cid)
+            identity = SnapshotIdentity(self.store.store_id, self.cid, record.accepts() if record else {})
+            index: SegmentedHnsw | None = None
+            try:
+                snap = read_snapshot(self.directory, "hnsw", self.params(), identity)
+                if snap is not None and not pruned <= snap.seq <= seq:
+                    raise StorageError(
+                        f"snapshot seq {snap.seq} is outside the store's range {pruned}..{seq}"
+                    )
+                if snap is not None:
+                    c = self.config
+                    index = SegmentedHnsw.load(
+                        snap.paths,
+                        snap.extra.get("bounds", [0]),
+                        snap.lives,
+                        c.dim,
+                        self.space,
+                        m=c.hnsw_m,
+                        ef_construction=c.ef_construction,
+                        ef_search=c.ef_search,
+                        segment_size=c.segment_size,
+                        write_buffer=self.settings.write_buffer,
+                    )
+            except (StorageError, RuntimeError, ValueError) as exc:  # hnswlib: RuntimeError
+                warnings.warn(
+                    f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
+                    f"from the store ({exc})",
+                    RuntimeWarning,
+                    stacklevel=4,
+                )
+                snap, index = None, None
+            if snap is None or index is None:
+                self.rebuild(seq)
+                return
+            self.index = index
+            self.applied_seq = self.snapshot_seq = snap.seq
+            self.replay()
+
+    def rebuild(self, seq: int | None = None) -> None:
+        """Build the index from every live record in the store."""
+        if seq is None:
+            seq = self.store.seq(self.cid)[0]
+        count = self.store.count(self.cid)
+        index: VectorIndex
+        if count > self.config.index_threshold:
+            index = self._new_hnsw(count + 1024)
+        else:
+            index = self._new_exact(max(count, 1024))
+        after = -1
+        while True:
+            rows = self.store.scan(self.cid, None, (), after_label=after, limit=20_000, vectors=True)
+            if not rows:
+                break
+            labels = np.fromiter((r.label for r in rows), np.int64, len(rows))
+            vecs = np.frombuffer(b"".join(r.vector or b"" for r in rows), np.float32).reshape(
+                len(rows), self.dim
+            )
+            index.add(labels, self.prepare(vecs), np.ones(len(rows), bool))
+            after = rows[-1][0]
+        self.index = index
+        self.applied_seq = seq
+        self.snapshot_seq = -1
+        # Writes committed while we scanned have seq > seq and are replayed (re-applying is harmless).
+        self.replay()
+
+    # -- catching up -------------------------------------------------------------------------------
+    def replay(self) -> bool:
+        """Apply writes committed by others since ``applied_seq`` (the write lock is held).
+
+        Returns:
+            Whether the index changed (``on_replay`` has run then).
+
+        Raises:
+            CollectionNotFoundError: The collection was dropped meanwhile.
+        """
+        with self.store.read_snapshot():
+            try:
+                seq, pruned = self.store.seq(self.cid)
+            except CollectionNotFoundError:
+                self.dropped = True
+                raise CollectionNotFoundError(
+                    f"collection {self.name!r} was dropped (by another handle or process); get it again "
+                    "from the database"
+                ) from None
+            if seq == self.applied_seq:
+                return False
+            reload = pruned > self.applied_seq or seq < self.applied_seq
+            if not reload:
+                for rows in self.store.changes_since(self.cid, self.applied_seq):
+                    labels = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+                    vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(
+                        len(rows), self.dim
+                    )
+                    self.index.add(labels, self.prepare(vecs))
+                gone = self.store.deletions_since(self.cid, self.applied_seq)
+                if gone:
+                    self.index.remove(np.asarray(gone, np.int64))
+                self.applied_seq = seq
+        if reload:
+            # Deletions we never saw were pruned after a newer snapshot (or the store went back in
+            # time): start over from the snapshot the store vouches for, or from the store itself. Out
+            # of the read transaction above: the snapshot must be read with the store's current record.
+            self.load()
+        self._on_replay()
+        return True
+
+    def stale(self) -> int | None:
+        """This thread's store data version if something was committed since it last synced, else None.
+
+        ~2 us (``PRAGMA data_version``); read before replaying, so a commit after it shows next time.
+        """
+        if self.store.path is None:
+            return None
+        dv = self.store.data_version()
+        return None if getattr(self._seen, "dv", None) == dv else dv
+
+    def synced(self, dv: int) -> None:
+        """Remember that this thread caught up as of data version ``dv`` (from :meth:`stale`)."""
+        self._seen.dv = dv
+
+    def switch_if_grown(self) -> bool:
+        """Move from the exact index to HNSW once the collection outgrows the threshold; True if it did."""
+        index = self.index
+        if index.approximate or len(index) <= self.config.index_threshold:
+            return False
+        labels = index.live_labels()
+        hnsw = self._new_hnsw(len(labels) * 2)
+        hnsw.add(labels, index.get_vectors(labels), np.ones(len(labels), bool))
+        self.index = hnsw
+        return True
+
+    def apply(self, seq: int, change: Callable[[VectorIndex], None]) -> bool:
+        """Apply one of our own writes, committed at ``seq``, to the index.
+
+        Returns:
+            True if it was applied directly (it was the next write); False if another write came in
+            between, in which case a replay brought ours in too, in order.
+        """
+        if seq != self.applied_seq + 1:
+            self.replay()
+            return False
+        change(self.index)
+        self.applied_seq = seq
+        return True
+
+    def stats(self, name: str, metric: str) -> CollectionStats:
+        """Counts, index kind and parameters (see ``Collection.stats``)."""
+        index = self.index
+        st = index.stats()
+        c = self.config
+        return CollectionStats(
+            name=name,
+            count=len(index),
+            dim=c.dim,
+            metric=metric,
+            index=index.kind,
+            index_size=st.capacity,
+            tombstones=st.tombstones,
+            last_seq=self.applied_seq,
+            snapshot_seq=self.snapshot_seq,
+            embedding_model=c.embedding_model,
+            params={
+                "segments": st.segments,
+                "write_buffered": st.buffered,
+                "segment_size": c.segment_size,
+                "hnsw_m": c.hnsw_m,
+                "ef_construction": c.ef_construction,
+                "ef_search": c.ef_search,
+                "index_threshold": c.index_threshold,
+                "memory_bytes": st.memory_bytes,
+            },
+        )
+
+    # -- snapshots ---------------------------------------------------------------------------------
+    def checkpoint(self, *, force: bool) -> bool:
+        """Save a snapshot (see the module docstring); True if one was written."""
+        directory = self.directory
+        if directory is None:
+            return False
+        with self.write_lock, self._snap_lock.hold(exclusive=True):
+            self.replay()
+            index = self.index
+            if not index.snapshots:
+                return False
+            seq = self.applied_seq
+            record = self.store.snapshot_record(self.cid)
+            done = record.seq if record is not None and record.seq is not None else -1
+            if not force and done >= seq and self.snapshot_seq >= 0:
+                self.snapshot_seq = seq  # another handle or process saved this state already
+                return False
+            # vouched for before its manifest exists: a crash before record_snapshot still finds it
+            snapshot_id = uuid.uuid4().hex
+            self.store.begin_snapshot(self.cid, snapshot_id, seq)
+            snap = write_snapshot(
+                directory,
+                "hnsw",
+                seq,
+                self.params(),
+                index.savers(),
+                {"bounds": index.bounds},
+                identity=SnapshotIdentity(self.store.store_id, self.cid),
+                snapshot_id=snapshot_id,
+            )
+            # only now may the deletions it contains be pruned: see Store.record_snapshot
+            self.store.record_snapshot(self.cid, snap.snapshot_id, seq)
+            remove_stale(directory, "hnsw", snap)
+            self.snapshot_seq = seq
+            return True
