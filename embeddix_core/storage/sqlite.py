@@ -51,6 +51,7 @@ from ..errors import ClosedError, StorageError
 from ..types import StoredRow
 from ._schema import FORMAT_VERSION, init_schema
 from ._sqlite_errors import _typed_errors, storage_error
+from ._wal_index import wal_index_header
 from ._write_txn import _WriteTxn
 
 __all__ = ["FORMAT_VERSION", "CollectionRow", "SnapshotRecord", "Store", "storage_error"]
@@ -141,6 +142,8 @@ class Store:
             except BaseException:
                 self._conn.close()
                 raise
+        # SQLite's WAL index, mapped once per process (after the schema commit created it)
+        self._shm = None if path is None else wal_index_header(path)
 
     # -- connections -------------------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
@@ -239,15 +242,28 @@ class Store:
     def data_version(self) -> int:
         """A number that changes when anything is committed through another connection or process.
 
-        It is the calling thread's read connection's ``PRAGMA data_version`` (~3 us): compare it only
-        with earlier values from the same thread. Commits of this store's own write connection count as
+        It is the calling thread's read connection's ``PRAGMA data_version``: compare it only with
+        earlier values from the same thread. Commits of this store's own write connection count as
         "another connection" here, so a caller re-checks after its own writes too (cheap: the sequence
-        number tells it nothing is new).
+        number tells it nothing is new). When the WAL-index header is unchanged since this thread last
+        asked, nothing was committed and the last answer stands (~0.2 us instead of ~2 us and two file
+        lock calls; see ``_wal_index.py``).
         """
+        local = self._local
+        shm = self._shm
         try:
-            return int(self._reader().execute("PRAGMA data_version").fetchone()[0])
+            header = shm[:48] if shm is not None else None
+        except ValueError:
+            header = None
+        if header is not None and header == getattr(local, "header", None):
+            return int(local.version)
+        try:
+            version = int(self._reader().execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error as exc:
             raise storage_error(exc, "read the data version") from exc
+        # the header was read *before* the pragma: a commit in between changes it for the next call
+        local.header, local.version = header, version
+        return version
 
     # -- collections -------------------------------------------------------------------------------
     @_typed_errors("create the collection")
