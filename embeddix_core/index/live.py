@@ -108,18 +108,19 @@ class LiveIndex:
         return unit_rows(vectors)  # norms in float64: 2e20 overflows float32, 1e-25 underflows it
 
     # -- building ----------------------------------------------------------------------------------
-    def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
+    def _hnsw_args(self) -> dict[str, Any]:
+        """The graph parameters, the same for a new graph and a loaded one."""
         c = self.config
-        return SegmentedHnsw(
-            c.dim,
-            self.space,
-            m=c.hnsw_m,
-            ef_construction=c.ef_construction,
-            ef_search=c.ef_search,
-            segment_size=c.segment_size,
-            capacity=capacity,
-            write_buffer=self.settings.write_buffer,
-        )
+        return {
+            "m": c.hnsw_m,
+            "ef_construction": c.ef_construction,
+            "ef_search": c.ef_search,
+            "segment_size": c.segment_size,
+            "write_buffer": self.settings.write_buffer,
+        }
+
+    def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
+        return SegmentedHnsw(self.dim, self.space, capacity=capacity, **self._hnsw_args())
 
     def _new_exact(self, capacity: int) -> VectorIndex:
         """The exact index: FAISS on a GPU when one is present (``exact_backend="auto"``), else numpy."""
@@ -147,18 +148,9 @@ class LiveIndex:
                         f"snapshot seq {snap.seq} is outside the store's range {pruned}..{seq}"
                     )
                 if snap is not None:
-                    c = self.config
+                    bounds = snap.extra.get("bounds", [0])
                     index = SegmentedHnsw.load(
-                        snap.paths,
-                        snap.extra.get("bounds", [0]),
-                        snap.lives,
-                        c.dim,
-                        self.space,
-                        m=c.hnsw_m,
-                        ef_construction=c.ef_construction,
-                        ef_search=c.ef_search,
-                        segment_size=c.segment_size,
-                        write_buffer=self.settings.write_buffer,
+                        snap.paths, bounds, snap.lives, self.dim, self.space, **self._hnsw_args()
                     )
             except (StorageError, RuntimeError, ValueError) as exc:  # hnswlib: RuntimeError
                 warnings.warn(

@@ -27,12 +27,8 @@ def fsync_file(path: Path) -> None:
 
 
 def fsync_dir(path: Path) -> None:
-    """Make the entries of a directory (renames, new files) durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make the entries of a directory (renames, new files) durable (the same call, on a directory)."""
+    fsync_file(path)
 
 
 def temp_path(final: Path) -> Path:
