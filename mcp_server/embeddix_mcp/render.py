@@ -30,7 +30,7 @@ _MAX_ERRORS = 3
 
 
 def _escape_char(ch: str) -> str:
-    """``ch`` as JSON ``\\uXXXX`` escape(s); characters beyond the BMP become a surrogate pair."""
+    """``ch`` as JSON ``\\u`` escapes (four hex digits); beyond the BMP, a surrogate pair."""
     code = ord(ch)
     if code <= 0xFFFF:
         return f"\\u{code:04x}"
