@@ -204,15 +204,12 @@ class LiveIndex:
         Raises:
             CollectionNotFoundError: The collection was dropped meanwhile.
         """
+        # Most calls (every write checks first) find nothing new: one plain read says so, and only a
+        # replay with something to apply pays for the read transaction below.
+        if self._committed_seq() == self.applied_seq:
+            return False
         with self.store.read_snapshot():
-            try:
-                seq, pruned = self.store.seq(self.cid)
-            except CollectionNotFoundError:
-                self.dropped = True
-                raise CollectionNotFoundError(
-                    f"collection {self.name!r} was dropped (by another handle or process); get it again "
-                    "from the database"
-                ) from None
+            seq, pruned = self._committed_seq(with_pruned=True)
             if seq == self.applied_seq:
                 return False
             reload = pruned > self.applied_seq or seq < self.applied_seq
@@ -234,6 +231,18 @@ class LiveIndex:
             self.load()
         self._on_replay()
         return True
+
+    def _committed_seq(self, *, with_pruned: bool = False) -> Any:
+        """The store's (seq, pruned_seq) with ``with_pruned``, else its seq; a dropped collection raises."""
+        try:
+            seq, pruned = self.store.seq(self.cid)
+        except CollectionNotFoundError:
+            self.dropped = True
+            raise CollectionNotFoundError(
+                f"collection {self.name!r} was dropped (by another handle or process); get it again "
+                "from the database"
+            ) from None
+        return (seq, pruned) if with_pruned else seq
 
     def stale(self) -> int | None:
         """This thread's store data version if something was committed since it last synced, else None.
