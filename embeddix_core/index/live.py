@@ -136,7 +136,7 @@ class LiveIndex:
             return
         # the shared lock keeps snapshot writers (and their prunes) out; the read transaction makes the
         # rebuild's scan and the replay after it read one state of the store
-        with self._snap_lock.hold(exclusive=False), self.store.read_snapshot():
+        with self._snap_lock.hold(exclusive=False), self.store.read_transaction():
             seq, pruned = self.store.seq(self.cid)
             record = self.store.snapshot_record(self.cid)
             identity = SnapshotIdentity(self.store.store_id, self.cid, record.accepts() if record else {})
@@ -208,7 +208,7 @@ class LiveIndex:
         # replay with something to apply pays for the read transaction below.
         if self._committed_seq() == self.applied_seq:
             return False
-        with self.store.read_snapshot():
+        with self.store.read_transaction():
             seq, pruned = self._committed_seq(with_pruned=True)
             if seq == self.applied_seq:
                 return False

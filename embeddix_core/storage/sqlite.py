@@ -204,7 +204,7 @@ class Store:
 
     # -- transactions ------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def read_snapshot(self) -> Iterator[None]:
+    def read_transaction(self) -> Iterator[None]:
         """Run the calling thread's reads inside one read transaction: they all see one state.
 
         Without it each statement sees the store as of its own start, and a replay that reads the
