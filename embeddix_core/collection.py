@@ -487,7 +487,19 @@ class Collection:
         self._sync()
         if self._live.index.approximate:
             self._cal.remember(q)
+            self._cal.last_search = time.monotonic()  # a background calibration yields to searches
         plan = self._plan(k, recall, deadline_ms, ef)
+        if flt is not None:
+            # the plan says how the filter runs (the executor runs what it names here: see
+            # SearchExecutor.filter_strategy); memoized per strategy and match count
+            strategy, matched = self._ex.filter_strategy(flt)
+            plan = self._planner.variant(
+                plan,
+                plan.result_cache,
+                label=f"filter:{strategy}:{matched}",
+                filter_strategy=strategy,
+                filter_matches=matched,
+            )
         if mmr_lambda is not None:
             return Hits(self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)
         if cache and self._cached is not None and not include_vectors:

@@ -66,7 +66,9 @@ class EmbeddixSettings(BaseSettings):
         calibration_sample: Queries in a calibration sample.
         calibration_noise: How far each sampled vector is moved off itself to act as a query, in
             units of its nearest-neighbour distance (0 = use stored vectors as they are).
-        calibration_quiet_s: A background calibration waits until no write happened for this long.
+        calibration_quiet_s: A background calibration waits until no write happened for this long...
+        calibration_max_wait_s: ...or at most this long into a burst of writes (a bulk load gets a
+            measured curve while it runs, each at most 20% stale).
         calibration_min_queries: Real queries needed before calibration uses them instead of the sample.
         cache_enabled: Result caching (on by default; ``search(cache=False)`` bypasses it per call).
         cache_max_bytes: Memory budget of a collection's shared result cache.
@@ -84,6 +86,10 @@ class EmbeddixSettings(BaseSettings):
         vector_cache_bytes: Memory for full-precision vectors kept to re-rank cached candidates.
         row_cache_bytes: Memory for stored rows (id, document, metadata) kept to build hits without a
             SQLite lookup (~2 us a row); first in, first out.
+        filter_matrix_bytes: Memory for the vectors of recent filters' matching records, one contiguous
+            matrix per filter, which an exact scan of the matches needs to be fast (10,000 x 384 in
+            ~0.5 ms on one core, where hooking the HNSW search costs ~1-3 ms); least recently used
+            dropped first. A filter whose matrix would exceed it is never scanned from one (0 = none).
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
@@ -104,15 +110,27 @@ class EmbeddixSettings(BaseSettings):
     auto_calibrate: bool = True
     calibration_min_count: int = Field(2_000, ge=0)
     calibration_sample: int = Field(200, ge=10, le=10_000)
-    calibration_noise: float = Field(1.0, ge=0.0, le=4.0)
-    calibration_min_queries: int = Field(200, ge=10, le=512)
+    calibration_noise: float = Field(2.0, ge=0.0, le=4.0)
+    calibration_min_queries: int = Field(100, ge=10, le=512)
     calibration_quiet_s: float = Field(1.0, ge=0.0)
+    calibration_max_wait_s: float = Field(5.0, ge=0.0)
     cache_enabled: bool = True
     cache_max_bytes: int = Field(64 << 20, ge=0)
     cache_session_max_bytes: int = Field(8 << 20, ge=0)
     cache_max_sessions: int = Field(256, ge=1)
     cache_ttl: float | None = Field(None, gt=0)
     cache_semantic: bool = True
+    cache_policy: Literal["auto", "always"] = Field(
+        "auto",
+        description=(
+            "When the result cache's tiers are used. 'auto': only where they pay back on the observed "
+            "workload: the cache measures what a plain miss, keeping an answer, a widened miss, an exact "
+            "hit and a semantic hit cost on this collection, and how often repeats and near duplicates "
+            "arrive (embeddix_core/cache/policy.py; cache_info()['tiers'] says each tier's state and why). "
+            "'always': the exact tier keeps every answer and every default miss searches the wide beam "
+            "that lets its candidates certify near duplicates (slower misses)."
+        ),
+    )
     cache_similarity: float = Field(0.95, ge=0.0, le=1.0)
     cache_candidate_factor: int = Field(8, ge=1, le=64)
     cache_beam_factor: float = Field(
@@ -139,8 +157,19 @@ class EmbeddixSettings(BaseSettings):
         ),
     )
     cache_persist: bool = False
+    sqlite_cache_bytes: int = Field(
+        8 << 20,
+        ge=1 << 20,
+        description=(
+            "One page-cache budget for the SQLite database, shared by all its connections (the writer, "
+            "a reader per searching thread, the background calibration's) through SQLite's process-wide "
+            "soft heap limit. Hits read their rows through the row cache first; a larger budget mostly "
+            "helps searches over more rows than that cache holds."
+        ),
+    )
     vector_cache_bytes: int = Field(32 << 20, ge=0)
     row_cache_bytes: int = Field(16 << 20, ge=0)
+    filter_matrix_bytes: int = Field(64 << 20, ge=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ._memory import trim
 from ._validate import check_data_path
 from .collection import Collection
 from .config import CollectionConfig, Durability, EmbeddixSettings
@@ -67,7 +68,10 @@ class Embeddix:
             except OSError as exc:
                 raise StorageError(f"cannot create the data directory {str(path)!r}: {exc}") from exc
         self._store = Store(
-            None if path is None else path / DB_FILE, settings.durability, settings.busy_timeout_ms
+            None if path is None else path / DB_FILE,
+            settings.durability,
+            settings.busy_timeout_ms,
+            settings.sqlite_cache_bytes,
         )
         self._collections: dict[str, Collection] = {}
         self._lock = threading.RLock()
@@ -123,6 +127,7 @@ class Embeddix:
             self._store.close()
             self._closed = True
             _OPEN.discard(self)
+        trim(force=True)  # the collections' indexes and caches were freed: give the memory back
 
     def _stop_background(self) -> None:
         for col in list(self._collections.values()):

@@ -56,9 +56,14 @@ class Parts:
         vectors = VectorCache(config.dim, load_vectors, max_bytes=settings.vector_cache_bytes)
         # Rows (id, document, metadata) for building hits: SQLite costs ~2 us a row, a dict ~0.1 us
         rows = RowCache(lambda labels: store.rows_by_labels(cid, labels), settings.row_cache_bytes)
-        filters = FilterCache(lambda where, params: store.labels_where(cid, where, params))
+        filters = FilterCache(
+            lambda where, params: store.labels_where(cid, where, params),
+            load_vectors,
+            dim=config.dim,
+            matrix_bytes=settings.filter_matrix_bytes,
+        )
         cache = new_cache_manager(config, settings) if settings.cache_enabled else None
-        planner = Planner(settings.default_recall, settings.cache_candidate_factor if cache else 0)
+        planner = Planner(settings.default_recall)
         executor = SearchExecutor(live, store, cid, config.metric.value, settings, rows, vectors, filters)
         calibrator = Calibrator(
             row.name,
@@ -72,6 +77,8 @@ class Parts:
             lambda: derived.after_curve(),
             None if index_dir is None else index_dir / "calibration.json",
             {"store_id": store.store_id, "cid": cid, "params": live.params()},
+            scan=lambda chunk: store.scan_vectors(cid, chunk),
+            release=store.release_reader,
         )
         derived = DerivedState(row.name, live, filters, rows, vectors, cache, planner, calibrator)
         cached = None

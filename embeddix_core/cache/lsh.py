@@ -116,7 +116,9 @@ class QueryTable:
     def put(self, slot: int, query: np.ndarray, family: int, hashed: bool) -> None:
         """Hold a query in a free slot; ``hashed``: also in the hash tables (entries that may certify)."""
         self.q[slot] = query
-        self.qn[slot] = float(query @ query)
+        if self.space == "l2":  # only l2 distances use the squared norms (ip queries are unit length)
+            q64 = query.astype(np.float64)  # a huge finite vector's squared norm overflows float32
+            self.qn[slot] = min(float(q64 @ q64), float(np.finfo(np.float32).max))
         self.fam[slot] = family
         self.live += 1
         if hashed:

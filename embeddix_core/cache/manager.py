@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import persist
+from .policy import TierPolicy
 from .result_cache import ResultCache
 
 __all__ = ["CacheManager", "CacheSettings"]
@@ -48,6 +49,9 @@ class CacheSettings:
     # beam a little wider than k and re-ranks what it finds with the candidates (see certify.py's
     # Certifier.certify and probe_width).
     probe: bool = True
+    # When the tiers are used: "auto" (only where measured costs say they pay back, see policy.py) or
+    # "always".
+    policy: str = "auto"
 
 
 class CacheManager:
@@ -69,6 +73,9 @@ class CacheManager:
         self._shared = self._new(settings.max_bytes)
         self._sessions: OrderedDict[str, ResultCache] = OrderedDict()
         self.sessions_evicted = 0
+        # one policy for every namespace: the costs are the collection's, and a session's workload is
+        # part of the collection's
+        self.policy = TierPolicy(settings.policy, settings.semantic and metric_ok, dim, settings.similarity)
 
     def _new(self, budget: int) -> ResultCache:
         # every namespace gets the same knobs; only the budget differs (shared vs session)
@@ -150,6 +157,7 @@ class CacheManager:
         out["sessions_evicted"] = self.sessions_evicted
         lookups = out["hits"] + out["semantic_hits"] + out["misses"]
         out["hit_rate"] = (out["hits"] + out["semantic_hits"]) / lookups if lookups else 0.0
+        out["tiers"] = self.policy.info()
         return out
 
     # -- persistent tier (the format and the staleness rule: persist.py) ---------------------------

@@ -224,8 +224,10 @@ class ResultCache:
         k: int,
         vectors: Callable[[np.ndarray], np.ndarray],
         probe: Probe | None = None,
+        *,
+        semantic: bool = True,
     ) -> CacheLookup | None:
-        """Find an exact entry, else try the verified semantic tier.
+        """Find an exact entry, else (with ``semantic``) try the verified semantic tier.
 
         Args:
             key: The exact key (query bytes + parameters).
@@ -236,6 +238,8 @@ class ResultCache:
             probe: A cheap search for the query itself (``probe(query, k) -> (labels, raw distances)``),
                 run (at most once per lookup) for candidate sets of approximate searches only (see
                 :meth:`Certifier.certify <embeddix_core.cache.certify.Certifier.certify>`).
+            semantic: Whether to try the semantic tier (the tier policy says whether it pays back; see
+                ``policy.py``).
 
         Returns:
             The hit, or None for a miss (the caller searches and may :meth:`store` the answer).
@@ -250,7 +254,7 @@ class ResultCache:
                     self._entries.move_to_end(key)
                     self.stats["hits"] += 1
                     return CacheLookup("hit", hits=entry.hits)
-            if not self.semantic or not self._entries:
+            if not (semantic and self.semantic) or not self._entries:
                 self.stats["misses"] += 1
                 return None
             # pre-filter by similarity (cosine for ip space); the bound in certify is what decides a hit
@@ -304,6 +308,7 @@ class ResultCache:
         *,
         semantic: bool = True,
         exact: bool = False,
+        presorted: bool = False,
     ) -> np.ndarray:
         """Keep a search result; returns the candidate labels that have no code yet (see :meth:`attach`).
 
@@ -321,14 +326,20 @@ class ResultCache:
             semantic: Whether the candidate set may certify semantic hits: True only when it came from an
                 exact search or from a beam wider than an uncached search's (see the module docstring).
             exact: Whether it came from an exact search (then a semantic hit needs no probe).
+            presorted: The caller knows ``dists`` ascend (a search's own order): no check.
+
+        Cost: this runs on every kept miss, right after a search evicted the CPU caches, where each
+        numpy call costs 5-20 us instead of 1; hence no check the caller can vouch for, and no
+        per-candidate array for an entry that keeps no codes.
         """
         semantic = semantic and self.semantic
         none = labels[:0]
-        if len(dists) > 1 and not bool((dists[1:] >= dists[:-1]).all()):
+        if not presorted and len(dists) > 1 and not bool((dists[1:] >= dists[:-1]).all()):
             # lookups take the candidates within a distance of q as a prefix (see certify)
             order = np.argsort(dists, kind="stable")
             labels, dists = labels[order], dists[order]
-        nbytes = 200 + query.nbytes + 2 * labels.nbytes + dists.nbytes + sum(_hit_bytes(h) for h in hits)
+        nbytes = 200 + query.nbytes + 2 * labels.nbytes + dists.nbytes + 150 * len(hits)
+        nbytes += sum([len(h[0]) + (len(h[3]) if h[3] else 0) + (len(h[4]) if h[4] else 0) for h in hits])
         if semantic:
             nbytes += LSH_OVERHEAD
         if nbytes > self.max_bytes:
@@ -346,11 +357,11 @@ class ResultCache:
                 crow = self._codes.find(labels)
                 self._codes.incref(crow)
             else:
-                crow = np.full(len(labels), -1, np.int64)
+                crow = _no_codes(len(labels))
             entry = Entry(
                 key, slot, family, k, flt, hits, labels, dists, radius, nbytes, expires, seq, crow, semantic
             )
-            entry.allcoded = bool(len(crow)) and int(crow.min()) >= 0
+            entry.allcoded = semantic and bool(len(crow)) and int(crow.min()) >= 0
             entry.exact = exact
             self._entries[key] = entry
             self._slots[slot] = entry
@@ -505,6 +516,14 @@ class ResultCache:
             return list(self._entries.values())
 
 
-def _hit_bytes(row: Any) -> int:
-    """Approximate bytes of a cached row (id, score, distance, document, metadata JSON)."""
-    return 150 + len(row[0]) + (len(row[3]) if row[3] else 0) + (len(row[4]) if row[4] else 0)
+_NO_CODES: dict[int, np.ndarray] = {}
+
+
+def _no_codes(n: int) -> np.ndarray:
+    """A read-only all -1 code-row array of length n, shared (entries without codes never write it)."""
+    got = _NO_CODES.get(n)
+    if got is None:
+        got = np.full(n, -1, np.int64)
+        got.flags.writeable = False
+        _NO_CODES[n] = got
+    return got

@@ -4,8 +4,10 @@ It wraps the executor (the search callable) and the cache; it never calls back i
 rules for what may be served are the cache's (``cache/result_cache.py``, ``cache/certify.py``); this
 module decides how a miss searches so that its answer may serve later near duplicates:
 
-* An exact search's candidate set, and a default search's (no recall, deadline or ef named), may
-  certify semantic hits. A default miss searches with a beam ``beam_factor`` times wider than its
+* Only while the semantic tier is in use (``cache/policy.py`` turns it on where measured costs say it
+  pays back; off, a miss costs what an uncached search at the same plan costs):
+  an exact search's candidate set, and a default search's (no recall, deadline or ef named), may
+  certify semantic hits. A default miss then searches with a beam ``beam_factor`` times wider than its
   ``candidate_factor * k`` candidates: an approximate search misses records, and a fresh search for a
   near duplicate could find one of them inside the certified ball and beat the re-ranked candidates; a
   beam twice as wide finds nearly all of what that search would (the probe covers the rest). A miss
@@ -78,6 +80,7 @@ def new_cache_manager(config: CollectionConfig, s: EmbeddixSettings) -> CacheMan
             persist=s.cache_persist,
             beam_factor=s.cache_beam_factor,
             probe=s.cache_probe,
+            policy=s.cache_policy,
         ),
     )
 
@@ -140,7 +143,9 @@ class CachedSearch:
         t0: float,
     ) -> Hits:
         """Serve from the cache, or search and keep the answer (``params``: recall, deadline, ef, profile)."""
+        t1 = time.perf_counter()
         cm = self.cache
+        policy = cm.policy
         ns = cm.namespace(session)
         canonical = flt.canonical if flt is not None else None
         family = ns.family(k, canonical, params)
@@ -152,17 +157,26 @@ class CachedSearch:
             # a beam of k (at least 10)
             return ex.top(v, kk, max(kk, 10), flt)
 
-        found = ns.lookup(key, q, family, k, ex.vectors.get, probe if cm.settings.probe else None)
+        semantic = policy.active()
+        rejects = ns.stats["verified_rejects"]
+        found = ns.lookup(
+            key, q, family, k, ex.vectors.get, probe if cm.settings.probe else None, semantic=semantic
+        )
         if found is None:
-            return self._miss(ns, key, q, k, flt, plan, params, family, t0)
+            t2 = time.perf_counter()
+            if semantic and ns.stats["verified_rejects"] != rejects:
+                policy.on_semantic(t2 - t1, served=False)
+            return self._miss(ns, key, q, k, flt, plan, params, family, t0, t1, t2, semantic)
         if found.hits is not None:
             # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
             # caller may mutate without touching the cache.
             loads, metric = orjson.loads, ex.metric
             hits = [make_hit(r[0], r[1], r[2], r[3], loads(r[4]) if r[4] else {}, metric) for r in found.hits]
+            policy.on_exact_hit(time.perf_counter() - t1)
         else:
             assert found.labels is not None and found.dists is not None
             hits = ex.to_hits(found.labels, found.dists)
+            policy.on_semantic(time.perf_counter() - t1, served=True)
         return Hits(hits, plan=self._planner.variant(plan, found.kind))
 
     def _miss(
@@ -176,26 +190,47 @@ class CachedSearch:
         params: tuple[Any, ...],
         family: int,
         t0: float,
+        t1: float,
+        t2: float,
+        semantic: bool,
     ) -> Hits:
         ex, live = self._ex, self._live
-        big = k * self.cache.settings.candidate_factor
+        settings = self.cache.settings
+        big = k * settings.candidate_factor
         ef = plan.ef
         exact = ef is None or (flt is not None and ex.filter_strategy(flt)[0] == "exact-subset")
-        widened = ef is not None and params[:3] == (None, None, None)
+        # Only while the semantic tier is in use (policy.py) does a default miss search the wide beam
+        # whose candidates may certify near duplicates; otherwise it costs what an uncached search does.
+        default = params[:3] == (None, None, None)
+        keeping = semantic and default  # candidates kept (and coded) for the semantic tier
+        widened = keeping and ef is not None
+        wide_ef = max(ef, math.ceil(settings.beam_factor * big)) if ef is not None else None
         if ef is not None:
             if widened:
-                ef = max(ef, math.ceil(self.cache.settings.beam_factor * big))
+                ef = wide_ef
             else:
                 big = max(k, min(big, ef))
+        elif not keeping:
+            big = k  # an exact search: keep what is served (more would only feed the semantic tier)
         index, seq0 = live.index, live.applied_seq
         labels, dists = ex.top(q, big, ef, flt)
         rows: list[tuple[Any, ...]] = []
         hits = ex.to_hits(labels[:k].tolist(), dists[:k].tolist(), raw=rows, flt=flt)
+        t4 = time.perf_counter()
         partial = plan.deadline_limited or (
-            plan.deadline_ms is not None and (time.perf_counter() - t0) * 1000.0 > plan.deadline_ms
+            plan.deadline_ms is not None and (t4 - t0) * 1000.0 > plan.deadline_ms
         )
-        if not partial and len(hits) == min(k, len(labels)) and live.index is index:
+        policy = self.cache.policy
+        kept = False
+        if (
+            not partial
+            and len(hits) == min(k, len(labels))
+            and live.index is index
+            and (keeping or policy.keep(key))
+        ):
+            kept = True
             need = labels[:0]
+            keep_semantic = ns.semantic and semantic and (exact or widened)
             with self._store_lock:
                 if live.applied_seq == seq0:
                     need = ns.store(
@@ -209,14 +244,19 @@ class CachedSearch:
                         dists.copy(),
                         full=len(labels) >= big,
                         seq=seq0,
-                        semantic=ns.semantic and (exact or widened),
+                        semantic=keep_semantic,
                         exact=exact,
+                        presorted=True,  # a search's answer, nearest first
                     )
             if len(need):
                 # int8 codes of the candidates let a semantic hit bound their distances without the
                 # store; only labels no entry has coded yet are read (a write meanwhile drops the
                 # entry: see attach)
                 ns.attach(key, seq0, need, self._load(need))
+        t5 = time.perf_counter()
+        if default:
+            ratio = (wide_ef / plan.ef) if (wide_ef is not None and plan.ef) else 1.0
+            policy.on_miss(q, t5 - t1, (t5 - t4) if kept else None, keeping, ratio)
         if ef == plan.ef or ef is None:
             return Hits(hits, partial=partial, plan=self._planner.variant(plan, "miss"))
         curve = self._curve()

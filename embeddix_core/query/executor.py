@@ -5,10 +5,11 @@ the collection and the planner, results cached by ``cached_search``. Every searc
 live index holds *now* (``live.index``), so a switch or a reload between two searches is never mixed
 into one.
 
-Filters: when few records match (``exact_filter_min`` or ``exact_filter_fraction`` of the collection),
-those are scanned exactly; otherwise the approximate index searches with the match set as its filter
-hook, which keeps exploring until it has k allowed results. Every filtered hit is re-checked against its
-row (a write may have changed it between the label set and the row read).
+Filters: a filtered search either scans the matches exactly (``"exact-subset"``, from the filter's
+subset matrix) or searches the approximate index with the match set as its filter hook (``"index-hook"``,
+which keeps exploring until it has k allowed results); ``filter_strategy.py`` says which, by measured
+cost. Every filtered hit is re-checked against its row (a write may have changed it between the label
+set and the row read).
 
 Scores: higher is better and say their metric: ``1 - d`` for cosine and inner product, ``1 / (1 + d)``
 for Euclidean distance ``d``, the fused rank score for hybrid (``"rrf"``) and ``-bm25`` for text only.
@@ -32,12 +33,14 @@ from ..cache import VectorCache
 from ..cache.row_cache import RowCache
 from ..config import EmbeddixSettings
 from ..errors import InvalidArgumentError
-from ..index.base import IndexResult, VectorIndex, exact_topk
+from ..index.base import IndexResult, VectorIndex, exact_topk, merge_topk
 from ..index.live import LiveIndex
 from ..index.segmented import shared_pool
 from ..storage.sqlite import Store
 from ..types import Hit, Hits, SearchStep, StoredRow, make_hit
-from .filter_cache import FilterCache
+from .filter_cache import FilterCache, FilterEntry
+from .filter_matrix import FilterMatrix
+from .filter_strategy import EXACT_SUBSET, INDEX_HOOK, FilterCosts
 from .filters import Filter
 from .fusion import fts_query, mmr_select, rrf_fuse
 from .planner import DEADLINE_SAFETY, Calibration, Plan, progressive_steps
@@ -121,6 +124,9 @@ class SearchExecutor:
         self.rows = rows
         self.vectors = vectors
         self.filters = filters
+        self.filter_costs = FilterCosts(live.config.dim)
+        # filter_strategy's answer, kept for the next knn of that filter on this thread (see _strategy)
+        self._pinned = threading.local()
 
     # -- the index pass ----------------------------------------------------------------------------
     def knn(
@@ -135,31 +141,97 @@ class SearchExecutor:
         if matched == 0:
             nq = queries.shape[0]
             return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
-        if self.scan_exactly(matched, index):
-            labels = entry.array()
-            # vectors through the LRU in front of the store: hnswlib's get_items makes a Python float
-            # per coordinate (~13 us a vector), which would dominate a scan of a few thousand
-            vecs = self.vectors.get(labels) if index.approximate else index.get_vectors(labels)
-            return exact_topk(vecs, labels, queries, k, self.space)
+        ef_f = max(ef or self._live.config.ef_search, k)
+        if self._strategy(entry, matched, index, ef_f) == EXACT_SUBSET:
+            return self._scan(entry, queries, k, index)
         # hnswlib's filtered search already keeps exploring until its beam holds ef *allowed* points,
         # so the beam need not grow with selectivity (measured: recall@10 0.994 at ef 32, 10% match).
-        ef_f = max(ef or self._live.config.ef_search, k)
-        return index.search(
+        t0 = time.perf_counter()
+        res = index.search(
             queries, min(k, matched), ef=ef_f, allowed=entry.labels.__contains__, num_threads=num_threads
         )
+        if queries.shape[0] == 1:
+            self.filter_costs.hooked(entry, ef_f, matched / max(len(index), 1), time.perf_counter() - t0)
+        return res
 
     def scan_exactly(self, matched: int, index: VectorIndex) -> bool:
-        """The filter strategy rule: scan the matches exactly when they are few (or the index is exact)."""
+        """Whether a filter's matches are always scanned exactly: few of them, or an exact index."""
         s = self._settings
         few = matched <= max(s.exact_filter_min, s.exact_filter_fraction * len(index))
         return few or not index.approximate
 
     def filter_strategy(self, flt: Filter | None) -> tuple[str | None, int | None]:
-        """(``"exact-subset"`` or ``"index-hook"``, matching records) for a filter; (None, None) without."""
+        """(``"exact-subset"`` or ``"index-hook"``, matching records) for a filter; (None, None) without.
+
+        The next :meth:`knn` of this filter on this thread runs the strategy named here, so a caller that
+        asks first (the result cache: may an exact candidate set certify near duplicates?) is told the
+        truth.
+        """
         if flt is None:
             return None, None
-        matched = len(self.filters.entry(flt).labels)
-        return ("exact-subset" if self.scan_exactly(matched, self._live.index) else "index-hook"), matched
+        entry = self.filters.entry(flt)
+        matched = len(entry.labels)
+        if matched == 0:
+            return EXACT_SUBSET, 0
+        strategy = self._choose(entry, matched, self._live.index, None, sticky=True)
+        self._pinned.value = (flt.canonical, strategy)
+        return strategy, matched
+
+    def _strategy(self, entry: FilterEntry, matched: int, index: VectorIndex, ef: int) -> str:
+        """The strategy of this search: the one filter_strategy just named on this thread, or a choice."""
+        pinned = getattr(self._pinned, "value", None)
+        if pinned is not None:
+            self._pinned.value = None
+            if pinned[0] == entry.filter.canonical:
+                return str(pinned[1])
+        return self._choose(entry, matched, index, ef)
+
+    def _choose(
+        self, entry: FilterEntry, matched: int, index: VectorIndex, ef: int | None, *, sticky: bool = False
+    ) -> str:
+        """The rules of ``filter_strategy.py``; ``sticky``: the entry's last choice when it has one."""
+        if self.scan_exactly(matched, index):
+            return EXACT_SUBSET
+        if not self.filters.can_hold(entry):
+            return INDEX_HOOK
+        if sticky and entry.choice is not None:
+            return entry.choice
+        ef_f = ef or self._live.config.ef_search
+        return self.filter_costs.choose(entry, matched, ef_f, matched / max(len(index), 1))
+
+    def _scan(self, entry: FilterEntry, queries: np.ndarray, k: int, index: VectorIndex) -> IndexResult:
+        """Exact top k over the filter's matches: its subset matrix, else vectors gathered by label."""
+        m = self.filters.matrix(entry)
+        if m is not None:
+            t0 = time.perf_counter()
+            res = self._scan_matrix(entry, m, queries, k)
+            if queries.shape[0] == 1:
+                self.filter_costs.scanned(len(m.labels), time.perf_counter() - t0)
+            return res
+        labels = entry.array()
+        # vectors through the LRU in front of the store: hnswlib's get_items makes a Python float
+        # per coordinate (~13 us a vector), which would dominate a scan of a few thousand
+        vecs = self.vectors.get(labels) if index.approximate else index.get_vectors(labels)
+        return self._scan_rows(labels, vecs, queries, k)
+
+    def _scan_matrix(self, entry: FilterEntry, m: FilterMatrix, queries: np.ndarray, k: int) -> IndexResult:
+        """Exact top k from a subset matrix: its rows but the stale ones, and the stale labels read now."""
+        res = m.search(queries, k, self.space)
+        if not m.stale:
+            return res
+        current = entry.labels
+        fresh = np.asarray(sorted(lb for lb in m.stale if lb in current), np.int64)
+        if not len(fresh):
+            return res
+        # the stale labels still matching, with the vectors they hold now
+        return merge_topk([res, self._scan_rows(fresh, self.vectors.get(fresh), queries, k)], k)
+
+    def _scan_rows(self, labels: np.ndarray, vecs: np.ndarray, queries: np.ndarray, k: int) -> IndexResult:
+        """Exact top k over vectors just read (a NaN row: a record deleted meanwhile, left out)."""
+        ok = np.isfinite(vecs[:, 0]) if len(vecs) else np.ones(0, bool)
+        if not ok.all():
+            labels, vecs = labels[ok], vecs[ok]
+        return FilterMatrix.build(labels, vecs, rotate=False).search(queries, k, self.space)
 
     def top(self, q: np.ndarray, k: int, ef: int | None, flt: Filter | None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, raw distances) of one query, padding removed."""

@@ -1,4 +1,8 @@
-"""Caches: isolation, TTL, budget, persistence, bypass, and the semantic bound."""
+"""Caches: isolation, TTL, budget, persistence, bypass, and the semantic bound.
+
+These test the tiers' mechanics, so both tiers are kept on (``cache_policy="always"``); when the cost
+policy turns them on and off is ``test_cache_policy.py``'s.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,11 @@ from testdata import clustered
 
 from embeddix_core import Embeddix, EmbeddixSettings
 from embeddix_core.cache import ResultCache, VectorCache
+
+
+@pytest.fixture(autouse=True)
+def _tiers_always_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMBEDDIX_CACHE_POLICY", "always")
 
 
 def _col(db: Embeddix, n: int = 400, dim: int = 16, **kwargs):
