@@ -222,7 +222,9 @@ def _recall(col: Any, queries: np.ndarray, truth: list[list[str]], out: Outcome)
     found = 0
     total = 0
     for q, want in zip(queries, truth, strict=True):
-        hits = col.search(q, k=10)
+        # one explicit beam on both sides: the check is about what the reopened index holds; the beam a
+        # calibrated default picks (for recall 0.95) differs from an uncalibrated fresh build's ef_search
+        hits = col.search(q, k=10, ef=96)
         ids = [h.id for h in hits]
         if len(set(ids)) != len(ids):
             out.duplicates += len(ids) - len(set(ids))
