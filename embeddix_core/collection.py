@@ -55,7 +55,7 @@ from .errors import (
 )
 from .parts import Parts
 from .query.cached_search import NO_CACHE_INFO
-from .query.filters import parse_filter
+from .query.filters import Filter, parse_filter
 from .query.planner import Calibration, Plan, check_deadline, check_recall
 from .records import merge_patch, to_record
 from .storage.sqlite import CollectionRow, Store
@@ -246,7 +246,23 @@ class Collection:
     ) -> list[str]:
         """Insert records, replacing any stored under the same ids, as one atomic batch.
 
-        Arguments are those of :meth:`add`.
+        A stored record gets the new vector and every field given; a field not given for the batch
+        (``documents=None`` or ``metadatas=None``) keeps its stored value, as in Chroma. A field given
+        replaces the stored one whole: a None entry in ``documents`` clears that record's document, and
+        a metadata dict replaces the old dict (use :meth:`update_metadata` to merge keys). New ids are
+        inserted as by :meth:`add`.
+
+        Args:
+            ids: One id or a list of unique ids (non-empty strings, at most 512 bytes).
+            vectors: One vector or an (n, dim) matrix / list of vectors.
+            documents: Optional text per record; None keeps the stored documents.
+            metadatas: Optional metadata dict per record; None keeps the stored metadata.
+
+        Returns:
+            The ids, in order.
+
+        Raises:
+            InvalidArgumentError: Bad input (its subclasses say which); nothing is written.
         """
         self._check_open()
         return self._writer.put(ids, vectors, documents, metadatas, upsert=True)
@@ -362,7 +378,7 @@ class Collection:
             batch_size: Rows read from the store per round trip.
         """
         self._sync()
-        flt = parse_filter(filter)
+        flt = self._filter(filter)
         batch_size = check_int(batch_size, "batch_size", 1, 1_000_000)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
@@ -375,7 +391,7 @@ class Collection:
     def count(self, filter: dict[str, Any] | None = None) -> int:
         """How many records match ``filter`` (all records when None)."""
         self._sync()
-        flt = parse_filter(filter)
+        flt = self._filter(filter)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         return self._store.count(self._cid, where, params)
 
@@ -389,6 +405,19 @@ class Collection:
         """One query vector, checked, as the index compares it (unit length for cosine)."""
         q, sq = as_query(vector, self.dim)
         return unit_query(q, sq) if self._live.normalize else q
+
+    def _filter(self, filter: dict[str, Any] | None) -> Filter | None:
+        """Parse a filter and check its comparisons against the kinds of values the fields hold.
+
+        Raises:
+            InvalidFilterError: malformed, or comparing with a kind no stored value of the field has
+                (``{"year": {"$gt": "2020"}}`` on integer years; see ``query/field_types.py``).
+        """
+        flt = parse_filter(filter) if filter else None
+        types = self._ex.filters.types
+        if flt is not None and types is not None:
+            types.check(flt)
+        return flt
 
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
         live = self._live
@@ -421,7 +450,7 @@ class Collection:
         self._sync()
         was_cached = self._planner.has(k, recall, deadline_ms, ef)
         plan = self._plan(k, recall, deadline_ms, ef)
-        strategy, matches = self._ex.filter_strategy(parse_filter(filter) if filter else None)
+        strategy, matches = self._ex.filter_strategy(self._filter(filter))
         return dataclasses.replace(
             plan, plan_cached=was_cached, filter_strategy=strategy, filter_matches=matches
         )
@@ -476,7 +505,7 @@ class Collection:
         recall = check_recall(recall) if recall is not None else None
         deadline_ms = check_deadline(deadline_ms) if deadline_ms is not None else None
         ef = check_ef(ef) if ef is not None else None
-        flt = parse_filter(filter) if filter else None
+        flt = self._filter(filter)
         if text is not None or vector is None:
             q = None if vector is None else self._query(vector)
             self._sync()
@@ -550,7 +579,7 @@ class Collection:
             raise InvalidArgumentError(
                 f"stable_rounds must be a positive integer or None; got {stable_rounds!r}"
             )
-        flt = parse_filter(filter) if filter else None
+        flt = self._filter(filter)
         q = self._query(vector)
         self._sync()
         plan = self._plan(k, recall, deadline_ms, ef)
@@ -598,7 +627,7 @@ class Collection:
         self._check_open()
         k = check_k(k)
         q = self._live.prepare(as_matrix(vectors, self.dim, what="query vectors"))
-        flt = parse_filter(filter) if filter else None
+        flt = self._filter(filter)
         self._sync()
         plan = self._plan(k, check_recall(recall), None, check_ef(ef))
         workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads

@@ -19,6 +19,7 @@ from .query.cached_search import CachedSearch, new_cache_manager
 from .query.calibrator import Calibrator
 from .query.executor import SearchExecutor, vector_loader
 from .query.filter_cache import FilterCache
+from .query.filter_sql import json_path
 from .query.planner import Planner
 from .records import DerivedState, RecordWriter
 from .storage.snapshot import remove_snapshots
@@ -61,6 +62,7 @@ class Parts:
             load_vectors,
             dim=config.dim,
             matrix_bytes=settings.filter_matrix_bytes,
+            kinds=lambda field: _field_kinds(store, cid, field),
         )
         cache = new_cache_manager(config, settings) if settings.cache_enabled else None
         planner = Planner(settings.default_recall)
@@ -135,3 +137,9 @@ class Parts:
         self.stop_background()
         if self.live.directory is not None:
             remove_snapshots(self.live.directory)
+
+
+def _field_kinds(store: Store, cid: int, field: str) -> set[str]:
+    """The JSON types a metadata field holds (an unquotable name: none known, so never an error)."""
+    path = json_path(field)
+    return set() if path is None else store.metadata_kinds(cid, path)

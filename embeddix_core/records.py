@@ -162,21 +162,27 @@ class RecordWriter:
         self._derived = derived
 
     def put(self, ids: Any, vectors: Any, documents: Any, metadatas: Any, *, upsert: bool) -> list[str]:
-        """Insert (or, with ``upsert``, replace) a batch atomically; returns the ids in order."""
+        """Insert (or, with ``upsert``, replace) a batch atomically; returns the ids in order.
+
+        ``documents`` / ``metadatas`` None: replaced records keep theirs (the store reads them in the
+        write transaction), and the derived state is told the metadata each record has afterwards.
+        """
         live = self._live
         mat = as_matrix(vectors, live.dim)
         id_list = check_ids(ids, mat.shape[0])
-        docs = check_documents(documents, len(id_list))
-        metas = check_metadatas(metadatas, len(id_list))
+        docs = check_documents(documents, len(id_list)) if documents is not None else None
+        metas = check_metadatas(metadatas, len(id_list)) if metadatas is not None else None
         prepared = live.prepare(mat)
         blobs = [row.tobytes() for row in mat]
-        meta_json = [dump_metadata(m) for m in metas]
+        meta_json = [dump_metadata(m) for m in metas] if metas is not None else None
         with live.write_lock:
             live.replay()
             res = self._store.put(self._cid, id_list, blobs, docs, meta_json, upsert=upsert)
             labels = np.asarray(res.labels, np.int64)
             created = np.asarray(res.created, bool)
             if live.apply(res.seq, lambda index: index.add(labels, prepared, created)):
+                if metas is None:
+                    metas = [json.loads(m) if m else {} for m in res.metadatas or [None] * len(id_list)]
                 self._derived.after_put(res.labels, res.created, prepared, metas)
         return id_list
 
@@ -204,7 +210,7 @@ class RecordWriter:
         docs: list[str | None] | None,
         metas: list[dict[str, Any]] | None,
     ) -> None:
-        # a new vector is an upsert of the whole record: fields not given are read back first
+        # a new vector is an upsert of the whole record (fields not given are kept, see put)
         mat = as_matrix(vectors, self._live.dim)
         if mat.shape[0] != len(id_list):
             raise InvalidArgumentError(
@@ -218,11 +224,8 @@ class RecordWriter:
                     f"cannot update {len(missing)} id(s) that are not stored, "
                     f"e.g. {missing[0]!r}; nothing was changed"
                 )
-            new_docs = docs if docs is not None else [current[i].document for i in id_list]
-            new_metas = (
-                metas if metas is not None else [json.loads(current[i].metadata or "{}") for i in id_list]
-            )
-            self.put(id_list, mat, new_docs, new_metas, upsert=True)
+            # fields left as None are kept by the store inside the write transaction
+            self.put(id_list, mat, docs, metas, upsert=True)
 
     def delete(self, ids: str | Sequence[str] | None, flt: dict[str, Any] | None) -> int:
         """Delete by ids or by a non-empty filter (exactly one); returns how many were deleted."""

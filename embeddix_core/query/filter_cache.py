@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from .field_types import FieldTypes
 from .filter_matrix import FilterMatrix, matrix_size
 from .filters import Filter
 
@@ -118,6 +119,8 @@ class FilterCache:
             row of NaN for a label gone). None: no subset matrices.
         dim: The vector dimension (sizes a matrix before it is read).
         matrix_bytes: Memory budget of all subset matrices together.
+        kinds: Reads the JSON types a metadata field holds (``kinds(field)``), for :attr:`types`; None:
+            filters are not checked against stored kinds.
     """
 
     def __init__(
@@ -127,7 +130,10 @@ class FilterCache:
         *,
         dim: int = 0,
         matrix_bytes: int = 0,
+        kinds: Callable[[str], set[str]] | None = None,
     ) -> None:
+        # the kinds each field holds, kept current by the same writes (see field_types.py)
+        self.types = FieldTypes(kinds) if kinds is not None else None
         self._load = load
         self._vectors = vectors
         self._dim = dim
@@ -231,6 +237,8 @@ class FilterCache:
     # -- writes ----------------------------------------------------------------------------------------
     def update(self, labels: Sequence[int], metas: Sequence[dict[str, Any]] | None) -> None:
         """Apply a committed write: new metadata per label, or None for deleted labels."""
+        if self.types is not None and metas is not None:
+            self.types.note(metas)
         with self._lock:
             self._epoch += 1
             if not self._entries:
@@ -257,6 +265,8 @@ class FilterCache:
 
     def clear(self) -> None:
         """Forget every entry (a replay or a bulk change)."""
+        if self.types is not None:
+            self.types.clear()
         with self._lock:
             self._epoch += 1
             self._clear()

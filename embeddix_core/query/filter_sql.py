@@ -27,8 +27,12 @@ _Sql: TypeAlias = tuple[str, list[Any]]
 _Cond: TypeAlias = Callable[[str], _Sql]
 
 
-def _json_path(name: str) -> str | None:
+def json_path(name: str) -> str | None:
+    """The quoted JSON path of a field (None when the name cannot be quoted safely)."""
     return f'$."{name}"' if _PATH_SAFE.fullmatch(name) else None
+
+
+_json_path = json_path
 
 
 def _equal_sql(x: Scalar, sql_op: str = "=") -> _Cond:

@@ -33,8 +33,10 @@ Semantics
 ---------
 Types: numbers compare only with numbers (int and float freely, exactly: ``2**53 + 1 != 2.0**53``),
 strings only with strings (by code point, case-sensitive), booleans only with booleans (``True`` is not
-``1``). A type mismatch is no match, never an error. "Element" below means: the value itself when the
-field holds a scalar, each item when it holds a list (Mongo semantics).
+``1``). In the language a type mismatch is no match; a collection additionally refuses a comparison
+whose operand has a kind none of the field's stored values has (``field_types.py``: an error that
+names them, since such a filter could only ever return nothing). "Element" below means: the value
+itself when the field holds a scalar, each item when it holds a list (Mongo semantics).
 
 =================  ==================  ==============================================================
 operator           operand             a record matches when

@@ -113,6 +113,8 @@ class WriteResult:
     labels: list[int]
     created: list[bool]
     seq: int
+    # put(metadatas=None) only: each record's metadata JSON after the write (kept, or None when new)
+    metadatas: list[str | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,25 +387,30 @@ class Store:
         cid: int,
         ids: Sequence[str],
         vectors: Sequence[bytes],
-        documents: Sequence[str | None],
-        metadatas: Sequence[str | None],
+        documents: Sequence[str | None] | None,
+        metadatas: Sequence[str | None] | None,
         *,
         upsert: bool,
     ) -> WriteResult:
         """Insert (or, with ``upsert``, replace) a batch atomically.
+
+        ``documents`` / ``metadatas`` None: replaced records keep theirs, new ones get none. The kept
+        values are read in this write transaction, so no other process's write can slip in between.
 
         Raises:
             DuplicateIdError: ``upsert`` is False and an id is already stored; nothing is written.
         """
         with self._write() as conn:
             existing: dict[str, int] = {}
+            kept_meta: dict[str, str | None] = {}
             for chunk in _chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                existing.update(
-                    conn.execute(
-                        f"SELECT id, label FROM records WHERE cid = ? AND id IN ({marks})", (cid, *chunk)
-                    ).fetchall()
-                )
+                for rid, label, meta in conn.execute(
+                    f"SELECT id, label, metadata FROM records WHERE cid = ? AND id IN ({marks})",
+                    (cid, *chunk),
+                ):
+                    existing[rid] = label
+                    kept_meta[rid] = meta
             if existing and not upsert:
                 from ..errors import DuplicateIdError
 
@@ -420,10 +427,19 @@ class Store:
                     "UPDATE vectors SET vector = ? WHERE label = ?",
                     [(vectors[i], existing[rid]) for i, rid in enumerate(ids) if rid in existing],
                 )
+                # only the columns given: leaving `document` out also leaves the FTS rows alone
+                sets = ["seq = ?"]
+                cols: list[Sequence[str | None]] = []
+                if documents is not None:
+                    sets.append("document = ?")
+                    cols.append(documents)
+                if metadatas is not None:
+                    sets.append("metadata = ?")
+                    cols.append(metadatas)
                 conn.executemany(
-                    "UPDATE records SET document = ?, metadata = ?, seq = ? WHERE label = ?",
+                    f"UPDATE records SET {', '.join(sets)} WHERE label = ?",
                     [
-                        (documents[i], metadatas[i], seq, existing[rid])
+                        (seq, *(col[i] for col in cols), existing[rid])
                         for i, rid in enumerate(ids)
                         if rid in existing
                     ],
@@ -435,7 +451,16 @@ class Store:
                 # writer, across processes too, under BEGIN IMMEDIATE), so read the last and count back.
                 conn.executemany(
                     "INSERT INTO records(cid, id, document, metadata, seq) VALUES (?,?,?,?,?)",
-                    [(cid, ids[i], documents[i], metadatas[i], seq) for i in fresh],
+                    [
+                        (
+                            cid,
+                            ids[i],
+                            documents[i] if documents is not None else None,
+                            metadatas[i] if metadatas is not None else None,
+                            seq,
+                        )
+                        for i in fresh
+                    ],
                 )
                 last = int(conn.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()[0])
                 first_label = last - len(fresh) + 1
@@ -453,7 +478,8 @@ class Store:
                 else:
                     labels.append(new_labels[rid])
                     created.append(True)
-        return WriteResult(labels, created, seq)
+        metas_after = [kept_meta.get(rid) for rid in ids] if metadatas is None else None
+        return WriteResult(labels, created, seq, metas_after)
 
     @_typed_errors("update the records")
     def update(
@@ -651,6 +677,21 @@ class Store:
             ):
                 out[row[1]] = StoredRow._make(row)
         return out
+
+    @_typed_errors("read records")
+    def metadata_kinds(self, cid: int, path: str) -> set[str]:
+        """The JSON types (``json_type`` names) of a metadata field's values, and of its list items.
+
+        Args:
+            cid: The collection.
+            path: The field's JSON path (``$."name"``).
+        """
+        rows = self._reader().execute(
+            "SELECT DISTINCT _e.type FROM records, json_each(records.metadata, ?) AS _e "
+            "WHERE records.cid = ? AND typeof(_e.key) <> 'text'",
+            (path, cid),
+        )
+        return {str(r[0]) for r in rows}
 
     @_typed_errors("read records")
     def labels_where(self, cid: int, where: str | None, params: Sequence[Any] = ()) -> list[int]:

@@ -42,6 +42,10 @@ class CacheMachine(RuleBasedStateMachine):
             ids, np.stack([data.draw(VEC) for _ in ids]), metadatas=[data.draw(META) for _ in ids]
         )
 
+    @rule(ids=st.lists(IDS, min_size=1, max_size=4, unique=True), data=st.data())
+    def upsert_vectors_only(self, ids: list[str], data: st.DataObject) -> None:
+        self.col.upsert(ids, np.stack([data.draw(VEC) for _ in ids]))  # stored metadata is kept
+
     @rule(ids=st.lists(IDS, min_size=1, max_size=3, unique=True))
     def delete(self, ids: list[str]) -> None:
         self.col.delete(ids)

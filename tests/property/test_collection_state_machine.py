@@ -66,6 +66,14 @@ class CollectionMachine(RuleBasedStateMachine):
         for i, v, m in zip(ids, vecs, metas, strict=True):
             self.model[i] = (v, m)
 
+    @rule(ids=st.lists(IDS, min_size=1, max_size=5, unique=True), data=st.data())
+    def upsert_vectors_only(self, ids: list[str], data: st.DataObject) -> None:
+        # metadatas=None: stored records keep their metadata, new ones get none (issue #15)
+        vecs = [data.draw(VEC) for _ in ids]
+        self.col.upsert(ids, np.stack(vecs))
+        for i, v in zip(ids, vecs, strict=True):
+            self.model[i] = (v, self.model[i][1] if i in self.model else {})
+
     @rule(rid=IDS, meta=META)
     def update_metadata(self, rid: str, meta: dict) -> None:
         if rid in self.model:
@@ -88,7 +96,7 @@ class CollectionMachine(RuleBasedStateMachine):
     @rule(g=st.integers(0, 3))
     def delete_by_filter(self, g: int) -> None:
         n = self.col.delete(filter={"g": g})
-        gone = [i for i, (_, m) in self.model.items() if m["g"] == g]
+        gone = [i for i, (_, m) in self.model.items() if m.get("g") == g]
         assert n == len(gone)
         for i in gone:
             del self.model[i]
@@ -102,7 +110,7 @@ class CollectionMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.model))
     @rule(q=VEC, k=st.integers(1, 50), g=st.none() | st.integers(0, 3))
     def search(self, q: np.ndarray, k: int, g: int | None) -> None:
-        items = [(i, v) for i, (v, m) in self.model.items() if g is None or m["g"] == g]
+        items = [(i, v) for i, (v, m) in self.model.items() if g is None or m.get("g") == g]
         flt = None if g is None else {"g": g}
         hits = self.col.search(q, k=k, filter=flt)
         assert len(hits) == min(k, len(items))

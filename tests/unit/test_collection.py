@@ -100,6 +100,35 @@ def test_upsert_replaces_vector_document_metadata(db: Embeddix) -> None:
     assert {h.id for h in col.search([0.0, 1.0], k=2)} == {"a", "b"}
 
 
+def test_upsert_keeps_fields_not_given(db: Embeddix) -> None:
+    # issue #15: documents=None / metadatas=None keep a stored record's values (as in Chroma)
+    x = clustered(200, 8, seed=4)
+    col = db.create_collection("c", dim=8, index_threshold=50)
+    col.add(
+        [str(i) for i in range(200)],
+        x,
+        documents=["red fox" if i == 7 else f"doc {i}" for i in range(200)],
+        metadatas=[{"tag": 3 if i in (7, 9) else 1} for i in range(200)],
+    )
+    q = -x[7]
+    flt = {"tag": {"$gte": 3}}
+    assert {h.id for h in col.search(q, k=5, filter=flt)} == {"7", "9"}  # warms filter and result caches
+    col.upsert(["7", "new"], np.stack([q, x[0]]))
+    assert col["7"].document == "red fox" and col["7"].metadata == {"tag": 3}
+    assert col["new"].document is None and col["new"].metadata == {}
+    hits = col.search(q, k=5, filter=flt)
+    assert [h.id for h in hits] == ["7", "9"] and hits[0].metadata == {"tag": 3}
+    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert col.count(flt) == 2 and col.search(None, k=3, text="fox")[0].id == "7"
+    # a field given replaces the stored one whole; the other is still kept
+    col.upsert("7", q, metadatas={"tag": 0})
+    assert col["7"].document == "red fox" and col["7"].metadata == {"tag": 0}
+    assert [h.id for h in col.search(q, k=5, filter=flt)] == ["9"]
+    col.upsert("7", q, documents="grey wolf")
+    assert col["7"].metadata == {"tag": 0}
+    assert col.search(None, k=3, text="fox") == [] and col.search(None, k=3, text="wolf")[0].id == "7"
+
+
 def test_update_and_update_metadata(db: Embeddix) -> None:
     col = db.create_collection("c", dim=2)
     col.add(["a"], [[1.0, 0.0]], documents=["old"], metadatas=[{"k": 1, "drop": True}])
