@@ -10,11 +10,18 @@ Quick start::
 
 * :class:`EmbeddixVectorStore`: the vector store (in memory, on disk, or over a core ``Collection``).
 * :class:`EmbeddixEmbeddings`: a LangChain ``Embeddings`` running an Embeddix embedder (offline MiniLM).
+* :class:`EmbeddixHybridRetriever`: what ``as_retriever(search_type="hybrid")`` returns (vector + BM25).
 * :class:`LangChainEmbedder`: any LangChain ``Embeddings`` as a core ``Embedder``.
 """
 
 from ._embedder import EmbeddixEmbeddings, LangChainEmbedder
 from ._filters import to_core_filter
-from ._vectorstore import EmbeddixVectorStore
+from ._vectorstore import EmbeddixHybridRetriever, EmbeddixVectorStore
 
-__all__ = ["EmbeddixEmbeddings", "EmbeddixVectorStore", "LangChainEmbedder", "to_core_filter"]
+__all__ = [
+    "EmbeddixEmbeddings",
+    "EmbeddixHybridRetriever",
+    "EmbeddixVectorStore",
+    "LangChainEmbedder",
+    "to_core_filter",
+]

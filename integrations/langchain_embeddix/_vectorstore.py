@@ -15,6 +15,17 @@ for ``cosine``, ``1 / (1 + distance)`` for ``l2``, the inner product for ``ip``)
 ``similarity_search_with_relevance_scores`` are those mapped into [0, 1] (see
 :meth:`EmbeddixVectorStore._select_relevance_score_fn`).
 
+Hybrid search: ``similarity_search(query, k, text_weight=0.5)`` (and ``similarity_search_with_score``,
+their async forms) also rank the documents by BM25 full-text match on ``query`` and fuse the two rankings
+by reciprocal rank (the core's ``search(..., text=query, text_weight=...)``; ``text_weight`` 0.0 is the
+vector ranking alone, 1.0 the text ranking alone). The scores are then the fused RRF scores (``"rrf"``),
+small positive numbers whose order is all that counts, not similarities: do not give them a threshold.
+``as_retriever(search_type="hybrid", search_kwargs={"k": 4, "text_weight": 0.5})`` returns an
+:class:`EmbeddixHybridRetriever` doing the same (``text_weight`` defaults to 0.5 there).
+
+Not supported: langchain-chroma's ``where_document={"$contains": ...}``. The core's filters see metadata
+only, and its full-text index ranks documents (BM25) but offers no restriction on their text.
+
 Async: the ``a*`` methods embed through the embeddings' own async API and run the core call (which is
 synchronous and releases the GIL in the native index) in the default executor.
 """
@@ -24,13 +35,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 import numpy as np
+from langchain_core.callbacks import AsyncCallbackManagerForRetrieverRun, CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.runnables.config import run_in_executor
-from langchain_core.vectorstores import VectorStore
+from langchain_core.vectorstores import VectorStore, VectorStoreRetriever
 
 from embeddix_core import (
     Collection,
@@ -45,10 +57,13 @@ from embeddix_core import (
 from ._embedder import LangChainEmbedder
 from ._filters import to_core_filter
 
-__all__ = ["EmbeddixVectorStore"]
+__all__ = ["EmbeddixHybridRetriever", "EmbeddixVectorStore"]
 
 # Tuning knobs of the core search that the LangChain search methods pass through.
 _SEARCH_KWARGS = frozenset({"ef", "recall", "deadline_ms"})
+HYBRID = "hybrid"
+# The fusion weight of the text ranking a hybrid retriever uses when its search_kwargs give none.
+DEFAULT_TEXT_WEIGHT = 0.5
 
 
 class EmbeddixVectorStore(VectorStore):
@@ -200,8 +215,10 @@ class EmbeddixVectorStore(VectorStore):
         if metadatas is not None and len(metadatas) != len(texts):
             raise InvalidArgumentError(f"got {len(metadatas)} metadatas for {len(texts)} texts")
         col = self._collection_for_write(vectors.shape[1])
+        # a LangChain Document replaces the stored one whole: no metadata is {}, not "keep the old"
+        metas = metadatas if metadatas is not None else [{} for _ in texts]
         try:
-            return col.upsert(ids, vectors, texts, metadatas)
+            return col.upsert(ids, vectors, texts, metas)
         except InvalidMetadataError as exc:
             raise InvalidMetadataError(
                 f"{exc}. Document metadata must be flat: flatten nested values, or json.dumps them into "
@@ -268,11 +285,16 @@ class EmbeddixVectorStore(VectorStore):
             query: The query text.
             k: How many documents.
             filter: A metadata filter (see ``langchain_embeddix._filters``).
-            **kwargs: Core tuning knobs: ``ef`` (HNSW beam width), ``recall`` (target recall),
-                ``deadline_ms``.
+            **kwargs: ``text_weight`` (0..1): hybrid search, ``query`` also ranked by BM25 full-text match
+                and fused with the vector ranking at this weight (see the module docstring); None or
+                absent: vector search only. Core tuning knobs: ``ef`` (HNSW beam width), ``recall``
+                (target recall), ``deadline_ms``.
 
         Returns:
             The documents.
+
+        Raises:
+            InvalidArgumentError: ``text_weight`` is outside 0..1.
         """
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
 
@@ -286,11 +308,13 @@ class EmbeddixVectorStore(VectorStore):
     def similarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
-        """Like :meth:`similarity_search`, with each document's score (higher is better, see module doc)."""
+        """Like :meth:`similarity_search`, with each document's score (higher is better, see module doc;
+        RRF scores for a hybrid search)."""
         if self._collection is None:
             return []
         self._check_query_model()
-        return self._search(self._embedder.embed_query(query), k, filter, kwargs)
+        text = _hybrid_text(query, kwargs)
+        return self._search(self._embedder.embed_query(query), k, filter, kwargs, text)
 
     async def asimilarity_search_with_score(
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
@@ -299,8 +323,9 @@ class EmbeddixVectorStore(VectorStore):
         if self._collection is None:
             return []
         self._check_query_model()
+        text = _hybrid_text(query, kwargs)
         vector = await self._embedder.aembed_query(query)
-        return await run_in_executor(None, self._search, vector, k, filter, kwargs)
+        return await run_in_executor(None, self._search, vector, k, filter, kwargs, text)
 
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
@@ -401,7 +426,12 @@ class EmbeddixVectorStore(VectorStore):
         return [doc for doc, _ in pairs]
 
     def _search(
-        self, vector: Any, k: int, filter: dict[str, Any] | None, kwargs: dict[str, Any]
+        self,
+        vector: Any,
+        k: int,
+        filter: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+        text: tuple[str, float] | None = None,
     ) -> list[tuple[Document, float]]:
         extra = set(kwargs) - _SEARCH_KWARGS - {"mmr_lambda", "fetch_k"}
         if extra:
@@ -412,8 +442,27 @@ class EmbeddixVectorStore(VectorStore):
         col = self._collection
         if col is None:
             return []
+        if text is not None:
+            kwargs = {**kwargs, "text": text[0], "text_weight": text[1]}
         hits = col.search(vector, k, filter=to_core_filter(filter), **kwargs)
         return [(_document(h), h.score) for h in hits]
+
+    # -- retriever -------------------------------------------------------------------------------
+    def as_retriever(self, **kwargs: Any) -> VectorStoreRetriever:
+        """A retriever on this store: LangChain's search types plus ``"hybrid"``.
+
+        Args:
+            **kwargs: ``search_type`` (``"similarity"``, ``"similarity_score_threshold"``, ``"mmr"`` or
+                ``"hybrid"``), ``search_kwargs`` (``k``, ``filter``, ``text_weight`` for hybrid, the
+                core's tuning knobs, and the search type's own), and the other retriever fields.
+
+        Returns:
+            An :class:`EmbeddixHybridRetriever` for ``"hybrid"``, else LangChain's ``VectorStoreRetriever``.
+        """
+        if kwargs.get("search_type") != HYBRID:
+            return super().as_retriever(**kwargs)
+        tags = kwargs.pop("tags", None) or [*self._get_retriever_tags()]
+        return EmbeddixHybridRetriever(vectorstore=self, tags=tags, **kwargs)
 
     # -- relevance -------------------------------------------------------------------------------
     def _select_relevance_score_fn(self) -> Callable[[float], float]:
@@ -474,6 +523,42 @@ class EmbeddixVectorStore(VectorStore):
         store = await run_in_executor(None, cls, embedding, collection_name, path, collection, metric)
         await store.aadd_texts(texts, metadatas, ids=ids)
         return store
+
+
+class EmbeddixHybridRetriever(VectorStoreRetriever):
+    """A ``VectorStoreRetriever`` whose one search type is ``"hybrid"``: vector and BM25 full-text ranking.
+
+    Each query calls :meth:`EmbeddixVectorStore.similarity_search` with ``text_weight`` (from
+    ``search_kwargs``, default 0.5), so the query is ranked by vector and by BM25 full-text match, fused
+    by reciprocal rank. Built by ``EmbeddixVectorStore.as_retriever(search_type="hybrid", ...)``; the other
+    search types get LangChain's own ``VectorStoreRetriever``, so this class adds to LangChain's dispatch
+    instead of copying it.
+    """
+
+    search_type: str = HYBRID
+    allowed_search_types: ClassVar[tuple[str, ...]] = (HYBRID,)
+
+    def _hybrid_kwargs(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        merged = self.search_kwargs | kwargs
+        if merged.get("text_weight") is None:
+            merged["text_weight"] = DEFAULT_TEXT_WEIGHT
+        return merged
+
+    def _get_relevant_documents(
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return self.vectorstore.similarity_search(query, **self._hybrid_kwargs(kwargs))
+
+    async def _aget_relevant_documents(
+        self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
+    ) -> list[Document]:
+        return await self.vectorstore.asimilarity_search(query, **self._hybrid_kwargs(kwargs))
+
+
+def _hybrid_text(query: str, kwargs: dict[str, Any]) -> tuple[str, float] | None:
+    """Take ``text_weight`` out of a search's kwargs: the text and weight of a hybrid search, or None."""
+    weight = kwargs.pop("text_weight", None)
+    return None if weight is None else (query, weight)
 
 
 def _document_maker() -> Callable[[str, str, dict[str, Any]], Document]:

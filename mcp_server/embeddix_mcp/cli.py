@@ -5,6 +5,7 @@ Examples::
     embeddix-mcp --data ~/embeddix-data --agent claude
     embeddix-mcp --transport streamable-http --port 8765 --token-file ~/.config/embeddix/tokens.json
     embeddix-mcp --transport streamable-http --no-auth     # one agent, loopback only, no tokens
+    embeddix-mcp --version                                 # or: python -m embeddix_mcp --version
 
 Every option falls back to its ``EMBEDDIX_*`` environment variable, then the config file, then the default.
 Logs go to stderr: over stdio, stdout carries the protocol.
@@ -13,6 +14,7 @@ Logs go to stderr: over stdio, stdout carries the protocol.
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import logging
 import sys
 from collections.abc import Sequence
@@ -23,6 +25,17 @@ from pydantic import ValidationError
 from .settings import ConfigError, ServerSettings
 
 __all__ = ["main", "parse_args"]
+
+# The distribution that installs this package (and the ``embeddix-mcp`` command).
+DISTRIBUTION = "embeddix"
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        # Run from a source tree that was never installed: there is no installed version to report.
+        return "unknown (not installed)"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -59,6 +72,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-body-bytes", type=int, help="largest HTTP request body (default 1 MiB)")
     p.add_argument("--config", help="TOML or JSON config file (same keys as the environment, without prefix)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
+    p.add_argument(
+        "--version", action="version", version=f"%(prog)s {_version()}", help="print the version and exit"
+    )
     return p.parse_args(argv)
 
 
@@ -67,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Returns:
         The process exit status (2 for a configuration error).
+
+    Raises:
+        SystemExit: ``--help`` or ``--version`` (status 0, after printing), or a command-line error
+            (status 2), as argparse does.
     """
     args = parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}

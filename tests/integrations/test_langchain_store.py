@@ -23,7 +23,13 @@ from embeddix_core import (
     ModelMismatchError,
 )
 from embeddix_core.embeddings import HashEmbedder
-from langchain_embeddix import EmbeddixEmbeddings, EmbeddixVectorStore, LangChainEmbedder, to_core_filter
+from langchain_embeddix import (
+    EmbeddixEmbeddings,
+    EmbeddixHybridRetriever,
+    EmbeddixVectorStore,
+    LangChainEmbedder,
+    to_core_filter,
+)
 
 
 class TableEmbeddings(Embeddings):
@@ -47,6 +53,7 @@ class TableEmbeddings(Embeddings):
 def test_exported_names() -> None:
     assert langchain_embeddix.__all__ == [
         "EmbeddixEmbeddings",
+        "EmbeddixHybridRetriever",
         "EmbeddixVectorStore",
         "LangChainEmbedder",
         "to_core_filter",
@@ -179,6 +186,88 @@ async def test_async_mmr_matches_sync() -> None:
     assert [d.id for d in both] == sync == [d.id for d in by_vec]
 
 
+# -- hybrid search (issue #15) -------------------------------------------------------------------------
+HYBRID_QUERY = "zebra stripes"
+
+
+def _hybrid_store() -> EmbeddixVectorStore:
+    # The vector ranking and the text ranking disagree: "apple pie" is the query's vector, but only
+    # "zebra crossing" shares its words.
+    table = {
+        HYBRID_QUERY: [1.0, 0.0],
+        "apple pie": [1.0, 0.0],
+        "banana bread": [0.8, 0.6],
+        "zebra crossing": [0.0, 1.0],
+    }
+    store = EmbeddixVectorStore(embedding=TableEmbeddings(table))
+    store.add_texts(
+        ["apple pie", "banana bread", "zebra crossing"],
+        [{"kind": "food"}, {"kind": "food"}, {"kind": "road"}],
+        ids=["apple", "banana", "zebra"],
+    )
+    return store
+
+
+def test_hybrid_similarity_search_fuses_text_and_vector() -> None:
+    store = _hybrid_store()
+    assert [d.id for d in store.similarity_search(HYBRID_QUERY, k=1)] == ["apple"]
+    assert [d.id for d in store.similarity_search(HYBRID_QUERY, k=1, text_weight=1.0)] == ["zebra"]
+    assert [d.id for d in store.similarity_search(HYBRID_QUERY, k=1, text_weight=0.0)] == ["apple"]
+    assert [d.id for d in store.similarity_search(HYBRID_QUERY, k=1, text_weight=None)] == ["apple"]
+    mixed = store.similarity_search_with_score(HYBRID_QUERY, k=3, text_weight=0.5)
+    col = store.collection
+    assert col is not None
+    core = col.search([1.0, 0.0], 3, text=HYBRID_QUERY, text_weight=0.5)
+    assert core[0].metric == "rrf"
+    assert [(d.id, s) for d, s in mixed] == [(h.id, h.score) for h in core]
+    assert {d.id for d, _ in mixed} == {"apple", "banana", "zebra"}
+    assert mixed[0][0].page_content and mixed[0][0].metadata["kind"] in ("food", "road")
+    # The metadata filter and the tuning knobs still apply.
+    food = store.similarity_search(HYBRID_QUERY, k=3, text_weight=1.0, filter={"kind": "food"}, ef=16)
+    assert {d.id for d in food} <= {"apple", "banana"} and "zebra" not in {d.id for d in food}
+
+
+async def test_async_hybrid_matches_sync() -> None:
+    store = _hybrid_store()
+    sync = store.similarity_search_with_score(HYBRID_QUERY, k=3, text_weight=0.7)
+    assert await store.asimilarity_search_with_score(HYBRID_QUERY, k=3, text_weight=0.7) == sync
+    assert [d.id for d in await store.asimilarity_search(HYBRID_QUERY, k=1, text_weight=1.0)] == ["zebra"]
+
+
+def test_hybrid_arguments_are_checked() -> None:
+    store = _hybrid_store()
+    with pytest.raises(InvalidArgumentError, match="text_weight"):
+        store.similarity_search(HYBRID_QUERY, k=1, text_weight=1.5)
+    with pytest.raises(TypeError, match="unexpected search argument"):
+        store.similarity_search_by_vector([1.0, 0.0], k=1, text_weight=0.5)
+
+
+async def test_hybrid_retriever() -> None:
+    store = _hybrid_store()
+    retriever = store.as_retriever(search_type="hybrid", search_kwargs={"k": 1, "text_weight": 1.0})
+    assert isinstance(retriever, EmbeddixHybridRetriever)
+    assert [d.id for d in retriever.invoke(HYBRID_QUERY)] == ["zebra"]
+    assert [d.id for d in await retriever.ainvoke(HYBRID_QUERY)] == ["zebra"]
+    # Without a text_weight the retriever fuses at 0.5: the same as the store asked for 0.5.
+    half = store.as_retriever(search_type="hybrid", search_kwargs={"k": 3})
+    expected = [d.id for d in store.similarity_search(HYBRID_QUERY, k=3, text_weight=0.5)]
+    assert [d.id for d in half.invoke(HYBRID_QUERY)] == expected
+    filtered = store.as_retriever(
+        search_type="hybrid", search_kwargs={"k": 3, "text_weight": 1.0, "filter": {"kind": "food"}}
+    )
+    assert "zebra" not in {d.id for d in filtered.invoke(HYBRID_QUERY)}
+    # LangChain's own search types still work, and an unknown one is still refused.
+    assert [d.id for d in store.as_retriever(search_kwargs={"k": 1}).invoke(HYBRID_QUERY)] == ["apple"]
+    assert (
+        len(store.as_retriever(search_type="mmr", search_kwargs={"k": 2, "fetch_k": 3}).invoke(HYBRID_QUERY))
+        == 2
+    )
+    with pytest.raises(ValueError, match="not allowed"):
+        store.as_retriever(search_type="keyword")
+    with pytest.raises(ValueError, match="not allowed"):
+        EmbeddixHybridRetriever(vectorstore=store, search_type="mmr")
+
+
 # -- scores and relevance ------------------------------------------------------------------------------
 def _geometry_store(metric: str) -> EmbeddixVectorStore:
     table = {
@@ -252,6 +341,8 @@ def test_ids_generated_honoured_and_replaced() -> None:
     (doc,) = store.get_by_ids(["a1", "absent"])
     assert doc == Document(id="a1", page_content="alpha v2", metadata={"v": 2})
     assert len(store.collection or []) == 2
+    store.add_texts(["alpha v3"], ids=["a1"])  # a Document without metadata replaces it too (#15)
+    assert store.get_by_ids(["a1"]) == [Document(id="a1", page_content="alpha v3", metadata={})]
     with pytest.raises(InvalidArgumentError, match="2 ids for 1 texts"):
         store.add_texts(["x"], ids=["a", "b"])
     assert store.add_texts([]) == []

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from llama_index.core import Document, StorageContext, VectorStoreIndex
 from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.indices.vector_store.retrievers import VectorIndexRetriever
 from llama_index.core.schema import NodeRelationship, RelatedNodeInfo, TextNode
 from llama_index.core.vector_stores.types import (
     FilterCondition,
@@ -347,10 +348,98 @@ def test_text_and_sparse_modes(text_store: EmbeddixVectorStore) -> None:
 def test_unsupported_queries_raise(text_store: EmbeddixVectorStore) -> None:
     with pytest.raises(InvalidArgumentError, match="not supported"):
         text_store.query(_q("x", mode=VectorStoreQueryMode.SVM))
-    with pytest.raises(InvalidArgumentError, match="node_ids is not supported"):
-        text_store.query(_q("x", node_ids=["moon"]))
     with pytest.raises(InvalidArgumentError, match="needs query_embedding"):
         text_store.query(VectorStoreQuery(similarity_top_k=1))
+
+
+# -- node_ids / doc_ids restrictions (issue #15) -------------------------------------------------------
+@pytest.mark.parametrize("mode", [VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID])
+def test_node_ids_restrict_the_hits(text_store: EmbeddixVectorStore, mode: VectorStoreQueryMode) -> None:
+    query = "How long does the Moon take to orbit the Earth?"
+    # The two moon nodes are the nearest; restricted to the others, the search must look past them.
+    res = text_store.query(_q(query, similarity_top_k=2, mode=mode, node_ids=["tea", "bees", "absent"]))
+    assert set(res.ids or []) == {"tea", "bees"}
+    assert [n.node_id for n in res.nodes or []] == res.ids
+    one = text_store.query(_q(query, similarity_top_k=3, mode=mode, node_ids=["moon2"]))
+    assert one.ids == ["moon2"]
+    unrestricted = text_store.query(_q(query, similarity_top_k=5, mode=mode))
+    covering = text_store.query(
+        _q(query, similarity_top_k=5, mode=mode, node_ids=list(unrestricted.ids or []))
+    )
+    assert covering.ids == unrestricted.ids and len(covering.ids or []) == 5
+
+
+def test_node_ids_with_text_mode_and_filters(text_store: EmbeddixVectorStore) -> None:
+    q = VectorStoreQuery(
+        query_str="Moon Earth days", mode=VectorStoreQueryMode.TEXT_SEARCH, sparse_top_k=5, node_ids=["moon2"]
+    )
+    assert text_store.query(q).ids == ["moon2"]
+    res = text_store.query(
+        _q(
+            "Moon",
+            similarity_top_k=5,
+            node_ids=["moon", "moon2", "tea"],
+            filters=_f("k", FilterOperator.NE, "moon"),
+        )
+    )
+    assert set(res.ids or []) == {"moon2", "tea"}
+
+
+def test_empty_or_none_node_ids_and_doc_ids_are_no_restriction(text_store: EmbeddixVectorStore) -> None:
+    query = "Everest highest mountain"
+    plain = text_store.query(_q(query, similarity_top_k=5))
+    assert len(plain.ids or []) == 5
+    for restriction in ({"node_ids": []}, {"doc_ids": []}, {"node_ids": None, "doc_ids": None}):
+        assert text_store.query(_q(query, similarity_top_k=5, **restriction)).ids == plain.ids
+
+
+def _index(store: EmbeddixVectorStore, docs: list[Document], override: bool) -> VectorStoreIndex:
+    return VectorStoreIndex.from_documents(
+        docs,
+        storage_context=StorageContext.from_defaults(vector_store=store),
+        embed_model=EmbeddixEmbedding("hash"),
+        store_nodes_override=override,
+    )
+
+
+@pytest.mark.parametrize("override", [False, True], ids=["no-docstore", "store_nodes_override"])
+def test_vector_store_index_retrieves_with_and_without_docstore(override: bool) -> None:
+    store = EmbeddixVectorStore()
+    docs = [Document(text=t, id_=k, metadata={"topic": k}) for k, t in DOCS]
+    index = _index(store, docs, override)
+    # With a docstore the index keeps its node list and sends it as VectorStoreQuery.node_ids.
+    assert bool(index.index_struct.nodes_dict) is override
+    hits = index.as_retriever(similarity_top_k=2).retrieve("honeybees flowers waggle dance")
+    assert hits[0].node.ref_doc_id == "bees" and hits[0].node.metadata == {"topic": "bees"}
+    assert len(hits) == 2
+    only_tea = index.as_retriever(similarity_top_k=2, doc_ids=["tea"]).retrieve("honeybees flowers")
+    assert [h.node.ref_doc_id for h in only_tea] == ["tea"]
+    moon_node = next(
+        h.node.node_id
+        for h in index.as_retriever(similarity_top_k=3).retrieve("Moon")
+        if h.node.ref_doc_id == "moon"
+    )
+    retriever = VectorIndexRetriever(index, similarity_top_k=3, node_ids=[moon_node])
+    assert [h.node.node_id for h in retriever.retrieve("honeybees flowers waggle dance")] == [moon_node]
+    hybrid = index.as_retriever(similarity_top_k=1, vector_store_query_mode="hybrid", alpha=0.5)
+    assert [h.node.ref_doc_id for h in hybrid.retrieve("honeybees waggle dance")] == ["bees"]
+    store.close()
+
+
+def test_two_indexes_on_one_collection_see_their_own_nodes() -> None:
+    store = EmbeddixVectorStore()
+    first = _index(store, [Document(text=t, id_=k) for k, t in DOCS[:1]], True)
+    second = _index(store, [Document(text=t, id_=k) for k, t in DOCS[1:]], True)
+    col = store.client
+    assert col is not None and len(col) == 3
+    # Every node of the second index is nearer to this query than the first index's one node.
+    question = "honeybees flowers waggle dance green tea water degrees"
+    assert [h.node.ref_doc_id for h in first.as_retriever(similarity_top_k=2).retrieve(question)] == ["moon"]
+    assert {h.node.ref_doc_id for h in second.as_retriever(similarity_top_k=5).retrieve(question)} == {
+        "bees",
+        "tea",
+    }
+    store.close()
 
 
 async def test_async_query_and_add(text_store: EmbeddixVectorStore) -> None:

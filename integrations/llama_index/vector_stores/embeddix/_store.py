@@ -26,6 +26,15 @@ Query modes: ``DEFAULT`` (vector), ``MMR`` (``mmr_threshold`` is the core's ``mm
 core's ``text_weight`` is ``1 - alpha``), ``TEXT_SEARCH`` and ``SPARSE`` (BM25 over the node text). Scores
 are the core's, higher is better.
 
+Restrictions: ``doc_ids`` is a core filter on ``ref_doc_id``. ``node_ids`` (which ``VectorStoreIndex``
+sends when it keeps its own node list, e.g. with ``store_nodes_override=True``) names record ids, which the
+core's filters cannot see (they see metadata), so the hits are kept by id: the search asks for k hits,
+then four times as many each round, until k of them are among ``node_ids``, the collection has no more, or
+the round asked for the core's largest k (100,000).
+When ``node_ids`` covers the collection (the usual case) that is one search. With ``MMR``, diversity is
+judged among the hits the core picked before the restriction. An empty or None ``node_ids`` / ``doc_ids``
+is no restriction, as in LlamaIndex's own simple store.
+
 Durability: a record is durable when ``add`` returns (on-disk stores); ``persist`` only saves an index
 snapshot so the next open is faster.
 """
@@ -63,6 +72,8 @@ _TEXT_MODES = (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE)
 _DEFAULT, _HYBRID, _MMR = VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID, VectorStoreQueryMode.MMR
 _SUPPORTED_MODES = (_DEFAULT, _MMR, _HYBRID, *_TEXT_MODES)
 _get_id, _get_score = operator.attrgetter("id"), operator.attrgetter("score")
+# The widest search a node_ids restriction asks for: the core's largest k.
+_MAX_WANT = 100_000
 
 
 class EmbeddixVectorStore(BasePydanticVectorStore):
@@ -293,7 +304,7 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
 
         Args:
             query: The query: ``query_embedding`` and/or ``query_str``, ``similarity_top_k``, ``filters``,
-                ``doc_ids``, ``mode``, ``alpha``, ``mmr_threshold``.
+                ``doc_ids``, ``node_ids``, ``mode``, ``alpha``, ``mmr_threshold``.
             **kwargs: ``mmr_threshold`` (when not on the query), ``mmr_prefetch_k`` or
                 ``mmr_prefetch_factor`` (MMR candidates), and the core's tuning knobs ``ef`` (HNSW beam
                 width), ``recall`` (target recall) and ``deadline_ms``.
@@ -302,8 +313,8 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
             Nodes, scores (higher is better) and ids, best first.
 
         Raises:
-            InvalidArgumentError: An unsupported mode, non-empty ``node_ids`` (core filters see metadata
-                only), or a missing query embedding / query string for the mode.
+            InvalidArgumentError: An unsupported mode, or a missing query embedding / query string for
+                the mode.
         """
         # ``self._collection`` costs ~3 us on a pydantic model (a failed lookup, then ``__getattr__``);
         # private attributes live in ``__pydantic_private__``.
@@ -316,7 +327,7 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
             mode is _DEFAULT
             and vector is not None
             and query.filters is None
-            and query.doc_ids is None
+            and not query.doc_ids
             and not query.node_ids
         ):
             # What retrievers send: the general path below makes the same call, but its checks and
@@ -337,15 +348,8 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
                 f"query mode {mode.value!r} is not supported; use one of "
                 f"{[m.value for m in _SUPPORTED_MODES]}"
             )
-        if query.node_ids:
-            # VectorStoreIndex.as_retriever passes the index's node list, which is empty for stores that
-            # keep the text; a real restriction to ids cannot be expressed (core filters see metadata).
-            raise InvalidArgumentError(
-                "VectorStoreQuery.node_ids is not supported (core filters see metadata, not ids); "
-                "filter on metadata or use doc_ids"
-            )
         flt = to_core_filter(query.filters)
-        if query.doc_ids is not None:
+        if query.doc_ids:
             by_doc = {"ref_doc_id": {"$in": list(query.doc_ids)}}
             flt = by_doc if flt is None else {"$and": [flt, by_doc]}
         k = query.similarity_top_k
@@ -375,11 +379,27 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
                 search["fetch_k"] = int(k * kwargs["mmr_prefetch_factor"])
         if vector is None and "text" not in search:
             raise InvalidArgumentError(f"a {mode.value!r} query needs query_embedding")
+        if query.node_ids:
+            return _result(_search_among(col, frozenset(query.node_ids), vector, k, search))
         return _result(col.search(vector, k, **search))
 
     async def aquery(self, query: VectorStoreQuery, **kwargs: Any) -> VectorStoreQueryResult:
         """Async :meth:`query`."""
         return await asyncio.to_thread(self.query, query, **kwargs)
+
+
+def _search_among(
+    col: Collection, ids: frozenset[str], vector: Any, k: int, search: dict[str, Any]
+) -> list[Hit]:
+    """The best ``k`` hits whose ids are in ``ids`` (see "Restrictions" in the module docstring)."""
+    want = k
+    while True:
+        hits = col.search(vector, want, **search)
+        kept = [h for h in hits if h.id in ids]
+        # Fewer hits than asked for means the collection (or the filter, or the text match) has no more.
+        if len(kept) >= k or len(hits) < want or want >= _MAX_WANT:
+            return kept[:k]
+        want = min(want * 4, _MAX_WANT)
 
 
 def _result(hits: list[Hit]) -> VectorStoreQueryResult:
