@@ -46,6 +46,7 @@ from ._validate import (
     unit_query,
 )
 from .config import CollectionConfig, EmbeddixSettings
+from .embeddings._protocol import Embedder, check_texts
 from .errors import (
     ClosedError,
     InvalidArgumentError,
@@ -87,6 +88,7 @@ class Collection:
         self._live, self._ex, self._cal, self._planner = p.live, p.executor, p.calibrator, p.planner
         self._writer, self._cache, self._cached = p.writer, p.cache, p.cached
         self._write_lock = p.live.write_lock
+        self._embedder: Embedder | None = None
         p.open()
 
     # -- properties --------------------------------------------------------------------------------
@@ -104,6 +106,52 @@ class Collection:
     def config(self) -> CollectionConfig:
         """The collection's stored parameters."""
         return self._live.config
+
+    @property
+    def embedder(self) -> Embedder | None:
+        """The embedder that turns documents (and text queries) into vectors when none are given."""
+        return self._embedder
+
+    def use_embedder(self, embedder: Embedder | None) -> None:
+        """Embed documents passed without vectors (``add(ids, documents=[...])``) and text queries
+        (``search("red fox")``) with ``embedder``, as Chroma's embedding function does (None: stop).
+
+        Raises:
+            InvalidArgumentError: Its dimension is not the collection's, or the collection records
+                another embedding model (``embedding_model`` at creation).
+        """
+        if embedder is not None:
+            for attr in ("embed_documents", "embed_query", "dim", "model_id"):
+                if not hasattr(embedder, attr):
+                    raise InvalidArgumentError(
+                        f"embedder must implement embeddix_core.embeddings.Embedder; "
+                        f"{type(embedder).__name__} has no {attr!r}"
+                    )
+            if int(embedder.dim) != self.dim:
+                raise InvalidArgumentError(
+                    f"embedder {embedder.model_id!r} makes {embedder.dim}-d vectors; collection "
+                    f"{self.name!r} holds {self.dim}-d vectors"
+                )
+            recorded = self.config.embedding_model
+            if recorded is not None and recorded != embedder.model_id:
+                raise InvalidArgumentError(
+                    f"collection {self.name!r} holds vectors of model {recorded!r}; embedder is "
+                    f"{embedder.model_id!r}: mixing models makes distances meaningless"
+                )
+        self._embedder = embedder
+
+    def _vectors_or_embed(self, vectors: Any, documents: Any) -> Any:
+        """The vectors given, or the documents embedded when vectors is None (the text-in path)."""
+        if vectors is not None:
+            return vectors
+        if documents is None:
+            raise InvalidArgumentError("vectors is None and there are no documents to embed; pass vectors")
+        if self._embedder is None:
+            raise InvalidArgumentError(
+                f"vectors is None: collection {self.name!r} has no embedder to embed the documents; pass "
+                "vectors, or give it one (db.get_collection(name, embedder=...) or col.use_embedder(...))"
+            )
+        return self._embedder.embed_documents(check_texts(documents))
 
     @property
     def embedding_model(self) -> str | None:
@@ -221,13 +269,14 @@ class Collection:
 
     # -- writes ------------------------------------------------------------------------------------
     def add(
-        self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+        self, ids: str | Sequence[str], vectors: Any = None, documents: Any = None, metadatas: Any = None
     ) -> list[str]:
         """Insert new records as one atomic batch.
 
         Args:
             ids: One id or a list of unique ids (non-empty strings, at most 512 bytes).
-            vectors: One vector or an (n, dim) matrix / list of vectors.
+            vectors: One vector or an (n, dim) matrix / list of vectors; None: the documents are
+                embedded with the collection's :attr:`embedder`.
             documents: Optional text per record (indexed for full-text search).
             metadatas: Optional metadata dict per record (str, int, float, bool or lists of those).
 
@@ -239,10 +288,11 @@ class Collection:
             InvalidArgumentError: Bad input (its subclasses say which); nothing is written.
         """
         self._check_open()
+        vectors = self._vectors_or_embed(vectors, documents)
         return self._writer.put(ids, vectors, documents, metadatas, upsert=False)
 
     def upsert(
-        self, ids: str | Sequence[str], vectors: Any, documents: Any = None, metadatas: Any = None
+        self, ids: str | Sequence[str], vectors: Any = None, documents: Any = None, metadatas: Any = None
     ) -> list[str]:
         """Insert records, replacing any stored under the same ids, as one atomic batch.
 
@@ -254,7 +304,8 @@ class Collection:
 
         Args:
             ids: One id or a list of unique ids (non-empty strings, at most 512 bytes).
-            vectors: One vector or an (n, dim) matrix / list of vectors.
+            vectors: One vector or an (n, dim) matrix / list of vectors; None: the documents are
+                embedded with the collection's :attr:`embedder`.
             documents: Optional text per record; None keeps the stored documents.
             metadatas: Optional metadata dict per record; None keeps the stored metadata.
 
@@ -265,6 +316,7 @@ class Collection:
             InvalidArgumentError: Bad input (its subclasses say which); nothing is written.
         """
         self._check_open()
+        vectors = self._vectors_or_embed(vectors, documents)
         return self._writer.put(ids, vectors, documents, metadatas, upsert=True)
 
     def update(
@@ -402,7 +454,16 @@ class Collection:
 
     # -- search ------------------------------------------------------------------------------------
     def _query(self, vector: Any) -> np.ndarray:
-        """One query vector, checked, as the index compares it (unit length for cosine)."""
+        """One query vector, checked, as the index compares it (unit length for cosine); a string is
+        embedded with the collection's :attr:`embedder`."""
+        if isinstance(vector, str):
+            if self._embedder is None:
+                raise InvalidArgumentError(
+                    f"got the text {vector[:40]!r} as the query vector, and collection {self.name!r} has no "
+                    "embedder; pass a vector, text=... for a full-text search, or give the collection an "
+                    "embedder (db.get_collection(name, embedder=...))"
+                )
+            vector = self._embedder.embed_query(vector)
         q, sq = as_query(vector, self.dim)
         return unit_query(q, sq) if self._live.normalize else q
 

@@ -25,6 +25,7 @@ from ._memory import trim
 from ._validate import check_data_path
 from .collection import Collection
 from .config import CollectionConfig, Durability, EmbeddixSettings
+from .embeddings._protocol import Embedder
 from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError, StorageError
 from .storage.snapshot import remove_snapshots
 from .storage.sqlite import Store
@@ -164,6 +165,7 @@ class Embeddix:
         embedding_model: str | None = None,
         segment_size: int | None = None,
         exist_ok: bool = False,
+        embedder: Embedder | None = None,
     ) -> Collection:
         """Create a collection.
 
@@ -179,6 +181,9 @@ class Embeddix:
             segment_size: HNSW vectors per segment (fixed; default from settings, 0 = one graph).
             exist_ok: Return the existing collection instead of raising when the name exists and its
                 dimension and metric match.
+            embedder: Embeds documents added without vectors and text queries (see
+                :meth:`Collection.use_embedder`); its ``model_id`` is recorded as ``embedding_model``
+                unless one is given.
 
         Raises:
             CollectionExistsError: The name exists (and ``exist_ok`` is False or parameters differ).
@@ -193,7 +198,9 @@ class Embeddix:
             ef_construction=ef_construction if ef_construction is not None else s.ef_construction,
             ef_search=ef_search if ef_search is not None else s.ef_search,
             index_threshold=index_threshold if index_threshold is not None else s.index_threshold,
-            embedding_model=embedding_model,
+            embedding_model=embedding_model
+            if embedding_model is not None or embedder is None
+            else str(embedder.model_id),
             segment_size=segment_size if segment_size is not None else s.segment_size,
         )
         with self._lock:
@@ -206,6 +213,8 @@ class Embeddix:
                         f"collection {name!r} exists with dim={col.dim}, metric={col.metric!r}; "
                         f"asked for dim={cfg.dim}, metric={cfg.metric.value!r}"
                     )
+                if embedder is not None:
+                    col.use_embedder(embedder)
                 return col
             row = self._store.create_collection(name, cfg.to_json())
             if self.path is not None:
@@ -214,6 +223,8 @@ class Embeddix:
                 remove_snapshots(self.path / "indexes" / str(row.cid))
             col = Collection(self._store, self.path, row, s)
             self._collections[name] = col
+            if embedder is not None:
+                col.use_embedder(embedder)
             return col
 
     def get_or_create_collection(
@@ -222,8 +233,13 @@ class Embeddix:
         """:meth:`create_collection` with ``exist_ok=True``."""
         return self.create_collection(name, dim, metric, exist_ok=True, **kwargs)
 
-    def get_collection(self, name: str) -> Collection:
+    def get_collection(self, name: str, *, embedder: Embedder | None = None) -> Collection:
         """Return an existing collection.
+
+        Args:
+            name: Its name.
+            embedder: Embeds documents added without vectors and text queries (see
+                :meth:`Collection.use_embedder`); None leaves the handle's embedder as it is.
 
         Raises:
             CollectionNotFoundError: No collection has that name.
@@ -235,6 +251,8 @@ class Embeddix:
             col = self._collections.get(name)
             row = self._store.get_collection(name)
             if col is not None and row is not None and row.cid == col._cid and not col._closed:
+                if embedder is not None:
+                    col.use_embedder(embedder)
                 return col
             if col is not None:
                 # dropped (and perhaps recreated) by another process: the old handle is finished
@@ -248,6 +266,8 @@ class Embeddix:
                 )
             col = Collection(self._store, self.path, row, self.settings)
             self._collections[name] = col
+            if embedder is not None:
+                col.use_embedder(embedder)
             return col
 
     def list_collections(self) -> list[str]:
