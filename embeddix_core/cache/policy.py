@@ -11,7 +11,7 @@ query) the slow one.
 So the semantic tier starts off and is used only where the numbers say it pays:
 
 * ``watching``: misses search with the plan's beam (what ``cache=False`` costs). A sample of misses
-  (one in four) is compared against a ring of recent miss queries: the share with a near duplicate
+  (one in eight) is compared against a ring of recent miss queries: the share with a near duplicate
   (cosine at least ``similarity``, the tier's own pre-filter) estimates how often the tier could serve.
 * ``trial``: when that share could pay back under optimistic costs, misses widen and semantic lookups
   run for a bounded window, measuring what a widened miss, a semantic hit and a failed semantic lookup
@@ -47,8 +47,8 @@ import numpy as np
 __all__ = ["TierPolicy"]
 
 _ALPHA = 0.05  # EWMA weight of a new cost sample
-_RING = 512  # recent miss queries compared against (near-duplicate share)
-_SAMPLE_EVERY = 4  # one miss in this many is compared (a 512 x d product: ~10-20 us)
+_RING = 256  # recent miss queries compared against (near-duplicate share)
+_SAMPLE_EVERY = 8  # one miss in this many is compared (a 256 x d product: 5-10 us cold, ~1 us a miss)
 _MIN_SAMPLES = 48  # compared misses before a decision
 _TRIAL_MISSES = 48  # widened misses a trial measures at least
 _TRIAL_ATTEMPTS = 16  # semantic lookups a trial measures at least (or _TRIAL_MAX misses)
