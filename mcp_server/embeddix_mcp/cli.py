@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .settings import ConfigError, ServerSettings
+from .settings import STARTUP_LOGGER, ConfigError, ServerSettings
 
 __all__ = ["main", "parse_args"]
 
@@ -98,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level == "WARNING":
+        # At the default level, still say what start-up is doing: the first start prepares the model for
+        # about 30 s, which would otherwise look like a hang. --log-level ERROR silences it.
+        logging.getLogger(STARTUP_LOGGER).setLevel(logging.INFO)
     if settings.transport == "stdio":
         from .server import build_server
 

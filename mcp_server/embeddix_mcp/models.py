@@ -26,7 +26,9 @@ __all__ = [
     "Chunk",
     "CollectionInfo",
     "CollectionsResult",
+    "DeleteDocumentResult",
     "DocumentIn",
+    "DocumentResult",
     "DropResult",
     "FeedbackCounts",
     "FeedbackResult",
@@ -38,6 +40,7 @@ __all__ = [
     "Memory",
     "MemoryIn",
     "NamespaceInfo",
+    "PeekResult",
     "RecallResult",
     "RememberResult",
     "SearchCollectionResult",
@@ -102,7 +105,10 @@ class DocumentIn(BaseModel):
         str | None,
         Field(
             pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,100}$",
-            description="Document id (chunks are '<id>#<n>'); re-ingesting an id replaces its chunks.",
+            description=(
+                "Document id (chunks are '<id>#<n>'); default: derived from metadata.source, else new. "
+                "Ingesting an id or source again replaces that document's chunks."
+            ),
         ),
     ] = None
 
@@ -312,13 +318,13 @@ class IngestResult(_Output):
 
 
 class Chunk(_Output):
-    """A document chunk found by ``search_collection``."""
+    """A document chunk: found by ``search_collection`` (with a score), or read by ``get_document``/peek."""
 
     id: str
     doc_id: str | None
     chunk: int | None
     text: str | None
-    score: float | None
+    score: float | None = Field(None, description="search_collection only: similarity to the query.")
     fused_score: float | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -330,6 +336,32 @@ class SearchCollectionResult(_Output):
     hits: list[Chunk]
     hybrid: bool = False
     ef: int | None = None
+
+
+class DocumentResult(_Output):
+    """One page of a document's chunks (``get_document``), in document order."""
+
+    collection: str
+    doc_ids: list[str] = Field(description="The document ids matched (several if they share a source).")
+    chunks: list[Chunk]
+    total: int = Field(description="How many chunks the documents have in all.")
+    next_offset: int | None = Field(None, description="Pass as offset for the next page; None on the last.")
+
+
+class PeekResult(_Output):
+    """The first chunks stored in a collection (``peek_collection``), oldest first."""
+
+    collection: str
+    count: int = Field(description="How many chunks the collection holds in all.")
+    chunks: list[Chunk]
+
+
+class DeleteDocumentResult(_Output):
+    """What ``delete_document`` deleted."""
+
+    collection: str
+    doc_ids: list[str] = Field(description="The document ids whose chunks were deleted.")
+    deleted: int = Field(description="How many chunks were deleted (0: no such document).")
 
 
 # -- metadata rules ------------------------------------------------------------------------------------

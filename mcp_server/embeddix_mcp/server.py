@@ -5,8 +5,9 @@ token; it looks at the headers only), then the SDK's streamable-HTTP transport, 
 limit (413 above ``max_body_bytes``, counted as the body streams in, so a chunked body without
 ``Content-Length`` is held to it too) and DNS-rebinding protection (421 for a ``Host`` and 403 for an
 ``Origin`` that is not allowed). Authentication comes first so that nobody without a token can make the
-server read (and buffer) a body at all. ``/healthz`` answers without authentication: 200 once the model is
-loaded and the database open, else 503. Whether tokens are required is decided by
+server read (and buffer) a body at all. ``/healthz`` answers without authentication: 200 ``ok`` once the
+model is loaded and the database open, else 503 (``starting``, ``warming`` while the model loads in the
+background, or ``failed``). Whether tokens are required is decided by
 :func:`~embeddix_mcp.settings.http_tokens`: always, unless ``--no-auth`` on loopback.
 """
 
@@ -124,9 +125,12 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: MCPServer[AppState]) -> AsyncIterator[AppState]:
-        # Over HTTP every agent with a token is served; otherwise the one configured agent.
+        # Over HTTP every agent with a token is served; otherwise the one configured agent. The model loads in
+        # the background, so that initialize (and /healthz) answer at once; tools wait for it (state.py).
         agents = tokens.agents if tokens is not None else {s.agent}
-        state = await anyio.to_thread.run_sync(functools.partial(open_state, s, embedder, warm_agents=agents))
+        state = await anyio.to_thread.run_sync(
+            functools.partial(open_state, s, embedder, warm_agents=agents, background=True)
+        )
         runtime.state = state
         try:
             yield state
@@ -160,7 +164,10 @@ def build_server(
         state = runtime.state
         if state is None:
             return JSONResponse({"status": "starting"}, status_code=503)
-        return JSONResponse({"status": "ok", "embedder": state.embedder.model_id, "dim": state.embedder.dim})
+        emb = state.loaded_embedder
+        if emb is None:
+            return JSONResponse({"status": state.status}, status_code=503)
+        return JSONResponse({"status": "ok", "embedder": emb.model_id, "dim": emb.dim})
 
     return server
 

@@ -44,9 +44,20 @@ from pydantic_settings import (
 
 from .agents import check_agent
 
-__all__ = ["ConfigError", "ServerSettings", "TokenTable", "http_tokens", "is_loopback", "load_tokens"]
+__all__ = [
+    "STARTUP_LOGGER",
+    "ConfigError",
+    "ServerSettings",
+    "TokenTable",
+    "http_tokens",
+    "is_loopback",
+    "load_tokens",
+]
 
 log = logging.getLogger("embeddix_mcp")
+# The logger of start-up progress (database open, model load and its time): at the default WARNING level
+# the CLI still shows its INFO lines, since a silent 30 s first start looks like a hang.
+STARTUP_LOGGER = "embeddix_mcp.startup"
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MIN_TOKEN_LENGTH = 16

@@ -1,9 +1,13 @@
 """The server's long-lived state: the database, the embedding model, grants and per-agent sessions.
 
 One :class:`AppState` exists per server lifespan (per process over stdio and HTTP; per client connection in
-the in-memory test client). It is built in a worker thread before the server answers anything: the database
-is opened and the embedding model is loaded and warmed with one call, so the first ``recall`` does not pay
-for either.
+the in-memory test client). The server opens the database before it answers anything, and loads the embedding
+model in a background thread (:func:`open_state` with ``background=True``): the first start of MiniLM
+prepares the model for tens of seconds, and a client must not wait that long for ``initialize``, nor an HTTP
+server stay unreachable. The loader warms the model with one call and the agents' indexes with one search,
+so that the first ``recall`` pays for neither; until it is done, :attr:`AppState.embedder` blocks (tools
+that need the model wait in their worker thread) and ``/healthz`` says ``warming``. What the loader does and
+how long it took goes to the ``embeddix_mcp.startup`` logger.
 
 Threads: tools run their blocking work (embedding, core calls) in worker threads. The core allows any number
 of concurrent searches and serializes writes itself; :attr:`AppState.write_lock` additionally makes this
@@ -19,17 +23,18 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal, overload
+from typing import Any, Literal, overload
 
 from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError
 from embeddix_core.embeddings import CachedEmbedder, Embedder, EmbeddingCache, MiniLMEmbedder, get_embedder
 
 from .agents import GrantStore, docs_collection, memory_collection, split_memory_collection
-from .settings import ServerSettings
+from .settings import STARTUP_LOGGER, ServerSettings
 
 __all__ = ["AgentSession", "AppState", "make_embedder", "open_state"]
 
 log = logging.getLogger("embeddix_mcp")
+startup_log = logging.getLogger(STARTUP_LOGGER)
 
 
 @dataclass
@@ -72,7 +77,6 @@ class AppState:
     Attributes:
         settings: The settings the server was started with.
         db: The open database.
-        embedder: The loaded, warmed embedding model.
         grants: Read-only grants between agents.
         sessions: Per-agent session state, by agent name.
         write_lock: Serializes this process's read-modify-write tool calls.
@@ -81,12 +85,42 @@ class AppState:
 
     settings: ServerSettings
     db: Embeddix
-    embedder: Embedder
     grants: GrantStore
     sessions: dict[str, AgentSession] = field(default_factory=dict)
     write_lock: threading.RLock = field(default_factory=threading.RLock)
     started: float = field(default_factory=time.monotonic)
     _sessions_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # Model loading: _loaded is set once _embedder or _error is; _life_lock orders the loader's index
+    # warm-up against close(), so that the loader never searches a closed database.
+    _embedder: Embedder | None = field(default=None, repr=False)
+    _error: EmbeddixError | None = field(default=None, repr=False)
+    _loaded: threading.Event = field(default_factory=threading.Event, repr=False)
+    _life_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _closed: bool = field(default=False, repr=False)
+
+    @property
+    def embedder(self) -> Embedder:
+        """The loaded, warmed embedding model; blocks until the loader is done (call from a worker thread).
+
+        Raises:
+            EmbeddixError: The model failed to load, or the server closed before it was loaded.
+        """
+        self._loaded.wait()
+        if self._embedder is None:
+            raise self._error or EmbeddixError("the embedding model is not loaded")
+        return self._embedder
+
+    @property
+    def status(self) -> Literal["warming", "ok", "failed"]:
+        """Whether the model is still loading, ready, or failed to load (never blocks)."""
+        if not self._loaded.is_set():
+            return "warming"
+        return "ok" if self._embedder is not None else "failed"
+
+    @property
+    def loaded_embedder(self) -> Embedder | None:
+        """The embedder if it is ready, else None (never blocks)."""
+        return self._embedder if self._loaded.is_set() else None
 
     def session(self, agent: str) -> AgentSession:
         """The session state of ``agent`` (created on first use)."""
@@ -126,9 +160,70 @@ class AppState:
         """``agent``'s document collection ``name``; None if absent and not ``create``."""
         return self._open(docs_collection(agent, name), create)
 
+    def load(self, embedder: Embedder | None, warm_agents: Iterable[str]) -> None:
+        """Load and warm the embedder (``settings.embedder`` unless given), then warm the agents' indexes.
+
+        Run by :func:`open_state`, in a background thread or not. Never raises: a failure is logged and
+        kept, and every later use of :attr:`embedder` raises it.
+        """
+        try:
+            t0 = time.perf_counter()
+            startup_log.info(
+                "loading embedding model %r (the first start prepares it, which can take about 30 s)",
+                self.settings.embedder if embedder is None else type(embedder).__name__,
+            )
+            emb = embedder if embedder is not None else make_embedder(self.settings)
+            probe = emb.embed_query("warm-up")  # loads the model now, not on the first tool call
+            startup_log.info(
+                "embedding model %s (%d-d) ready in %.1fs", emb.model_id, emb.dim, time.perf_counter() - t0
+            )
+            t1 = time.perf_counter()
+            opened = self._warm(emb, probe, set(warm_agents))
+            startup_log.info(
+                "%d memory collection(s) loaded in %.1fs; ready", opened, time.perf_counter() - t1
+            )
+            self._embedder = emb
+        except Exception as exc:
+            log.exception("the embedding model could not be loaded")
+            self._error = EmbeddixError(
+                f"the embedding model could not be loaded ({exc}); see the server log"
+            )
+        finally:
+            self._loaded.set()
+
+    def _warm(self, emb: Embedder, probe: Any, agents: set[str]) -> int:
+        opened = 0
+        with self._life_lock:  # close() may run meanwhile: never touch a closed database
+            if self._closed:
+                return 0
+            names = self.db.list_collections()
+        for name in names:
+            owner = split_memory_collection(name)
+            if owner is None or owner[0] not in agents:
+                continue
+            with self._life_lock:
+                if self._closed:
+                    break
+                col = self.db.get_collection(name)
+                opened += 1
+                # One search makes the index ready (snapshots may load lazily). A collection of another
+                # model is left alone: the tools refuse it with a readable error instead of the server not
+                # starting.
+                if col.dim == emb.dim and col.embedding_model in (None, emb.model_id):
+                    try:
+                        col.search(probe, 1)
+                    except EmbeddixError as exc:
+                        log.warning("could not warm collection %r: %s", name, exc)
+        return opened
+
     def close(self) -> None:
-        """Close the database (saves index snapshots). Idempotent."""
-        self.db.close()
+        """Close the database (saves index snapshots). Idempotent. Tools still waiting for the model fail."""
+        with self._life_lock:
+            self._closed = True
+            if not self._loaded.is_set():
+                self._error = EmbeddixError("the server closed before the embedding model was loaded")
+                self._loaded.set()
+            self.db.close()
 
 
 def make_embedder(settings: ServerSettings) -> Embedder:
@@ -139,49 +234,40 @@ def make_embedder(settings: ServerSettings) -> Embedder:
 
 
 def open_state(
-    settings: ServerSettings, embedder: Embedder | None = None, *, warm_agents: Iterable[str] = ()
+    settings: ServerSettings,
+    embedder: Embedder | None = None,
+    *,
+    warm_agents: Iterable[str] = (),
+    background: bool = False,
 ) -> AppState:
-    """Open the database, load and warm the embedder and the agents' indexes. Blocking: use a worker thread.
+    """Open the database and load the embedder and the agents' indexes (see :meth:`AppState.load`).
+
+    Blocking (the database open, and the model unless ``background``): use a worker thread in async code.
 
     Args:
         settings: Server settings.
         embedder: Use this embedder instead of the one ``settings.embedder`` names (tests, benchmarks).
         warm_agents: Agents whose memory collections are opened now (their indexes loaded from snapshots or
             rebuilt), so that no agent's first ``recall`` pays for it.
+        background: Return once the database is open and load the model in a daemon thread.
 
     Returns:
         The state; close it with :meth:`AppState.close`.
+
+    Raises:
+        EmbeddixError: Not ``background``, and the model could not be loaded (the database is closed).
     """
-    t0 = time.perf_counter()
-    emb = embedder if embedder is not None else make_embedder(settings)
-    probe = emb.embed_query("warm-up")  # loads the model now, not on the first tool call
-    t1 = time.perf_counter()
     db = Embeddix.open(settings.data_path)
-    agents = set(warm_agents)
-    opened = 0
-    try:
-        for name in db.list_collections():
-            owner = split_memory_collection(name)
-            if owner is None or owner[0] not in agents:
-                continue
-            col = db.get_collection(name)
-            opened += 1
-            # One search makes the index ready (snapshots may load lazily). A collection of another model
-            # is left alone: the tools refuse it with a readable error instead of the server not starting.
-            if col.dim == emb.dim and col.embedding_model in (None, emb.model_id):
-                try:
-                    col.search(probe, 1)
-                except EmbeddixError as exc:
-                    log.warning("could not warm collection %r: %s", name, exc)
-    except BaseException:
-        db.close()
-        raise
-    log.info(
-        "embedder %s ready in %.2fs; database %s open, %d memory collection(s) loaded, in %.2fs",
-        emb.model_id,
-        t1 - t0,
-        settings.data_path or ":memory:",
-        opened,
-        time.perf_counter() - t1,
-    )
-    return AppState(settings=settings, db=db, embedder=emb, grants=GrantStore(db.path))
+    state = AppState(settings=settings, db=db, grants=GrantStore(db.path))
+    startup_log.info("database %s open", settings.data_path or ":memory:")
+    agents = list(warm_agents)
+    if background:
+        threading.Thread(
+            target=state.load, args=(embedder, agents), name="embeddix-model-loader", daemon=True
+        ).start()
+        return state
+    state.load(embedder, agents)
+    if state._error is not None:
+        state.close()
+        raise state._error
+    return state

@@ -40,9 +40,12 @@ from .agents import AccessDeniedError
 from .models import (
     ID_PATTERN,
     MAX_TEXT,
+    Chunk,
     CollectionInfo,
     CollectionsResult,
+    DeleteDocumentResult,
     DocumentIn,
+    DocumentResult,
     DropResult,
     FeedbackResult,
     ForgetResult,
@@ -51,6 +54,7 @@ from .models import (
     ListResult,
     Memory,
     MemoryIn,
+    PeekResult,
     RecallResult,
     RememberResult,
     SearchCollectionResult,
@@ -120,6 +124,21 @@ UserArg = Annotated[
 ]
 CollectionName = Annotated[
     str, Field(pattern=_NAME_PATTERN, description="Collection name (1-48 letters, digits, _ - .).")
+]
+DocId = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]{0,100}$",
+        description="The document id, as ingest returned it. Give id or source.",
+    ),
+]
+DocSource = Annotated[
+    str | None,
+    Field(
+        min_length=1,
+        max_length=256,
+        description="The documents whose metadata source is this. Give id or source.",
+    ),
 ]
 MemoryId = Annotated[
     str, Field(pattern=ID_PATTERN, description="A memory id, as returned by remember or recall.")
@@ -545,9 +564,12 @@ async def ingest(
         await _run(rag.store_chunks, state, job, batch)
         done += len(batch)
         await ctx.report_progress(done, total, f"embedded {done}/{total} chunks")
-    res = job.result()
+    res = await _run(rag.finish_ingest, job)
+    replaced = f" (replacing {res.replaced_chunks} old chunks)" if res.replaced_chunks else ""
     return _result(
-        res, f"Ingested {len(res.documents)} document(s) as {res.chunks} chunks into {collection!r}."
+        res,
+        f"Ingested {len(res.documents)} document(s) as {res.chunks} chunks into {collection!r}{replaced}. "
+        f"Document ids: {untrusted(res.documents)}",
     )
 
 
@@ -571,6 +593,53 @@ async def search_collection(
         for i, h in enumerate(res.hits, 1)
     ]
     return _result(res, "\n".join(lines) or f"No chunks found in {collection!r}.")
+
+
+def _chunks_text(chunks: list[Chunk]) -> str:
+    return "\n".join(
+        f"{untrusted(c.id)} (doc {untrusted(c.doc_id)}, chunk {untrusted(c.chunk)}): "
+        f"{untrusted(_short(c.text, 400))}" + (f" metadata {untrusted(c.metadata)}" if c.metadata else "")
+        for c in chunks
+    )
+
+
+async def get_document(
+    ctx: Context,
+    collection: CollectionName,
+    id: DocId = None,
+    source: DocSource = None,
+    offset: Annotated[int, Field(ge=0, description="Chunks to skip: next_offset of the previous page.")] = 0,
+    limit: Annotated[int, Field(ge=1, le=1000, description="Chunks per page (1-1000).")] = 100,
+) -> Annotated[CallToolResult, DocumentResult]:
+    """One document's chunks, in order, by its id or its source (a page at a time)."""
+    state = _state(ctx)
+    res = await _run(rag.get_document, state, _caller(state), collection, id, source, offset, limit)
+    more = f" More: call again with offset={res.next_offset}." if res.next_offset is not None else ""
+    head = f"{len(res.chunks)} of {res.total} chunks of document(s) {untrusted(res.doc_ids)}:"
+    return _result(res, head + "\n" + _chunks_text(res.chunks) + more)
+
+
+async def peek_collection(
+    ctx: Context,
+    collection: CollectionName,
+    limit: Annotated[int, Field(ge=1, le=100, description="How many chunks to show (1-100).")] = 10,
+) -> Annotated[CallToolResult, PeekResult]:
+    """The first chunks stored in a document collection, with their metadata, and its chunk count."""
+    state = _state(ctx)
+    res = await _run(rag.peek_collection, state, _caller(state), collection, limit)
+    head = f"{len(res.chunks)} of {res.count} chunks in {collection!r}:"
+    return _result(res, head + "\n" + _chunks_text(res.chunks) if res.chunks else f"{collection!r} is empty.")
+
+
+async def delete_document(
+    ctx: Context, collection: CollectionName, id: DocId = None, source: DocSource = None
+) -> Annotated[CallToolResult, DeleteDocumentResult]:
+    """Delete one document's chunks (by id), or those of every document with a source; ingest it afresh."""
+    state = _state(ctx)
+    res = await _run(rag.delete_document, state, _caller(state), collection, id, source)
+    if not res.deleted:
+        return _result(res, f"No such document in {collection!r}; nothing deleted.")
+    return _result(res, f"Deleted {res.deleted} chunks of document(s) {untrusted(res.doc_ids)}.")
 
 
 # -- resources and prompt -----------------------------------------------------------------------------------
@@ -631,6 +700,9 @@ def register(server: MCPServer[AppState]) -> None:
         (drop_collection, "Drop a document collection", _DESTRUCTIVE),
         (ingest, "Ingest documents", _WRITE),
         (search_collection, "Search a document collection", _READ_ONLY),
+        (get_document, "Read a document's chunks", _READ_ONLY),
+        (peek_collection, "Peek at a document collection", _READ_ONLY),
+        (delete_document, "Delete a document", _DESTRUCTIVE),
     ]
     for fn, title, hints in tools:
         server.add_tool(fn, title=title, annotations=hints.model_copy(update={"title": title}))

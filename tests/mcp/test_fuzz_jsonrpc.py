@@ -38,6 +38,9 @@ TOOLS = {
     "drop_collection": ["name"],
     "ingest": ["collection", "documents", "chunk_size", "overlap"],
     "search_collection": ["collection", "query", "k", "filter", "text_weight"],
+    "get_document": ["collection", "id", "source", "offset", "limit"],
+    "peek_collection": ["collection", "limit"],
+    "delete_document": ["collection", "id", "source"],
 }
 WRITES = {
     "remember",
@@ -49,6 +52,7 @@ WRITES = {
     "ingest",
     "create_collection",
     "drop_collection",
+    "delete_document",
 }
 
 _text = st.one_of(

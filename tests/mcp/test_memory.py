@@ -161,6 +161,7 @@ def test_ingest_replaces_a_documents_chunks(state: AppState) -> None:
     assert again.replaced == len(job.chunks) and again.result().chunks == 1
     for batch in again.batches():
         rag.store_chunks(state, again, batch)
+    assert rag.finish_ingest(again).replaced_chunks == len(job.chunks)  # deletes m#1.. of the old version
     found = rag.search_collection(state, "alice", "docs", "manual", 3)
     assert [h.id for h in found.hits] == ["m#0"] and found.hits[0].doc_id == "m"
     assert found.hits[0].score is not None and found.hits[0].score > 0.0

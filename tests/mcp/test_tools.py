@@ -30,6 +30,9 @@ EXPECTED_TOOLS = {
     "drop_collection",
     "ingest",
     "search_collection",
+    "get_document",
+    "peek_collection",
+    "delete_document",
 }
 FACTS = [
     ("The user's daughter is called Maya and she is seven", {"tags": ["family"], "importance": 0.9}),
