@@ -43,6 +43,7 @@ import sys
 import tempfile
 import uuid
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -125,7 +126,7 @@ class BagOfWordsEmbeddings(Embeddings):
 
 
 # -- the stores ---------------------------------------------------------------------------------------
-class Adapter:
+class Adapter(ABC):
     """One store, with the few store-specific parts of the five calls (ids, filter syntax, counting)."""
 
     name = ""
@@ -144,8 +145,9 @@ class Adapter:
     def filter_note(self) -> str:
         return ""
 
+    @abstractmethod
     def count(self) -> int:
-        raise NotImplementedError
+        """How many documents the store holds."""
 
 
 class EmbeddixAdapter(Adapter):

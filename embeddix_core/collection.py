@@ -467,6 +467,18 @@ class Collection:
         q, sq = as_query(vector, self.dim)
         return unit_query(q, sq) if self._live.normalize else q
 
+    def _with_filter(self, plan: Plan, flt: Filter) -> Plan:
+        """``plan`` naming how the filter runs (the executor runs what it names here: see
+        ``SearchExecutor.filter_strategy``); memoized per strategy and match count."""
+        strategy, matched = self._ex.filter_strategy(flt)
+        return self._planner.variant(
+            plan,
+            plan.result_cache,
+            label=f"filter:{strategy}:{matched}",
+            filter_strategy=strategy,
+            filter_matches=matched,
+        )
+
     def _filter(self, filter: dict[str, Any] | None) -> Filter | None:
         """Parse a filter and check its comparisons against the kinds of values the fields hold.
 
@@ -580,16 +592,7 @@ class Collection:
             self._cal.last_search = time.monotonic()  # a background calibration yields to searches
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
-            # the plan says how the filter runs (the executor runs what it names here: see
-            # SearchExecutor.filter_strategy); memoized per strategy and match count
-            strategy, matched = self._ex.filter_strategy(flt)
-            plan = self._planner.variant(
-                plan,
-                plan.result_cache,
-                label=f"filter:{strategy}:{matched}",
-                filter_strategy=strategy,
-                filter_matches=matched,
-            )
+            plan = self._with_filter(plan, flt)
         if mmr_lambda is not None:
             return Hits(self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)
         if cache and self._cached is not None and not include_vectors:

@@ -74,12 +74,11 @@ class Parts:
             live.normalize,
             settings,
             lambda: (live.index, live.applied_seq),
-            load_vectors,
+            lambda chunk: store.scan_vectors(cid, chunk),
             live.write_lock,
             lambda: derived.after_curve(),
             None if index_dir is None else index_dir / "calibration.json",
             {"store_id": store.store_id, "cid": cid, "params": live.params()},
-            scan=lambda chunk: store.scan_vectors(cid, chunk),
             release=store.release_reader,
         )
         derived = DerivedState(row.name, live, filters, rows, vectors, cache, planner, calibrator)

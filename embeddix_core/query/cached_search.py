@@ -166,7 +166,7 @@ class CachedSearch:
             t2 = time.perf_counter()
             if semantic and ns.stats["verified_rejects"] != rejects:
                 policy.on_semantic(t2 - t1, served=False)
-            return self._miss(ns, key, q, k, flt, plan, params, family, t0, t1, t2, semantic)
+            return self._miss(ns, key, q, k, flt, plan, params, family, t0, t1, semantic)
         if found.hits is not None:
             # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
             # caller may mutate without touching the cache.
@@ -191,27 +191,14 @@ class CachedSearch:
         family: int,
         t0: float,
         t1: float,
-        t2: float,
         semantic: bool,
     ) -> Hits:
         ex, live = self._ex, self._live
-        settings = self.cache.settings
-        big = k * settings.candidate_factor
-        ef = plan.ef
-        exact = ef is None or (flt is not None and ex.filter_strategy(flt)[0] == "exact-subset")
-        # Only while the semantic tier is in use (policy.py) does a default miss search the wide beam
-        # whose candidates may certify near duplicates; otherwise it costs what an uncached search does.
+        exact = plan.ef is None or (flt is not None and ex.filter_strategy(flt)[0] == "exact-subset")
         default = params[:3] == (None, None, None)
         keeping = semantic and default  # candidates kept (and coded) for the semantic tier
-        widened = keeping and ef is not None
-        wide_ef = max(ef, math.ceil(settings.beam_factor * big)) if ef is not None else None
-        if ef is not None:
-            if widened:
-                ef = wide_ef
-            else:
-                big = max(k, min(big, ef))
-        elif not keeping:
-            big = k  # an exact search: keep what is served (more would only feed the semantic tier)
+        widened = keeping and plan.ef is not None
+        ef, big, wide_ef = self._beam(plan.ef, k, keeping)
         index, seq0 = live.index, live.applied_seq
         labels, dists = ex.top(q, big, ef, flt)
         rows: list[tuple[Any, ...]] = []
@@ -259,8 +246,29 @@ class CachedSearch:
             policy.on_miss(q, t5 - t1, (t5 - t4) if kept else None, keeping, ratio)
         if ef == plan.ef or ef is None:
             return Hits(hits, partial=partial, plan=self._planner.variant(plan, "miss"))
+        return Hits(hits, partial=partial, plan=self._wide_plan(plan, ef, big, k))
+
+    def _beam(self, ef: int | None, k: int, keeping: bool) -> tuple[int | None, int, int | None]:
+        """(ef searched, candidates kept, the widened ef) of a miss at the plan's ``ef``.
+
+        Only while the semantic tier is in use (policy.py) does a default miss (``keeping``) search the
+        wide beam whose candidates may certify near duplicates; otherwise it costs what an uncached
+        search does.
+        """
+        settings = self.cache.settings
+        big = k * settings.candidate_factor
+        if ef is None:
+            # an exact search: keep what is served (more would only feed the semantic tier)
+            return None, (big if keeping else k), None
+        wide_ef = max(ef, math.ceil(settings.beam_factor * big))
+        if keeping:
+            return wide_ef, big, wide_ef
+        return ef, max(k, min(big, ef)), wide_ef
+
+    def _wide_plan(self, plan: Plan, ef: int, big: int, k: int) -> Plan:
+        """The plan of a widened miss: its own ef and the recall the curve expects there."""
         curve = self._curve()
-        wide = self._planner.variant(
+        return self._planner.variant(
             plan,
             "miss",
             label=f"miss@{ef}",
@@ -269,4 +277,3 @@ class CachedSearch:
             expected_recall=curve.recall_at(ef, k) if curve is not None else plan.expected_recall,
             reason=f"{plan.reason}; the result cache searched with ef {ef} (its {big} candidates)",
         )
-        return Hits(hits, partial=partial, plan=wide)

@@ -39,7 +39,7 @@ import numpy as np
 
 from .._memory import trim
 from ..config import EmbeddixSettings
-from ..index.base import IndexResult, VectorIndex, exact_topk, exact_topk_over, merge_topk
+from ..index.base import IndexResult, VectorIndex, exact_topk, merge_topk
 from ..storage._atomic import atomic_write_bytes
 from .planner import EF_LADDER, Calibration, calibrate
 
@@ -63,13 +63,12 @@ class Calibrator:
         normalize: Whether vectors are unit length (cosine).
         settings: Process settings (sample size, thresholds, quiet time).
         current: Returns (index, applied seq) as the collection holds them now.
-        vectors: Loads index-space vectors of stored labels from the store (exact truth).
+        scan: Streams every stored vector of the collection, (labels, raw rows) ``chunk`` at a time:
+            ``scan(chunk)`` (the exact answers read them in one pass).
         write_lock: The collection's write lock (a curve is published under it).
         on_curve: Called under the write lock after a new curve is published.
         path: Where the curve is saved (None: in memory only).
         identity: Store id, collection id and index parameters a saved curve must match.
-        scan: Streams every stored vector of the collection, (labels, raw rows) a chunk at a time (the
-            exact answers read them in one pass); None: read them by label through ``vectors``.
         release: Called when the background thread ends (closes its store connection).
     """
 
@@ -81,13 +80,12 @@ class Calibrator:
         normalize: bool,
         settings: EmbeddixSettings,
         current: Callable[[], tuple[VectorIndex, int]],
-        vectors: Callable[[np.ndarray], np.ndarray],
+        scan: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]],
         write_lock: threading.RLock,
         on_curve: Callable[[], None],
         path: Path | None,
         identity: dict[str, Any],
         *,
-        scan: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]] | None = None,
         release: Callable[[], None] | None = None,
     ) -> None:
         self._scan = scan
@@ -98,7 +96,6 @@ class Calibrator:
         self._normalize = normalize
         self._settings = settings
         self._current = current
-        self._vectors = vectors
         self._write_lock = write_lock
         self._on_curve = on_curve
         self._path = path
@@ -318,33 +315,14 @@ class Calibrator:
             queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         return np.ascontiguousarray(queries, dtype=np.float32)
 
-    def _exact_truth(
-        self, labels: np.ndarray, queries: np.ndarray, k: int, exclude: np.ndarray | None = None
-    ) -> np.ndarray:
-        """Exact top-k labels per query over the whole collection (optionally excluding one label each)."""
-        kk = k + (1 if exclude is not None else 0)
-        # vectors from the store, not the index (hnswlib's get_items takes ~15x longer for 50K labels),
-        # in chunks of _CHUNK so the pass adds little to the process's memory
-        # (BLAS keeps its threads: changing OpenBLAS's thread count from this thread while another
-        # runs a product corrupts that product, seen as NaN from finite inputs in the test suite)
-        if self._scan is not None and exclude is None:
-            best_l = self._scan_truth(labels, queries, kk)
-        else:
-            best_l = exact_topk_over(
-                self._vectors_yielding, labels, queries, kk, self._space, chunk=_CHUNK
-            ).labels
-        if exclude is None:
-            return best_l
-        out = np.empty((len(queries), k), np.int64)
-        for i, own in enumerate(exclude.tolist()):
-            row = [x for x in best_l[i].tolist() if x != own][:k]
-            out[i, : len(row)] = row
-            out[i, len(row) :] = -1
-        return out
+    def _exact_truth(self, labels: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
+        """Exact top-k labels per query over the index's live labels, in one streamed pass over the store.
 
-    def _scan_truth(self, labels: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-        """Exact top-k labels over the index's live labels, from one streamed pass over the store."""
-        assert self._scan is not None
+        Vectors from the store, not the index (hnswlib's get_items takes ~15x longer for 50K labels), in
+        chunks of ``_CHUNK`` so the pass adds little to the process's memory. BLAS keeps its threads:
+        changing OpenBLAS's thread count from this thread while another runs a product corrupts that
+        product (seen as NaN from finite inputs in the test suite).
+        """
         live = np.sort(labels)
         best: IndexResult | None = None
         for part_labels, rows in self._scan(_CHUNK):
@@ -366,12 +344,6 @@ class Calibrator:
         if best is None:
             return np.full((len(queries), k), -1, np.int64)
         return best.labels
-
-    def _vectors_yielding(self, labels: np.ndarray) -> np.ndarray:
-        if self.closing:
-            raise InterruptedError("collection closing")
-        self._yield()
-        return self._vectors(labels)
 
     def _yield(self) -> None:
         """Wait (up to 50 ms) for a gap of 2 ms between searches: a step started meanwhile would take

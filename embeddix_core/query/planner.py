@@ -230,6 +230,35 @@ def progressive_steps(final_ef: int, k: int) -> tuple[int, ...]:
     return tuple(steps)
 
 
+def _measure_rung(
+    search: Callable[[np.ndarray, int, int], np.ndarray],
+    search_many: Callable[[np.ndarray, int, int], np.ndarray] | None,
+    queries: np.ndarray,
+    k: int,
+    ef: int,
+) -> tuple[Sequence[Any], float, float]:
+    """One rung of the ladder: (labels per query, mean latency us, p99 latency us); see ``calibrate``."""
+    n = len(queries)
+    if search_many is None:
+        times = np.empty(n)
+        rows = []
+        for i in range(n):
+            t0 = time.perf_counter()
+            rows.append(search(queries[i : i + 1], k, ef))
+            times[i] = time.perf_counter() - t0
+        return rows, float(np.mean(times) * 1e6), float(np.percentile(times, 99) * 1e6)
+    t0 = time.perf_counter()
+    found = search_many(queries, k, ef)
+    mean = (time.perf_counter() - t0) / max(n, 1)
+    times = np.empty(min(n, _TIMED))
+    for i in range(len(times)):
+        t0 = time.perf_counter()
+        search(queries[i : i + 1], k, ef)
+        times[i] = time.perf_counter() - t0
+    p99 = max(float(np.percentile(times, 99)), mean) if len(times) else mean
+    return list(found), mean * 1e6, p99 * 1e6
+
+
 def calibrate(
     search: Callable[[np.ndarray, int, int], np.ndarray],
     queries: np.ndarray,
@@ -281,27 +310,7 @@ def calibrate(
         if pause is not None:
             pause()
         hits = 0
-        if search_many is not None:
-            t0 = time.perf_counter()
-            found = search_many(queries, k + 1, ef)
-            mean = (time.perf_counter() - t0) / max(n, 1)
-            times = np.empty(min(n, _TIMED))
-            for i in range(len(times)):
-                t0 = time.perf_counter()
-                search(queries[i : i + 1], k + 1, ef)
-                times[i] = time.perf_counter() - t0
-            rows: Sequence[Any] = list(found)
-            mean_us = mean * 1e6
-            p99_us = max(float(np.percentile(times, 99)), mean) * 1e6 if len(times) else mean_us
-        else:
-            times = np.empty(n)
-            rows = []
-            for i in range(n):
-                t0 = time.perf_counter()
-                rows.append(search(queries[i : i + 1], k + 1, ef))
-                times[i] = time.perf_counter() - t0
-            mean_us = float(np.mean(times) * 1e6)
-            p99_us = float(np.percentile(times, 99) * 1e6)
+        rows, mean_us, p99_us = _measure_rung(search, search_many, queries, k + 1, ef)
         for i in range(n):
             own = int(query_labels[i])
             got = [x for x in rows[i].tolist() if x != own and x >= 0][:k]
@@ -330,12 +339,10 @@ class Planner:
 
     Args:
         default_recall: The recall target of searches that name none.
-        cache_floor: A floor under default searches' beam, per k (0, the default: none).
     """
 
-    def __init__(self, default_recall: float, cache_floor: int = 0) -> None:
+    def __init__(self, default_recall: float) -> None:
         self.default_recall = default_recall
-        self.cache_floor = cache_floor
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._variants: dict[tuple[int, str], tuple[Plan, Plan]] = {}
         self._segments = 0
@@ -416,14 +423,6 @@ class Planner:
                     use = fit if fit is not None else max(k, curve.efs[0])
                     limited = True
                     reason = f"deadline {deadline_ms} ms allows ef {use} at most (p99 latency model)"
-        if self.cache_floor and ef is None and recall is None and deadline_ms is None:
-            # Opt-in (0 by default): a floor under default searches' beam. The result cache no longer
-            # needs one: a default miss widens its own beam only while the semantic tier pays back
-            # (cache/policy.py), so a new query costs what an uncached search at the target costs.
-            floor = k * self.cache_floor
-            if use < floor:
-                use = floor
-                reason += f"; at least {floor} (the planner's cache floor)"
         return use, limited, reason
 
     def variant(self, plan: Plan, result_cache: str, *, label: str | None = None, **changes: Any) -> Plan:

@@ -51,6 +51,10 @@ import numpy as np
 from ..config import Durability
 from ..errors import ClosedError, StorageError
 from ..types import StoredRow
+from . import _put
+from ._chunks import CHUNK as _CHUNK
+from ._chunks import chunks as _chunks
+from ._page_cache import share_page_cache_budget
 from ._schema import FORMAT_VERSION, init_schema
 from ._sqlite_errors import _typed_errors, storage_error
 from ._wal_index import wal_index_header
@@ -58,41 +62,10 @@ from ._write_txn import _WriteTxn
 
 __all__ = ["FORMAT_VERSION", "CollectionRow", "SnapshotRecord", "Store", "storage_error"]
 
-_CHUNK = 500
 # Vectors live in their own table: a search reads only ids, documents and metadata, and keeping 1.5 KB
 # vectors out of those rows lets SQLite's page cache hold every one of them (measured: the 10-row fetch
 # behind a search went from ~70 us to ~20 us on 100,000 records).
 _VEC = "(SELECT vector FROM vectors WHERE vectors.label = records.label)"
-
-_HEAP_LOCK = threading.Lock()
-_HEAP_BUDGETS: dict[int, int] = {}  # id(store) -> its page-cache budget
-_HEAP_HEADROOM = 4 << 20  # statements, schemas and FTS buffers on top of the page caches
-
-
-def _share_page_cache_budget(owner: object, cache_bytes: int | None) -> None:
-    """Hold every connection of the process to one page-cache budget (None: ``owner`` closed).
-
-    Each connection has its own page cache (the writer, one reader per searching thread, the background
-    calibration's), and each used to grow to 64 MiB: at 100K x 384 with documents that was most of the
-    process's memory. SQLite's soft heap limit is process-wide: above it, page caches recycle their
-    least recently used clean pages instead of growing. It is kept at the sum of the open stores'
-    budgets plus ``_HEAP_HEADROOM`` (a limit, not an allocation). A limit the application set itself
-    and that is larger is left alone.
-    """
-    with _HEAP_LOCK:
-        before = sum(_HEAP_BUDGETS.values()) + _HEAP_HEADROOM if _HEAP_BUDGETS else 0
-        if cache_bytes is None:
-            _HEAP_BUDGETS.pop(id(owner), None)
-        else:
-            _HEAP_BUDGETS[id(owner)] = max(cache_bytes, 1 << 20)
-        limit = sum(_HEAP_BUDGETS.values()) + _HEAP_HEADROOM if _HEAP_BUDGETS else 0
-        conn = sqlite3.connect(":memory:")
-        try:
-            current = int(conn.execute("PRAGMA soft_heap_limit").fetchone()[0])
-            if current in (0, before) or current < limit:  # ours (or none): follow the open stores
-                conn.execute(f"PRAGMA soft_heap_limit={limit}")
-        finally:
-            conn.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,11 +114,6 @@ class SnapshotRecord:
         return out
 
 
-def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterator[Sequence[Any]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]
-
-
 class Store:
     """SQLite-backed durable store for all collections of one data directory.
 
@@ -164,7 +132,7 @@ class Store:
     ) -> None:
         self.path = path
         self._cache_kib = max(cache_bytes // 1024, 64)
-        _share_page_cache_budget(self, cache_bytes)
+        share_page_cache_budget(self, cache_bytes)
         self._busy_ms = busy_timeout_ms
         self._sync = "FULL" if durability == Durability.FULL else "NORMAL"
         self._lock = threading.RLock()
@@ -204,7 +172,7 @@ class Store:
             conn.execute(f"PRAGMA synchronous={self._sync}")
             conn.execute("PRAGMA foreign_keys=OFF")
             # each connection may use the whole budget; together they are held to it by the soft heap
-            # limit (see _share_page_cache_budget)
+            # limit (see _page_cache.py)
             conn.execute(f"PRAGMA cache_size=-{self._cache_kib}")
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
@@ -255,7 +223,7 @@ class Store:
             except sqlite3.Error:
                 pass
             self._conn.close()
-        _share_page_cache_budget(self, None)
+        share_page_cache_budget(self, None)
 
     # -- transactions ------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -401,16 +369,7 @@ class Store:
             DuplicateIdError: ``upsert`` is False and an id is already stored; nothing is written.
         """
         with self._write() as conn:
-            existing: dict[str, int] = {}
-            kept_meta: dict[str, str | None] = {}
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                for rid, label, meta in conn.execute(
-                    f"SELECT id, label, metadata FROM records WHERE cid = ? AND id IN ({marks})",
-                    (cid, *chunk),
-                ):
-                    existing[rid] = label
-                    kept_meta[rid] = meta
+            existing, kept_meta = _put.existing(conn, cid, ids)
             if existing and not upsert:
                 from ..errors import DuplicateIdError
 
@@ -420,64 +379,12 @@ class Store:
                     "add() never replaces: use upsert() to replace records"
                 )
             seq = self._bump(conn, cid)
-            labels: list[int] = []
-            created: list[bool] = []
             if existing:
-                conn.executemany(
-                    "UPDATE vectors SET vector = ? WHERE label = ?",
-                    [(vectors[i], existing[rid]) for i, rid in enumerate(ids) if rid in existing],
-                )
-                # only the columns given: leaving `document` out also leaves the FTS rows alone
-                sets = ["seq = ?"]
-                cols: list[Sequence[str | None]] = []
-                if documents is not None:
-                    sets.append("document = ?")
-                    cols.append(documents)
-                if metadatas is not None:
-                    sets.append("metadata = ?")
-                    cols.append(metadatas)
-                conn.executemany(
-                    f"UPDATE records SET {', '.join(sets)} WHERE label = ?",
-                    [
-                        (seq, *(col[i] for col in cols), existing[rid])
-                        for i, rid in enumerate(ids)
-                        if rid in existing
-                    ],
-                )
+                _put.replace(conn, seq, ids, vectors, documents, metadatas, existing)
             fresh = [i for i, rid in enumerate(ids) if rid not in existing]
-            first_label = None
-            if fresh:
-                # AUTOINCREMENT labels inside one write transaction are consecutive (we are the only
-                # writer, across processes too, under BEGIN IMMEDIATE), so read the last and count back.
-                conn.executemany(
-                    "INSERT INTO records(cid, id, document, metadata, seq) VALUES (?,?,?,?,?)",
-                    [
-                        (
-                            cid,
-                            ids[i],
-                            documents[i] if documents is not None else None,
-                            metadatas[i] if metadatas is not None else None,
-                            seq,
-                        )
-                        for i in fresh
-                    ],
-                )
-                last = int(conn.execute("SELECT seq FROM sqlite_sequence WHERE name='records'").fetchone()[0])
-                first_label = last - len(fresh) + 1
-            new_labels = {}
-            if first_label is not None:
-                new_labels = {ids[i]: first_label + j for j, i in enumerate(fresh)}
-                conn.executemany(
-                    "INSERT INTO vectors(label, vector) VALUES (?, ?)",
-                    [(first_label + j, vectors[i]) for j, i in enumerate(fresh)],
-                )
-            for rid in ids:
-                if rid in existing:
-                    labels.append(existing[rid])
-                    created.append(False)
-                else:
-                    labels.append(new_labels[rid])
-                    created.append(True)
+            new_labels = _put.insert(conn, cid, seq, ids, vectors, documents, metadatas, fresh)
+            labels = [existing[rid] if rid in existing else new_labels[rid] for rid in ids]
+            created = [rid not in existing for rid in ids]
         metas_after = [kept_meta.get(rid) for rid in ids] if metadatas is None else None
         return WriteResult(labels, created, seq, metas_after)
 
