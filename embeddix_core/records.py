@@ -94,13 +94,19 @@ class DerivedState:
             self._cache.clear()
 
     def after_put(
-        self, labels: list[int], created: list[bool], prepared: np.ndarray, metas: list[dict[str, Any]]
+        self,
+        labels: list[int],
+        created: list[bool],
+        prepared: np.ndarray,
+        metas: list[dict[str, Any]],
+        rows: list[StoredRow],
     ) -> None:
         self._filters.update(labels, metas)
         replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
         if replaced:
             self._vectors.discard(replaced)
             self._rows.discard(replaced)
+        self._rows.put(rows)  # after the discard: a reader's older copy can no longer be kept
         if self._cache is not None:
             if replaced:
                 self._cache.on_labels(replaced)
@@ -183,7 +189,8 @@ class RecordWriter:
             if live.apply(res.seq, lambda index: index.add(labels, prepared, created)):
                 if metas is None:
                     metas = [json.loads(m) if m else {} for m in res.metadatas or [None] * len(id_list)]
-                self._derived.after_put(res.labels, res.created, prepared, metas)
+                rows = _written_rows(res.labels, res.created, id_list, docs, meta_json)
+                self._derived.after_put(res.labels, res.created, prepared, metas, rows)
         return id_list
 
     def update(self, ids: Any, vectors: Any, documents: Any, metadatas: Any) -> None:
@@ -282,6 +289,29 @@ class RecordWriter:
     def set_config(self, cfg: CollectionConfig) -> None:
         self._store.set_config(self._cid, cfg.to_json())
         self._live.config = cfg
+
+
+def _written_rows(
+    labels: list[int],
+    created: list[bool],
+    ids: list[str],
+    docs: list[str | None] | None,
+    meta_json: list[str | None] | None,
+) -> list[StoredRow]:
+    """The rows a put stored, where they are known whole: every new record, and a replaced one when
+    both its document and metadata were given (else the store kept a field we did not read)."""
+    whole = docs is not None and meta_json is not None
+    return [
+        StoredRow(
+            label,
+            ids[i],
+            docs[i] if docs is not None else None,
+            meta_json[i] if meta_json is not None else None,
+            None,
+        )
+        for i, (label, new) in enumerate(zip(labels, created, strict=True))
+        if new or whole
+    ]
 
 
 def to_record(row: StoredRow) -> Record:

@@ -571,6 +571,24 @@ class Store:
         except sqlite3.Error as exc:
             raise storage_error(exc, "read vectors") from exc
 
+    def scan_rows(self, cid: int, chunk: int = 2048) -> Iterator[list[StoredRow]]:
+        """A collection's rows (no vectors), newest label first, ``chunk`` at a time: what the row cache
+        warms from after an open. One statement; rows written after it started may be missed."""
+        conn = self._reader()
+        try:
+            cur = conn.execute(
+                "SELECT label, id, document, metadata, NULL FROM records WHERE cid = ? ORDER BY label DESC",
+                (cid,),
+            )
+            make = StoredRow._make
+            while True:
+                rows = cur.fetchmany(chunk)
+                if not rows:
+                    return
+                yield [make(r) for r in rows]
+        except sqlite3.Error as exc:
+            raise storage_error(exc, "read records") from exc
+
     @_typed_errors("read records")
     def rows_by_ids(self, cid: int, ids: Sequence[str], *, vectors: bool = True) -> dict[str, StoredRow]:
         """id -> row for the ids stored (``vector`` None unless ``vectors``)."""

@@ -81,9 +81,42 @@ def test_budget_evicts_oldest_first() -> None:
     cache = RowCache(loader, 4000)
     for i in range(100):
         cache.get([i])
-    assert 0 < len(cache) < 20 and cache.nbytes <= 4000
+    assert 0 < len(cache) < 40 and cache.nbytes <= 4000
     fetched.clear()
     assert cache.get(list(range(95, 100))).keys() == set(range(95, 100))
     assert fetched == []  # the newest rows stayed
     cache.get([0])
     assert fetched == [0]  # the oldest went first
+
+
+def test_packed_rows_round_trip_every_field_shape() -> None:
+    rows = [
+        StoredRow(1, "a", None, None, None),
+        StoredRow(2, "b", "", "", None),
+        StoredRow(3, "ünïcödé ✓", "документ 🦊", '{"k":"värde"}', None),
+        StoredRow(1 << 40, "far", "label far away", None, None),
+    ]
+    cache = RowCache(lambda labels: {}, 1 << 20)
+    cache.put(rows)
+    assert len(cache) == 4
+    got = cache.get([r.label for r in rows] + [99])
+    assert [got[r.label] for r in rows] == rows and 99 not in got
+    cache.discard([3])
+    assert 3 not in cache.get([3]) and len(cache) == 3
+    cache.put([StoredRow(2, "b", "new", None, None)])  # a replaced row: the newest wins
+    assert cache.get([2])[2].document == "new" and len(cache) == 3
+
+
+def test_rows_larger_than_a_chunk_quarter_are_served_not_kept() -> None:
+    big = StoredRow(5, "big", "x" * 10_000, None, None)
+    cache = RowCache(lambda labels: {5: big} if 5 in labels else {}, 16 << 10)
+    assert cache.get([5])[5] == big and len(cache) == 0
+
+
+def test_sparse_labels_stay_within_budget() -> None:
+    # labels spread thin (one collection among many in a store): the label table counts in the budget
+    cache = RowCache(lambda labels: {}, 64 << 10)
+    cache.put(StoredRow(i * 1000, f"id{i}", "d", None, None) for i in range(5000))
+    assert cache.nbytes <= 64 << 10
+    last = cache.get([4999 * 1000])
+    assert last[4999 * 1000].id == "id4999"
