@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-# The MCP Inspector CLI (npm) drives the server in one end-to-end test; without node/npm that test skips.
+# The MCP Inspector CLI (npm) drives the server in one end-to-end test (tests/mcp/test_inspector.py), which
+# runs `tools/list --strict` and fails on any error or portability warning; without node/npm it skips.
 INSPECTOR_DIR := $(VENV)/mcp-inspector
 INSPECTOR_BIN := $(INSPECTOR_DIR)/node_modules/.bin/mcp-inspector
 
@@ -36,7 +37,7 @@ lint: $(STAMP)
 
 $(INSPECTOR_DIR)/.stamp:
 	mkdir -p $(INSPECTOR_DIR)
-	-command -v npm >/dev/null && npm install --silent --no-audit --no-fund --prefix $(INSPECTOR_DIR) \
+	-command -v npm >/dev/null && npm install --silent --no-audit --no-fund --save-exact --prefix $(INSPECTOR_DIR) \
 		@modelcontextprotocol/inspector@2.12.0
 	touch $@
 

@@ -55,7 +55,7 @@ def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
         raise InvalidVectorError(f"{what} is empty: expected at least one vector of dimension {dim}")
     if arr.shape[1] != dim:
         raise DimensionMismatchError(
-            f"{what} have dimension {arr.shape[1]}, but the collection's dimension is {dim}"
+            f"{what}: expected dimension {dim} (the collection's), got {arr.shape[1]}"
         )
     if not np.isfinite(arr).all():
         _raise_not_finite(arr, vectors, what)

@@ -35,6 +35,7 @@ __all__ = [
     "CorruptionError",
     "DimensionMismatchError",
     "DuplicateIdError",
+    "EmbeddingServiceError",
     "EmbeddixError",
     "FormatVersionError",
     "InvalidArgumentError",
@@ -45,6 +46,7 @@ __all__ = [
     "LockedError",
     "MissingExtraError",
     "ModelMismatchError",
+    "ModelNotFoundError",
     "NotFoundError",
     "StorageError",
 ]
@@ -100,6 +102,22 @@ class CollectionExistsError(EmbeddixError, ValueError):
 
 class ModelMismatchError(EmbeddixError, ValueError):
     """A collection is used with an embedding model other than the one it was built with."""
+
+
+class ModelNotFoundError(EmbeddixError, FileNotFoundError):
+    """A local embedding model is neither a model directory nor in the local Hugging Face cache."""
+
+
+class EmbeddingServiceError(EmbeddixError, ConnectionError):
+    """An embedding endpoint failed: unreachable, an HTTP error status, or a reply that is not embeddings.
+
+    Attributes:
+        status: The HTTP status, or None when no HTTP answer came (connection refused, timeout).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class LockedError(EmbeddixError, RuntimeError):

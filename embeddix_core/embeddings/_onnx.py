@@ -15,6 +15,18 @@ Pooling and normalisation happen in numpy, exactly as sentence-transformers does
 the token embeddings under the attention mask, then L2): the ONNX graph holds only the transformer, which is
 the part torch would otherwise be needed for. Every fresh export is checked against torch before it is
 published (cosine >= :data:`CONGRUENCE_MIN_COSINE` on a set of probe sentences).
+
+Why this export is ours and not a library's (checked for issue #15, with sentence-transformers 6.3.0,
+transformers 5.24.0, torch 2.13.0): sentence-transformers' ``backend="onnx"`` exports through its ``onnx``
+extra, ``optimum-onnx[onnxruntime]``, and every release of that (0.0.1 to 0.1.0) requires
+``transformers<4.58``, while sentence-transformers 6.x requires ``transformers>=5``: pip cannot install the
+two together (``pip install --dry-run "optimum-onnx[onnxruntime]" torch==2.13.0 transformers==5.24.0`` in a
+scratch venv: ResolutionImpossible). optimum itself no longer exports (2.x moved the exporters into
+optimum-onnx), and optimum 1.27's ``exporters`` extra requires ``transformers<4.54``. So neither library can
+produce the graph without downgrading transformers below what sentence-transformers needs; the identity and
+speed comparison (max abs diff < 1e-5 against torch, sentences/s against our 223/s) could not be run. Revisit
+when optimum-onnx supports transformers 5. The run-time half stays ours either way: ONNX Runtime, tokenizers
+and numpy pooling, with no torch import.
 """
 
 from __future__ import annotations

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 __all__ = ["chunk_text"]
 
-# Boundaries tried in order, each searched in the last fifth of a window: a paragraph, a line, a sentence,
-# a word. A window with none of them is cut hard at its size.
-_BOUNDARIES = ("\n\n", "\n", ". ", "! ", "? ", "; ", ", ", " ")
+# Boundaries tried in order. Strong ones (a paragraph, a line, a sentence) are searched in the last half of
+# a window, weak ones (a clause, a word) only in its last fifth; a window with none of them is cut hard.
+_STRONG = ("\n\n", "\n", ". ", "! ", "? ")
+_WEAK = ("; ", ", ", " ")
 
 
-def _cut(text: str, lo: int, hi: int) -> int:
-    for sep in _BOUNDARIES:
-        at = text.rfind(sep, lo, hi)
-        if at != -1:
-            return at + len(sep)
+def _cut(text: str, start: int, hi: int, size: int) -> int:
+    for seps, lo in ((_STRONG, start + max(1, size // 2)), (_WEAK, start + max(1, size * 4 // 5))):
+        best = -1
+        for sep in seps:
+            at = text.rfind(sep, lo, hi)
+            if at != -1:
+                best = max(best, at + len(sep))
+            if best != -1 and sep in ("\n\n", "\n"):
+                break
+        if best != -1:
+            return best
     return hi
 
 
@@ -36,7 +43,7 @@ def chunk_text(text: str, size: int, overlap: int) -> list[tuple[int, str]]:
     while start < n:
         end = min(start + size, n)
         if end < n:
-            end = _cut(text, start + max(1, size * 4 // 5), end)
+            end = _cut(text, start, end, size)
         piece = text[start:end].strip()
         if piece:
             out.append((start, piece))

@@ -6,6 +6,9 @@ Examples::
     embeddix-mcp --transport streamable-http --port 8765 --token-file ~/.config/embeddix/tokens.json
     embeddix-mcp --transport streamable-http --no-auth     # one agent, loopback only, no tokens
     embeddix-mcp --version                                 # or: python -m embeddix_mcp --version
+    embeddix-mcp --embedder st:/models/bge-small-en-v1.5   # a local sentence-transformers model
+    EMBEDDIX_OPENAI_API_KEY=sk-... embeddix-mcp --embedder openai:text-embedding-3-small
+    embeddix-mcp --embedder openai:nomic-embed-text --openai-base-url http://127.0.0.1:11434/v1
 
 Every option falls back to its ``EMBEDDIX_*`` environment variable, then the config file, then the default.
 Logs go to stderr: over stdio, stdout carries the protocol.
@@ -44,10 +47,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         prog="embeddix-mcp",
         description="Embeddix MCP server: long-term vector memory for LLM agents.",
         epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_EMBED_THREADS, "
-        "EMBEDDIX_TRANSPORT, "
-        "EMBEDDIX_HOST, "
-        "EMBEDDIX_PORT, EMBEDDIX_TOKEN, EMBEDDIX_TOKEN_FILE, EMBEDDIX_NO_AUTH, EMBEDDIX_MAX_BODY_BYTES, "
-        "EMBEDDIX_CONFIG.",
+        "EMBEDDIX_OPENAI_BASE_URL, EMBEDDIX_OPENAI_API_KEY (environment or config file only), "
+        "EMBEDDIX_EMBED_DIM, EMBEDDIX_TRANSPORT, EMBEDDIX_HOST, EMBEDDIX_PORT, EMBEDDIX_TOKEN, "
+        "EMBEDDIX_TOKEN_FILE, EMBEDDIX_NO_AUTH, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_CONFIG.",
     )
     p.add_argument("--data", help="data directory, or :memory: (default ./embeddix-data)")
     p.add_argument(
@@ -56,7 +58,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--transport", choices=["stdio", "streamable-http"], help="default stdio")
     p.add_argument("--host", help="HTTP bind address (default 127.0.0.1; anything else requires a token)")
     p.add_argument("--port", type=int, help="HTTP port (default 8765)")
-    p.add_argument("--embedder", choices=["minilm", "hash"], help="embedding model (default minilm)")
+    # Free-form, checked by ServerSettings: the st: and openai: forms carry a path or a model name.
+    p.add_argument(
+        "--embedder",
+        metavar="MODEL",
+        help="embedding model: minilm (default), hash, st:<sentence-transformers model directory or cached "
+        "name> (never downloaded), or openai:<model> (an OpenAI-compatible /embeddings endpoint)",
+    )
+    p.add_argument(
+        "--openai-base-url",
+        metavar="URL",
+        help="API root of an openai: embedder (default https://api.openai.com/v1); its key is read from "
+        "EMBEDDIX_OPENAI_API_KEY or the config file, never from the command line",
+    )
+    p.add_argument(
+        "--embed-dim", type=int, help="dimension an openai: model returns (checked on every reply)"
+    )
     p.add_argument(
         "--embed-threads",
         type=int,
@@ -102,6 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         # At the default level, still say what start-up is doing: the first start prepares the model for
         # about 30 s, which would otherwise look like a hang. --log-level ERROR silences it.
         logging.getLogger(STARTUP_LOGGER).setLevel(logging.INFO)
+    from embeddix_core import EmbeddixError
+
+    from .state import make_embedder
+
+    try:
+        # Names only, nothing loads: a missing st: model or a bad argument fails here, with status 2,
+        # instead of in the background loader after the server has started.
+        make_embedder(settings)
+    except EmbeddixError as exc:
+        print(f"embeddix-mcp: error: {exc}", file=sys.stderr)
+        return 2
     if settings.transport == "stdio":
         from .server import build_server
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-__all__ = ["check_label", "one_line", "untrusted", "validation_message"]
+__all__ = ["check_label", "count", "one_line", "untrusted", "validation_message"]
 
 # Tokens of a pydantic error location or message longer than this are cut: an error names the problem,
 # it does not echo a 32 KB argument back to the model.
@@ -69,6 +69,17 @@ def untrusted(value: Any, *, indent: int | None = None) -> str:
     # With indent, data newlines are already "\n" escapes: the raw ones left are the indentation's.
     text = json.dumps(value, ensure_ascii=False, indent=indent, default=str)
     return _escape_unprintable(text, keep_newlines=indent is not None)
+
+
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """``n`` and the noun it counts, in agreement: ``"1 memory"``, ``"2 memories"``, ``"0 chunks"``.
+
+    Args:
+        n: The number.
+        singular: The noun for one.
+        plural: The noun for several; default ``singular + "s"``.
+    """
+    return f"{n} {singular if n == 1 else plural or singular + 's'}"
 
 
 def one_line(message: str, limit: int = _MAX_MESSAGE) -> str:

@@ -70,10 +70,14 @@ def search(
 
 
 def similarity(hit: Hit) -> tuple[float, float | None]:
-    """(cosine similarity, fused score or None): hybrid hits carry the RRF score, but a real distance too."""
+    """(cosine similarity, fused score or None).
+
+    The core scores a hybrid hit as a plain search would (cosine similarity for the server's cosine
+    collections) and keeps the fused RRF value, which ordered the hits, in ``rank_score``.
+    """
     if hit.metric in ("cosine", "ip"):
-        return hit.score, None
-    return 1.0 - hit.distance, hit.score
+        return hit.score, hit.rank_score
+    return 1.0 - hit.distance, hit.rank_score
 
 
 def plan_ef(hits: Hits) -> int | None:

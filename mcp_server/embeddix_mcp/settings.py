@@ -28,19 +28,21 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import stat
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic.fields import FieldInfo
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
-    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
 )
+
+from embeddix_core import EmbeddixSettings, InvalidArgumentError
+from embeddix_core.config import ConfigFileError, config_file_path, config_file_source
+from embeddix_core.embeddings import OpenAIEmbedder
 
 from .agents import check_agent
 
@@ -59,6 +61,11 @@ log = logging.getLogger("embeddix_mcp")
 # the CLI still shows its INFO lines, since a silent 30 s first start looks like a hang.
 STARTUP_LOGGER = "embeddix_mcp.startup"
 
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+EMBEDDER_CHOICES = (
+    "expected 'minilm', 'hash', 'st:<sentence-transformers model directory or cached name>' or "
+    "'openai:<model>' (with EMBEDDIX_OPENAI_BASE_URL for a server other than OpenAI)"
+)
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 MIN_TOKEN_LENGTH = 16
 _TOKEN_HELP = (
@@ -67,52 +74,16 @@ _TOKEN_HELP = (
 )
 
 
+def split_openai_name(rest: str) -> tuple[str, str | None]:
+    """``"<model>"`` or ``"<model>@<base_url>"`` (the form of an OpenAI embedder's ``model_id``) as parts."""
+    match = re.fullmatch(r"(?P<model>.+)@(?P<url>https?://.+)", rest, flags=re.IGNORECASE)
+    if match is None:
+        return rest, None
+    return match["model"], OpenAIEmbedder(match["model"], match["url"]).base_url
+
+
 class ConfigError(ValueError):
     """The server configuration is unusable (the message says which setting and how to fix it)."""
-
-
-class _ConfigFileSource(PydanticBaseSettingsSource):
-    """Values from the TOML/JSON file named by the ``config`` init argument or ``EMBEDDIX_CONFIG``."""
-
-    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
-        super().__init__(settings_cls)
-        self._values = read_config_file(path) if path is not None else {}
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        return self._values.get(field_name), field_name, False
-
-    def __call__(self) -> dict[str, Any]:
-        return {k: v for k, v in self._values.items() if k in self.settings_cls.model_fields}
-
-
-def read_config_file(path: Path) -> dict[str, Any]:
-    """Read a TOML (``.toml``) or JSON (anything else) config file into a flat dict.
-
-    Raises:
-        ConfigError: The file is missing, unreadable, or not a table of settings.
-    """
-    path = Path(path).expanduser()
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"cannot read the config file {str(path)!r}: {exc}") from exc
-    try:
-        data = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"config file {str(path)!r} is not valid {path.suffix[1:] or 'JSON'}: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"config file {str(path)!r} must hold a table of settings, got {type(data).__name__}"
-        )
-    unknown = sorted(set(data) - set(ServerSettings.model_fields))
-    if unknown:
-        raise ConfigError(
-            f"config file {str(path)!r} has unknown keys {unknown}; "
-            f"known keys: {sorted(ServerSettings.model_fields)}"
-        )
-    return data
 
 
 class ServerSettings(BaseSettings):
@@ -121,7 +92,18 @@ class ServerSettings(BaseSettings):
     Attributes:
         data: Data directory (``EMBEDDIX_DATA``); ``":memory:"`` for a private in-memory database.
         agent: The agent served over stdio (and over HTTP when no token table is configured).
-        embedder: ``"minilm"`` (all-MiniLM-L6-v2, offline) or ``"hash"`` (fast deterministic test embedder).
+        embedder: ``"minilm"`` (all-MiniLM-L6-v2, offline, the default), ``"hash"`` (fast deterministic
+            test embedder), ``"st:<model directory or cached name>"`` (any sentence-transformers model
+            already on this machine; never downloaded) or ``"openai:<model>"`` (an OpenAI-compatible
+            ``POST <openai_base_url>/embeddings`` endpoint). Collections record the model's id and refuse
+            to be used with another one.
+        openai_base_url: The API root of an ``openai:`` embedder (``EMBEDDIX_OPENAI_BASE_URL``); default
+            OpenAI's, ``https://api.openai.com/v1``. Part of the model's identity.
+        openai_api_key: Its API key (``EMBEDDIX_OPENAI_API_KEY``; environment or config file only, never a
+            command-line argument, which other users can read in the process list); none for a local
+            server. Never logged.
+        embed_dim: The dimension an ``openai:`` model returns (``EMBEDDIX_EMBED_DIM``), checked on every
+            reply; unset: learned from the first reply.
         embed_threads: Threads ONNX Runtime uses inside one MiniLM call (``EMBEDDIX_EMBED_THREADS``); 0 lets
             the runtime choose (one per core). Unset: 1 on a machine with two cores or fewer, else the
             runtime's choice. On two cores a second thread barely speeds up a query of a few dozen tokens,
@@ -147,7 +129,10 @@ class ServerSettings(BaseSettings):
 
     data: str = "./embeddix-data"
     agent: str = "default"
-    embedder: Literal["minilm", "hash"] = "minilm"
+    embedder: str = "minilm"
+    openai_base_url: str | None = None
+    openai_api_key: SecretStr | None = None
+    embed_dim: int | None = Field(None, ge=1, le=65_536)
     embed_threads: int | None = Field(None, ge=0, le=256)
     transport: Literal["stdio", "streamable-http"] = "stdio"
     host: str = "127.0.0.1"
@@ -166,10 +151,61 @@ class ServerSettings(BaseSettings):
     def _agent_name(cls, value: str) -> str:
         return check_agent(value)
 
-    @field_validator("embedder", "transport", mode="before")
+    @field_validator("transport", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("embedder", mode="before")
+    @classmethod
+    def _embedder_name(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        name = value.strip()
+        # Only the keyword is case-insensitive: a path, a model name and a URL are not.
+        head, sep, rest = name.partition(":")
+        if not sep:
+            name = name.lower()
+            if name not in ("minilm", "hash"):
+                raise ValueError(f"unknown embedder {value!r}; {EMBEDDER_CHOICES}")
+            return name
+        head = head.lower()
+        if head not in ("st", "openai") or not rest.strip():
+            raise ValueError(f"unknown embedder {value!r}; {EMBEDDER_CHOICES}")
+        return f"{head}:{rest.strip()}"
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:  # building one checks and normalises the URL; nothing is sent
+            return OpenAIEmbedder("check", value).base_url
+        except InvalidArgumentError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _one_base_url(self) -> ServerSettings:
+        if self.embedder.startswith("openai:"):
+            _, url = split_openai_name(self.embedder[len("openai:") :])
+            if url is not None and self.openai_base_url is not None and url != self.openai_base_url:
+                raise ValueError(
+                    f"embedder {self.embedder!r} names the base URL {url!r}, but openai_base_url "
+                    f"(EMBEDDIX_OPENAI_BASE_URL) is {self.openai_base_url!r}; give it in one place"
+                )
+        return self
+
+    @property
+    def openai_target(self) -> tuple[str, str]:
+        """``(model, base_url)`` of an ``openai:`` embedder: the URL from the name, the setting, or OpenAI's.
+
+        Raises:
+            ConfigError: ``embedder`` is not an ``openai:`` one.
+        """
+        if not self.embedder.startswith("openai:"):
+            raise ConfigError(f"embedder {self.embedder!r} is not an 'openai:<model>' embedder")
+        model, url = split_openai_name(self.embedder[len("openai:") :])
+        return model, url or self.openai_base_url or DEFAULT_OPENAI_BASE_URL
 
     @classmethod
     def settings_customise_sources(
@@ -180,12 +216,18 @@ class ServerSettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        path: Any = None
-        if isinstance(init_settings, InitSettingsSource):
-            path = init_settings.init_kwargs.get("config")
-        if path is None:
-            path = env_settings().get("config")
-        return init_settings, env_settings, _ConfigFileSource(settings_cls, Path(path) if path else None)
+        # pydantic-settings' TOML/JSON sources read the file; the engine's settings read the same file, so
+        # its keys are allowed here too, and a key neither knows is refused (a typo would otherwise be lost).
+        path = config_file_path(init_settings, env_settings)
+        try:
+            file_settings = config_file_source(
+                settings_cls,
+                path,
+                known_keys=set(settings_cls.model_fields) | set(EmbeddixSettings.model_fields),
+            )
+        except ConfigFileError as exc:
+            raise ConfigError(str(exc)) from exc
+        return init_settings, env_settings, file_settings
 
     @property
     def onnx_threads(self) -> int | None:

@@ -26,7 +26,15 @@ from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
 from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError
-from embeddix_core.embeddings import CachedEmbedder, Embedder, EmbeddingCache, MiniLMEmbedder, get_embedder
+from embeddix_core.embeddings import (
+    CachedEmbedder,
+    Embedder,
+    EmbeddingCache,
+    MiniLMEmbedder,
+    OpenAIEmbedder,
+    SentenceTransformerEmbedder,
+    get_embedder,
+)
 
 from .agents import GrantStore, docs_collection, memory_collection, split_memory_collection
 from .settings import STARTUP_LOGGER, ServerSettings
@@ -168,10 +176,10 @@ class AppState:
         """
         try:
             t0 = time.perf_counter()
-            startup_log.info(
-                "loading embedding model %r (the first start prepares it, which can take about 30 s)",
-                self.settings.embedder if embedder is None else type(embedder).__name__,
-            )
+            name = self.settings.embedder if embedder is None else type(embedder).__name__
+            # Only MiniLM prepares anything on a first start (its ONNX export); the others load or ask.
+            note = " (the first start prepares it, which can take about 30 s)" if name == "minilm" else ""
+            startup_log.info("loading embedding model %r%s", name, note)
             emb = embedder if embedder is not None else make_embedder(self.settings)
             probe = emb.embed_query("warm-up")  # loads the model now, not on the first tool call
             startup_log.info(
@@ -227,10 +235,29 @@ class AppState:
 
 
 def make_embedder(settings: ServerSettings) -> Embedder:
-    """The embedder ``settings`` names: MiniLM (``embed_threads`` threads) behind a cache, or hash."""
-    if settings.embedder == "minilm":
+    """The embedder ``settings`` names, without loading it (no model load, no request).
+
+    MiniLM (``embed_threads`` threads), a local sentence-transformers model and an OpenAI-compatible
+    endpoint sit behind an in-memory cache (a repeated query is embedded once; for an endpoint, that is a
+    request saved); the hash embedder is cheaper than a cache lookup.
+
+    Raises:
+        EmbeddixError: An ``st:`` model is not on this machine (``ModelNotFoundError``), or an argument is
+            out of range.
+    """
+    name = settings.embedder
+    if name == "minilm":
         return CachedEmbedder(MiniLMEmbedder(num_threads=settings.onnx_threads), EmbeddingCache())
-    return get_embedder(settings.embedder)
+    if name.startswith("st:"):
+        return CachedEmbedder(SentenceTransformerEmbedder(name[len("st:") :]), EmbeddingCache())
+    if name.startswith("openai:"):
+        model, base_url = settings.openai_target
+        key = settings.openai_api_key
+        remote = OpenAIEmbedder(
+            model, base_url, key.get_secret_value() if key is not None else None, dim=settings.embed_dim
+        )
+        return CachedEmbedder(remote, EmbeddingCache())
+    return get_embedder(name)
 
 
 def open_state(

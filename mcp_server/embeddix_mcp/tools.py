@@ -61,7 +61,7 @@ from .models import (
     StatsResult,
     UpdateResult,
 )
-from .render import untrusted, validation_message
+from .render import count, untrusted, validation_message
 from .search import SearchOptions
 from .state import AppState
 
@@ -271,7 +271,7 @@ async def remember(
     state = _state(ctx)
     res = await _run(memory.remember, state, _caller(state), namespace, batch, dedupe_threshold)
     n_new = len(set(res.ids) - set(res.updated))
-    text_out = f"Remembered {len(batch)} item(s) in {memory.where(namespace)}: {n_new} new"
+    text_out = f"Remembered {count(len(batch), 'item')} in {memory.where(namespace)}: {n_new} new"
     if res.updated:
         # Updated ids may be ones stored directly through the core, so they are rendered as data too.
         text_out += f", {len(res.updated)} existing updated {untrusted(res.updated)}"
@@ -283,7 +283,7 @@ def _recall_text(res: RecallResult) -> str:
     if not res.memories:
         return f"No memories found for {untrusted(res.query)}."
     n = len(res.memories)
-    head = f"{n} memor{'y' if n == 1 else 'ies'} for {untrusted(res.query)}, best first:"
+    head = f"{count(n, 'memory', 'memories')} for {untrusted(res.query)}, best first:"
     return head + "\n" + _format_memories(res.memories)
 
 
@@ -360,7 +360,7 @@ async def stream(
     finally:
         run.close()  # stops the core's progressive search before another pass
     res = run.finish()
-    return _result(res, _recall_text(res) + f"\n({len(res.passes)} pass(es))")
+    return _result(res, _recall_text(res) + f"\n({count(len(res.passes), 'pass', 'passes')})")
 
 
 # -- forget / update / feedback -----------------------------------------------------------------------------
@@ -377,7 +377,7 @@ async def forget(
     state = _state(ctx)
     res = await _run(memory.forget, state, _caller(state), namespace, ids, filter)
     n = res.deleted
-    return _result(res, f"Deleted {n} memor{'y' if n == 1 else 'ies'}.")
+    return _result(res, f"Deleted {count(n, 'memory', 'memories')}.")
 
 
 async def update(
@@ -444,12 +444,15 @@ async def list_memories(
     )
     more = f" More: call again with cursor={res.next_cursor!r}." if res.next_cursor else ""
     return _result(
-        res, f"{len(res.memories)} of {res.total} memories:\n" + _format_memories(res.memories) + more
+        res,
+        f"{len(res.memories)} of {count(res.total, 'memory', 'memories')}:\n"
+        + _format_memories(res.memories)
+        + more,
     )
 
 
 def _stats_text(res: StatsResult) -> str:
-    parts = [f"Agent {res.agent}: {res.total_memories} memories"]
+    parts = [f"Agent {res.agent}: {count(res.total_memories, 'memory', 'memories')}"]
     # Namespace and collection names come from the database, which the core API can also write.
     parts += [
         f"  {'(main)' if n.namespace is None else untrusted(n.namespace)}: {n.count} ({n.index} index)"
@@ -565,10 +568,11 @@ async def ingest(
         done += len(batch)
         await ctx.report_progress(done, total, f"embedded {done}/{total} chunks")
     res = await _run(rag.finish_ingest, job)
-    replaced = f" (replacing {res.replaced_chunks} old chunks)" if res.replaced_chunks else ""
+    replaced = f" (replacing {count(res.replaced_chunks, 'old chunk')})" if res.replaced_chunks else ""
     return _result(
         res,
-        f"Ingested {len(res.documents)} document(s) as {res.chunks} chunks into {collection!r}{replaced}. "
+        f"Ingested {count(len(res.documents), 'document')} as {count(res.chunks, 'chunk')} "
+        f"into {collection!r}{replaced}. "
         f"Document ids: {untrusted(res.documents)}",
     )
 
@@ -615,7 +619,7 @@ async def get_document(
     state = _state(ctx)
     res = await _run(rag.get_document, state, _caller(state), collection, id, source, offset, limit)
     more = f" More: call again with offset={res.next_offset}." if res.next_offset is not None else ""
-    head = f"{len(res.chunks)} of {res.total} chunks of document(s) {untrusted(res.doc_ids)}:"
+    head = f"{len(res.chunks)} of {count(res.total, 'chunk')} of document(s) {untrusted(res.doc_ids)}:"
     return _result(res, head + "\n" + _chunks_text(res.chunks) + more)
 
 
@@ -627,7 +631,7 @@ async def peek_collection(
     """The first chunks stored in a document collection, with their metadata, and its chunk count."""
     state = _state(ctx)
     res = await _run(rag.peek_collection, state, _caller(state), collection, limit)
-    head = f"{len(res.chunks)} of {res.count} chunks in {collection!r}:"
+    head = f"{len(res.chunks)} of {count(res.count, 'chunk')} in {collection!r}:"
     return _result(res, head + "\n" + _chunks_text(res.chunks) if res.chunks else f"{collection!r} is empty.")
 
 
@@ -639,7 +643,7 @@ async def delete_document(
     res = await _run(rag.delete_document, state, _caller(state), collection, id, source)
     if not res.deleted:
         return _result(res, f"No such document in {collection!r}; nothing deleted.")
-    return _result(res, f"Deleted {res.deleted} chunks of document(s) {untrusted(res.doc_ids)}.")
+    return _result(res, f"Deleted {count(res.deleted, 'chunk')} of document(s) {untrusted(res.doc_ids)}.")
 
 
 # -- resources and prompt -----------------------------------------------------------------------------------

@@ -39,7 +39,7 @@ def test_knobs_reach_the_core_planner(state: AppState) -> None:
     assert hits.plan is not None and hits.plan.recall_target == 0.99
     assert not SearchOptions().hybrid and SearchOptions(text_weight=0.3).hybrid
     fused = search(col, vec, 5, "topic 3", None, SearchOptions(text_weight=0.3), "alice")
-    assert fused[0].metric == "rrf"
+    assert fused.plan is not None and fused.plan.ranking == "rrf" and fused[0].rank_score is not None
 
 
 def test_remember_merges_near_duplicates_in_the_batch_and_in_the_store(state: AppState) -> None:

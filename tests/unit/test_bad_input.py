@@ -35,7 +35,7 @@ def _unchanged(col) -> None:
 
 
 BAD_WRITES = [
-    (dict(ids=["n"], vectors=[[1.0, 2.0]]), DimensionMismatchError, "dimension 2.*dimension is 3"),
+    (dict(ids=["n"], vectors=[[1.0, 2.0]]), DimensionMismatchError, "expected dimension 3.*got 2"),
     (dict(ids=["n"], vectors=[[1.0, float("nan"), 0.0]]), InvalidVectorError, "NaN"),
     (dict(ids=["n"], vectors=[[1.0, float("inf"), 0.0]]), InvalidVectorError, "infinity"),
     (dict(ids=["n"], vectors=[["a", "b", "c"]]), InvalidVectorError, "numeric"),
@@ -72,7 +72,7 @@ def test_bad_writes_raise_typed_errors_and_change_nothing(col, kwargs, exc, msg)
 
 
 BAD_SEARCHES = [
-    (dict(vector=[1.0, 0.0]), DimensionMismatchError, "dimension 2"),
+    (dict(vector=[1.0, 0.0]), DimensionMismatchError, "expected dimension 3.*got 2"),
     (dict(vector=[np.nan, 0.0, 0.0]), InvalidVectorError, "NaN"),
     (dict(vector=[[1.0, 0, 0], [0, 1.0, 0]]), InvalidVectorError, "search_batch"),
     (dict(vector=[1.0, 0, 0], k=0), InvalidArgumentError, "positive"),
