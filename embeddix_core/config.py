@@ -1,26 +1,132 @@
 """Settings: process-wide defaults (pydantic-settings) and per-collection parameters stored with the data.
 
-Merge order, as in diskcache: built-in defaults -> environment (``EMBEDDIX_*``) -> values stored with a
-collection -> arguments given to ``create_collection``. Parameters that shape the on-disk index (``dim``,
-``metric``, ``hnsw_m``, ``ef_construction``) can never change after a collection is created; ``ef_search``
-and the thresholds are runtime knobs.
+Merge order, as in diskcache: built-in defaults -> a config file (``EMBEDDIX_CONFIG``) -> environment
+(``EMBEDDIX_*``) -> arguments given to :class:`EmbeddixSettings` -> values stored with a collection ->
+arguments given to ``create_collection``. Parameters that shape the on-disk index (``dim``, ``metric``,
+``hnsw_m``, ``ef_construction``) can never change after a collection is created; ``ef_search`` and the
+thresholds are runtime knobs.
+
+The config file is TOML (``.toml``) or JSON (any other name) holding the same keys as the environment
+without the prefix, read by pydantic-settings' own sources (:func:`config_file_source`)::
+
+    # embeddix.toml
+    durability = "normal"
+    cache_persist = true
+
+The MCP server reads the same file (its ``--config``) for its own keys, so one file may hold both; the
+engine leaves the keys it does not know to the server, and the server refuses keys neither knows.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    JsonConfigSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
-from .errors import InvalidArgumentError
+from .errors import ConfigFileError, InvalidArgumentError
 from .types import Metric
 
-__all__ = ["CollectionConfig", "Durability", "EmbeddixSettings"]
+__all__ = [
+    "CollectionConfig",
+    "ConfigFileError",
+    "Durability",
+    "EmbeddixSettings",
+    "config_file_path",
+    "config_file_source",
+]
+
+
+def config_file_path(
+    init_settings: PydanticBaseSettingsSource, env_settings: PydanticBaseSettingsSource
+) -> Path | None:
+    """The config file a settings class is built from: its ``config`` argument, else ``EMBEDDIX_CONFIG``.
+
+    Args:
+        init_settings: The source of the arguments given to the settings class.
+        env_settings: The environment source (with the class's ``EMBEDDIX_`` prefix).
+
+    Returns:
+        The path, or None when neither names one.
+    """
+    path: Any = None
+    if isinstance(init_settings, InitSettingsSource):
+        path = init_settings.init_kwargs.get("config")
+    if path is None:
+        path = env_settings().get("config")
+    return Path(path) if path else None
+
+
+def config_file_source(
+    settings_cls: type[BaseSettings], path: Path | None, *, known_keys: Collection[str] | None = None
+) -> PydanticBaseSettingsSource:
+    """pydantic-settings' TOML or JSON source for ``path``, with errors a user can act on.
+
+    pydantic-settings skips a missing file silently and lets parser exceptions through; a file the user
+    named is required here, and every failure becomes one :class:`ConfigFileError` naming the file.
+
+    Args:
+        settings_cls: The settings class the source feeds.
+        path: The file (``~`` expanded); ``.toml`` is read as TOML, any other name as JSON. None: no file.
+        known_keys: Keys the file may hold; any other key is refused. None: keys ``settings_cls`` does not
+            declare are ignored (the file is shared with another reader that checks them).
+
+    Returns:
+        A source holding the file's values (empty without a file), lower in priority than the environment
+        where :meth:`settings_customise_sources` places it.
+
+    Raises:
+        ConfigFileError: The file is missing or unreadable, does not parse, is not a table of settings, or
+            holds a key outside ``known_keys``.
+    """
+    if path is None:
+        return InitSettingsSource(settings_cls, {})
+    path = path.expanduser()
+    kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
+    if not path.is_file():
+        raise ConfigFileError(
+            f"cannot read the config file {str(path)!r}: no such file (named by --config or "
+            f"EMBEDDIX_CONFIG); give the path of a TOML or JSON file, or unset it"
+        )
+    try:
+        if kind == "TOML":
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+            source: PydanticBaseSettingsSource = toml
+            data: Any = toml.toml_data
+        else:
+            js = JsonConfigSettingsSource(settings_cls, json_file=path)
+            source, data = js, js.json_data
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"cannot read the config file {str(path)!r}: {exc}") from exc
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigFileError(f"config file {str(path)!r} is not valid {kind}: {exc}") from exc
+    except (TypeError, ValueError) as exc:
+        # A JSON array or scalar at the top level: pydantic-settings fails merging it into a dict.
+        raise ConfigFileError(
+            f"config file {str(path)!r} must hold a {kind} object of settings (key: value pairs), not "
+            f"an array or a single value"
+        ) from exc
+    if known_keys is not None:
+        unknown = sorted(set(data) - set(known_keys))
+        if unknown:
+            raise ConfigFileError(
+                f"config file {str(path)!r} has unknown keys {unknown}; known keys: {sorted(known_keys)}"
+            )
+    return source
 
 
 class Durability(StrEnum):
@@ -37,9 +143,12 @@ class Durability(StrEnum):
 
 
 class EmbeddixSettings(BaseSettings):
-    """Process-wide defaults, read from ``EMBEDDIX_*`` environment variables.
+    """Process-wide defaults, read from ``EMBEDDIX_*`` environment variables and an optional config file.
+
+    Priority, highest first: arguments, environment, the config file (``config``), defaults.
 
     Attributes:
+        config: A TOML (``.toml``) or JSON file of settings (``EMBEDDIX_CONFIG``); see the module docstring.
         durability: See :class:`Durability`.
         index_threshold: Live-record count above which a collection switches from exact search to HNSW.
         hnsw_m: HNSW graph degree for new collections.
@@ -94,6 +203,7 @@ class EmbeddixSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
 
+    config: Path | None = None
     durability: Durability = Durability.FULL
     index_threshold: int = Field(10_000, ge=0)
     hnsw_m: int = Field(16, ge=2, le=128)
@@ -170,6 +280,20 @@ class EmbeddixSettings(BaseSettings):
     vector_cache_bytes: int = Field(32 << 20, ge=0)
     row_cache_bytes: int = Field(16 << 20, ge=0)
     filter_matrix_bytes: int = Field(64 << 20, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Add the config file below the environment (arguments > environment > file > defaults)."""
+        path = config_file_path(init_settings, env_settings)
+        file_settings = config_file_source(settings_cls, path)
+        return init_settings, env_settings, dotenv_settings, file_settings, file_secret_settings
 
 
 @dataclass(frozen=True, slots=True)

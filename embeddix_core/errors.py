@@ -32,6 +32,7 @@ __all__ = [
     "ClosedError",
     "CollectionExistsError",
     "CollectionNotFoundError",
+    "ConfigFileError",
     "CorruptionError",
     "DimensionMismatchError",
     "DuplicateIdError",
@@ -78,6 +79,10 @@ class InvalidMetadataError(InvalidArgumentError):
 
 class InvalidFilterError(InvalidArgumentError):
     """A metadata filter expression is malformed."""
+
+
+class ConfigFileError(InvalidArgumentError):
+    """A config file (``EMBEDDIX_CONFIG``) is missing, unreadable, malformed or holds unknown keys."""
 
 
 class DuplicateIdError(EmbeddixError, ValueError):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -112,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValidationError, ConfigError) as exc:
         print(f"embeddix-mcp: error: {exc}", file=sys.stderr)
         return 2
+    if settings.config is not None:
+        # The engine's settings (EmbeddixSettings, built where the database opens) find the file through
+        # EMBEDDIX_CONFIG: a --config given here must reach them as well as ServerSettings.
+        os.environ["EMBEDDIX_CONFIG"] = str(settings.config)
     logging.basicConfig(
         level=settings.log_level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -2,7 +2,10 @@
 
 Merge order, lowest first: built-in defaults -> a config file (TOML or JSON, named by ``--config`` or
 ``EMBEDDIX_CONFIG``) -> ``EMBEDDIX_*`` environment variables -> command-line arguments. The config file holds
-the same keys as the environment without the prefix, e.g.::
+the same keys as the environment without the prefix, and may hold the engine's settings too
+(:class:`embeddix_core.EmbeddixSettings`, e.g. ``durability``); a key neither knows is an error. It is read by
+pydantic-settings' ``TomlConfigSettingsSource`` / ``JsonConfigSettingsSource``
+(:func:`embeddix_core.config.config_file_source`), e.g.::
 
     # embeddix-mcp.toml
     data = "~/embeddix-data"
@@ -11,6 +14,7 @@ the same keys as the environment without the prefix, e.g.::
     transport = "streamable-http"
     port = 8765
     token_file = "~/.config/embeddix/tokens.json"
+    durability = "normal"   # an engine setting
 
 Tokens are secrets: they are never logged, never part of ``repr``, and compared in constant time.
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, overload
 
-from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError
+from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError, EmbeddixSettings
 from embeddix_core.embeddings import (
     CachedEmbedder,
     Embedder,
@@ -284,7 +284,8 @@ def open_state(
     Raises:
         EmbeddixError: Not ``background``, and the model could not be loaded (the database is closed).
     """
-    db = Embeddix.open(settings.data_path)
+    # the engine reads the server's config file too (its own keys; see embeddix_core/config.py)
+    db = Embeddix.open(settings.data_path, settings=EmbeddixSettings(config=settings.config))
     state = AppState(settings=settings, db=db, grants=GrantStore(db.path))
     startup_log.info("database %s open", settings.data_path or ":memory:")
     agents = list(warm_agents)
