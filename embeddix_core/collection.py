@@ -56,6 +56,7 @@ from .errors import (
 )
 from .parts import Parts
 from .query.cached_search import NO_CACHE_INFO
+from .query.doc_filter import combine, recheck, recheck_batch, recheck_steps
 from .query.filters import Filter, parse_filter
 from .query.planner import Calibration, Plan, check_deadline, check_recall
 from .records import merge_patch, to_record
@@ -342,16 +343,39 @@ class Collection:
             self.update(rid, metadatas=[check_metadata(merge_patch(self[rid].metadata, patch_clean))])
         return self[rid]
 
-    def delete(self, ids: str | Sequence[str] | None = None, *, filter: dict[str, Any] | None = None) -> int:
-        """Delete records by id or by metadata filter (exactly one of the two).
+    def delete(
+        self,
+        ids: str | Sequence[str] | None = None,
+        *,
+        filter: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
+    ) -> int:
+        """Delete records by id, or by metadata filter and/or ``where_document`` (ids or filters).
 
         Absent ids are not an error. Deletes are tombstones in the index, reclaimed as new records arrive.
 
+        Args:
+            ids: One id or a list of ids.
+            filter: A metadata filter.
+            where_document: A full-text restriction on the document (see :meth:`search`).
+
         Returns:
             How many records were deleted.
+
+        Raises:
+            InvalidArgumentError: Both ids and a filter, or neither; a malformed filter.
         """
         self._check_open()
-        return self._writer.delete(ids, filter)
+        if where_document is None:
+            return self._writer.delete(ids, filter)
+        if ids is not None:
+            raise InvalidArgumentError("delete takes ids or filter/where_document, not both")
+        flt = self._filter(filter, where_document)
+        # The matching ids are read, then deleted, under the write lock: no write of this process lands
+        # in between (another process's could: the metadata-only delete is one statement, this is two).
+        with self._write_lock:
+            matched = [rec.id for rec in self._scan(flt, include_vectors=False, batch_size=1000)]
+            return self._writer.delete(matched, None) if matched else 0
 
     def clear(self) -> int:
         """Delete every record (the collection and its settings stay).
@@ -420,17 +444,25 @@ class Collection:
         return out[0] if single else out
 
     def scan(
-        self, filter: dict[str, Any] | None = None, *, include_vectors: bool = False, batch_size: int = 1000
+        self,
+        filter: dict[str, Any] | None = None,
+        *,
+        where_document: dict[str, Any] | None = None,
+        include_vectors: bool = False,
+        batch_size: int = 1000,
     ) -> Iterator[Record]:
         """Iterate over stored records (in insertion order), optionally filtered.
 
         Args:
             filter: A metadata filter, or None for every record.
+            where_document: A full-text restriction on the document (see :meth:`search`).
             include_vectors: Also return vectors.
             batch_size: Rows read from the store per round trip.
         """
         self._sync()
-        flt = self._filter(filter)
+        return self._scan(self._filter(filter, where_document), include_vectors, batch_size)
+
+    def _scan(self, flt: Filter | None, include_vectors: bool, batch_size: int) -> Iterator[Record]:
         batch_size = check_int(batch_size, "batch_size", 1, 1_000_000)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         after = -1
@@ -440,10 +472,12 @@ class Collection:
             yield from map(to_record, rows)
             after = rows[-1][0]
 
-    def count(self, filter: dict[str, Any] | None = None) -> int:
-        """How many records match ``filter`` (all records when None)."""
+    def count(
+        self, filter: dict[str, Any] | None = None, *, where_document: dict[str, Any] | None = None
+    ) -> int:
+        """How many records match ``filter`` and ``where_document`` (all records when both are None)."""
         self._sync()
-        flt = self._filter(filter)
+        flt = self._filter(filter, where_document)
         where, params = flt.to_sql("metadata") if flt is not None else (None, [])
         return self._store.count(self._cid, where, params)
 
@@ -479,8 +513,11 @@ class Collection:
             filter_matches=matched,
         )
 
-    def _filter(self, filter: dict[str, Any] | None) -> Filter | None:
-        """Parse a filter and check its comparisons against the kinds of values the fields hold.
+    def _filter(
+        self, filter: dict[str, Any] | None, where_document: dict[str, Any] | None = None
+    ) -> Filter | None:
+        """Parse a filter and check its comparisons against the kinds of values the fields hold; join
+        a ``where_document`` to it (``query/doc_filter.py``).
 
         Raises:
             InvalidFilterError: malformed, or comparing with a kind no stored value of the field has
@@ -490,7 +527,11 @@ class Collection:
         types = self._ex.filters.types
         if flt is not None and types is not None:
             types.check(flt)
-        return flt
+        if where_document is None:
+            return flt
+        # the write sequence versions the document filter's cached label set: a documents-only update
+        # changes which records match without passing through the filter cache's maintenance
+        return combine(flt, where_document, self._store, self._cid, self._live.applied_seq)
 
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
         live = self._live
@@ -504,6 +545,7 @@ class Collection:
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
         recall: float | None = None,
         deadline_ms: float | None = None,
         ef: int | None = None,
@@ -523,7 +565,7 @@ class Collection:
         self._sync()
         was_cached = self._planner.has(k, recall, deadline_ms, ef)
         plan = self._plan(k, recall, deadline_ms, ef)
-        strategy, matches = self._ex.filter_strategy(self._filter(filter))
+        strategy, matches = self._ex.filter_strategy(self._filter(filter, where_document))
         return dataclasses.replace(
             plan, plan_cached=was_cached, filter_strategy=strategy, filter_matches=matches
         )
@@ -534,6 +576,7 @@ class Collection:
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
         recall: float | None = None,
         deadline_ms: float | None = None,
         ef: int | None = None,
@@ -552,6 +595,12 @@ class Collection:
             vector: The query vector (dimension ``dim``). May be None for a text-only search.
             k: How many hits; larger than the collection returns every (matching) record.
             filter: Metadata filter (see ``embeddix_core.query.filters``).
+            where_document: Full-text restriction on the document, as Chroma's: ``{"$contains": "fox"}``
+                (case-sensitive substring), ``{"$not_contains": ...}``, ``{"$regex": ...}``,
+                ``{"$not_regex": ...}``, and ``{"$and": [...]}`` / ``{"$or": [...]}`` of those. A record
+                without a document never matches ``$contains``/``$regex`` and always matches the
+                ``$not_`` forms (see ``embeddix_core.query.doc_filter``). Such searches bypass the result
+                cache.
             recall: The recall@k wanted (e.g. 0.95); the planner picks the beam width from the
                 collection's calibration. Default: the collection's default target (0.95).
             deadline_ms: Time budget; the planner picks the widest beam its latency model fits, and the
@@ -568,9 +617,13 @@ class Collection:
                 profile change invalidates only that profile's entries).
 
         Returns:
-            :class:`Hits` (a list of :class:`Hit`) with ``score`` higher-is-better in the collection's
-            metric (``"rrf"`` for hybrid searches, ``"bm25"`` for text-only ones), plus ``partial`` and
-            ``plan``.
+            :class:`Hits` (a list of :class:`Hit`), plus ``partial`` and ``plan``. Each ``score`` is
+            higher-is-better in the collection's metric (cosine similarity for ``cosine``) and is the
+            same number for a record whether the search is plain, hybrid or MMR, so one threshold
+            serves all three. Hybrid hits come in fused order and MMR hits in selection order, so their
+            scores need not decrease; the value they were ordered by is ``Hit.rank_score`` and
+            ``plan.ranking`` says which (``"vector"``, ``"rrf"``, ``"mmr"``, ``"bm25"``). A text-only
+            search (no vector) has no similarity: its scores are ``-bm25`` (metric ``"bm25"``).
         """
         t0 = time.perf_counter()
         self._check_open()
@@ -578,13 +631,14 @@ class Collection:
         recall = check_recall(recall) if recall is not None else None
         deadline_ms = check_deadline(deadline_ms) if deadline_ms is not None else None
         ef = check_ef(ef) if ef is not None else None
-        flt = self._filter(filter)
+        flt = self._filter(filter, where_document)
         if text is not None or vector is None:
             q = None if vector is None else self._query(vector)
             self._sync()
             plan = self._plan(k, recall, deadline_ms, ef)
             hits = self._ex.hybrid(q, text, k, flt, plan.ef, text_weight, fetch_k, include_vectors)
-            return Hits(hits, plan=plan)
+            plan = dataclasses.replace(plan, ranking="bm25" if q is None else "rrf")
+            return recheck(Hits(hits, plan=plan), flt)
         q = self._query(vector)
         self._sync()
         if self._live.index.approximate:
@@ -594,12 +648,14 @@ class Collection:
         if flt is not None:
             plan = self._with_filter(plan, flt)
         if mmr_lambda is not None:
-            return Hits(self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors), plan=plan)
-        if cache and self._cached is not None and not include_vectors:
+            hits = self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors)
+            return recheck(Hits(hits, plan=dataclasses.replace(plan, ranking="mmr")), flt)
+        # the result cache keeps and invalidates entries by metadata only: document filters bypass it
+        if cache and self._cached is not None and not include_vectors and where_document is None:
             return self._cached.search(
                 q, k, flt, plan, (recall, deadline_ms, ef, profile_version), session, t0
             )
-        return self._ex.plain(q, k, flt, plan, include_vectors, t0)
+        return recheck(self._ex.plain(q, k, flt, plan, include_vectors, t0), flt)
 
     def search_iter(
         self,
@@ -607,6 +663,7 @@ class Collection:
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
         recall: float | None = None,
         deadline_ms: float | None = None,
         ef: int | None = None,
@@ -623,6 +680,7 @@ class Collection:
             vector: The query vector.
             k: Hits per step.
             filter: Metadata filter.
+            where_document: Full-text restriction on the document (see :meth:`search`).
             recall: Recall target of the final pass (see :meth:`search`).
             deadline_ms: Time budget: a pass that would not fit the time left is not started, and the
                 last step is then marked final with ``hits.partial``.
@@ -643,11 +701,12 @@ class Collection:
             raise InvalidArgumentError(
                 f"stable_rounds must be a positive integer or None; got {stable_rounds!r}"
             )
-        flt = self._filter(filter)
+        flt = self._filter(filter, where_document)
         q = self._query(vector)
         self._sync()
         plan = self._plan(k, recall, deadline_ms, ef)
-        yield from self._ex.steps(q, k, flt, plan, self._cal.curve, stable_rounds, include_vectors, t0)
+        steps = self._ex.steps(q, k, flt, plan, self._cal.curve, stable_rounds, include_vectors, t0)
+        yield from recheck_steps(steps, flt)
 
     async def asearch_iter(self, vector: Any, k: int = 10, **kwargs: Any) -> AsyncIterator[SearchStep]:
         """Async form of :meth:`search_iter`: each pass runs in a worker thread; cancelling stops it."""
@@ -669,6 +728,7 @@ class Collection:
         k: int = 10,
         *,
         filter: dict[str, Any] | None = None,
+        where_document: dict[str, Any] | None = None,
         recall: float | None = None,
         ef: int | None = None,
         include_vectors: bool = False,
@@ -680,6 +740,7 @@ class Collection:
             vectors: (n, dim) query matrix.
             k: Hits per query.
             filter: One metadata filter applied to every query.
+            where_document: One full-text restriction applied to every query (see :meth:`search`).
             recall: Recall target (see :meth:`search`).
             ef: Explicit HNSW beam width.
             include_vectors: Return stored vectors in the hits.
@@ -691,8 +752,8 @@ class Collection:
         self._check_open()
         k = check_k(k)
         q = self._live.prepare(as_matrix(vectors, self.dim, what="query vectors"))
-        flt = self._filter(filter)
+        flt = self._filter(filter, where_document)
         self._sync()
         plan = self._plan(k, check_recall(recall), None, check_ef(ef))
         workers = (os.cpu_count() or 1) if num_threads < 0 else num_threads
-        return self._ex.batch(q, k, flt, plan.ef, include_vectors, workers)
+        return recheck_batch(self._ex.batch(q, k, flt, plan.ef, include_vectors, workers), flt)

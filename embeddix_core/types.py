@@ -67,8 +67,12 @@ class Hit:
         distance: The metric's distance, lower is better.
         document: The stored text, or None.
         metadata: The stored metadata (a fresh dict; mutating it changes nothing stored).
-        metric: Which metric ``score`` and ``distance`` are in.
+        metric: Which metric ``score`` and ``distance`` are in (``"bm25"`` for a text-only search).
         vector: The stored vector when asked for with ``include_vectors=True``, else None.
+        rank_score: The value the hits were *ordered* by when that is not ``score``, else None: the
+            fused reciprocal-rank score of a hybrid search, the marginal relevance at selection of an
+            MMR search (``hits.plan.ranking`` names which). ``score`` stays the similarity a plain
+            search gives the same record, so one threshold means the same for every kind of search.
     """
 
     id: str
@@ -78,6 +82,7 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     metric: str = "cosine"
     vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    rank_score: float | None = None
 
 
 def _hit_maker() -> Any:
@@ -85,16 +90,22 @@ def _hit_maker() -> Any:
 
     Frozen dataclasses assign each field through ``object.__setattr__``; calling the slot descriptors
     directly does the same work without the per-field lookups. Used where thousands of hits a second
-    are built from store rows (all seven fields given).
+    are built from store rows (every field given but ``vector``, which is None).
     """
     new = object.__new__
-    set_id, set_score, set_dist, set_doc, set_meta, set_metric, set_vec = (
+    set_id, set_score, set_dist, set_doc, set_meta, set_metric, set_vec, set_rank = (
         Hit.__dict__[name].__set__
-        for name in ("id", "score", "distance", "document", "metadata", "metric", "vector")
+        for name in ("id", "score", "distance", "document", "metadata", "metric", "vector", "rank_score")
     )
 
     def make(
-        rid: str, score: float, distance: float, document: str | None, metadata: dict[str, Any], metric: str
+        rid: str,
+        score: float,
+        distance: float,
+        document: str | None,
+        metadata: dict[str, Any],
+        metric: str,
+        rank_score: float | None = None,
     ) -> Hit:
         hit = new(Hit)
         set_id(hit, rid)
@@ -104,6 +115,8 @@ def _hit_maker() -> Any:
         set_meta(hit, metadata)
         set_metric(hit, metric)
         set_vec(hit, None)
+        # every slot is set: an unset slot raises AttributeError on read instead of giving the default
+        set_rank(hit, rank_score)
         return hit
 
     return make
@@ -141,6 +154,10 @@ class CollectionStats:
 
 class Hits(list[Hit]):
     """The hits of one search, best first: a plain list, plus how it was obtained.
+
+    "Best first" is the order of the search's ranking (``plan.ranking``): by ``score`` for a vector
+    or text-only search, by the fused rank for a hybrid one and in selection order for MMR, where the
+    scores (similarities, comparable with a plain search's) need not decrease.
 
     Attributes:
         partial: True when a deadline cut the search short of the plan (fewer passes or a narrower beam

@@ -12,7 +12,9 @@ cost. Every filtered hit is re-checked against its row (a write may have changed
 set and the row read).
 
 Scores: higher is better and say their metric: ``1 - d`` for cosine and inner product, ``1 / (1 + d)``
-for Euclidean distance ``d``, the fused rank score for hybrid (``"rrf"``) and ``-bm25`` for text only.
+for Euclidean distance ``d``, and ``-bm25`` for text only (``"bm25"``). Hybrid and MMR searches order
+their hits by another value (the fused rank, the marginal relevance: ``Hit.rank_score``) but score each
+hit as a plain search would, so a threshold means the same for every search with a query vector.
 """
 
 from __future__ import annotations
@@ -254,12 +256,15 @@ class SearchExecutor:
         raw: list[tuple[Any, ...]] | None = None,
         rows: dict[int, StoredRow] | None = None,
         flt: Filter | None = None,
+        rank_scores: Sequence[float] | None = None,
     ) -> list[Hit]:
         """Hits for index labels (rows looked up unless the caller fetched them already).
 
         With ``flt``, a row whose metadata no longer matches is left out: the label set that admitted it
         was read before a write that changed it, and the row after (read skew between two reads). With
         ``raw``, each hit's (id, score, distance, document, metadata JSON) is appended for the cache.
+        ``rank_scores`` (one per label) become the hits' ``rank_score``: what a hybrid or MMR search
+        ordered them by, while ``score`` stays the similarity from ``dists``.
         """
         if rows is None:
             rows = (
@@ -287,11 +292,12 @@ class SearchExecutor:
             meta = loads(row.metadata) if row.metadata else {}
             if flt is not None and not flt.matches(meta):
                 continue
+            rank = None if rank_scores is None else rank_scores[i]
             if include_vectors and row.vector is not None:
                 vec = np.frombuffer(row.vector, np.float32).copy()
-                out.append(Hit(row.id, score, d, row.document, meta, m, vec))
+                out.append(Hit(row.id, score, d, row.document, meta, m, vec, rank))
             else:
-                out.append(make_hit(row.id, score, d, row.document, meta, m))
+                out.append(make_hit(row.id, score, d, row.document, meta, m, rank))
             if raw is not None:
                 raw.append((row.id, score, d, row.document, row.metadata))
         return out
@@ -319,7 +325,14 @@ class SearchExecutor:
         fetch_k: int | None,
         include_vectors: bool,
     ) -> list[Hit]:
-        """Maximal marginal relevance over ``fetch_k`` candidates (1.0 = pure relevance)."""
+        """Maximal marginal relevance over ``fetch_k`` candidates (1.0 = pure relevance).
+
+        The hits come in selection order. Each ``score`` is the record's similarity from the candidate
+        search, the very number a plain search gives it, so scores need not decrease down the list; the
+        marginal relevance each was picked by is its ``rank_score``. Qdrant's MMR reports scores the
+        same way (LlamaIndex's simple store reports the marginal value, which no similarity threshold
+        can be applied to).
+        """
         lambda_mult = check_fraction(lambda_mult, "mmr_lambda")
         fk = max(fetch_k or max(4 * k, 20), k)
         labels, dists = self.top(q, fk, ef, flt)
@@ -327,10 +340,11 @@ class SearchExecutor:
             return []
         picked = mmr_select(q, self.vectors.get(labels), k, lambda_mult)
         return self.to_hits(
-            [int(labels[i]) for i in picked],
-            [float(dists[i]) for i in picked],
+            [int(labels[i]) for i, _ in picked],
+            [float(dists[i]) for i, _ in picked],
             include_vectors=include_vectors,
             flt=flt,
+            rank_scores=[m for _, m in picked],
         )
 
     def hybrid(
@@ -344,7 +358,14 @@ class SearchExecutor:
         fetch_k: int | None,
         include_vectors: bool,
     ) -> list[Hit]:
-        """BM25 full-text ranking fused with the vector ranking by reciprocal rank (text only if no q)."""
+        """BM25 full-text ranking fused with the vector ranking by reciprocal rank (text only if no q).
+
+        With a query vector the hits come in fused order, but each ``score`` is the record's similarity
+        to ``q`` (its distance from the vector search, or computed from its stored vector when only the
+        text ranking found it), the number a plain search gives it: a threshold keeps its meaning. The
+        fused value is ``rank_score``. Without one there is no similarity: the score is ``-bm25``
+        (metric ``"bm25"``, higher is better, unbounded), comparable only with other text-only scores.
+        """
         if text is None:
             raise InvalidArgumentError("search needs a query vector, or text for a full-text search")
         text = check_text_query(text)
@@ -375,9 +396,8 @@ class SearchExecutor:
             labels,
             [dist[lb] for lb in labels],
             include_vectors=include_vectors,
-            scores=[s for _, s in fused],
-            metric="rrf",
             flt=flt,
+            rank_scores=[s for _, s in fused],
         )
 
     def _text_ranking(self, text: str, fk: int, flt: Filter | None) -> tuple[list[int], dict[int, float]]:

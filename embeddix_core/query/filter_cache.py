@@ -243,6 +243,10 @@ class FilterCache:
             self._epoch += 1
             if not self._entries:
                 return
+            # a write brings metadata, not documents: the sets of document filters cannot be kept
+            # current, so they go (the next search reads them again; see query/doc_filter.py)
+            for key in [k for k, e in self._entries.items() if e.filter.reads_documents]:
+                self._drop_matrix(key, self._entries.pop(key))
             if len(labels) > _MAINTAIN_MAX:
                 self._clear()
                 return

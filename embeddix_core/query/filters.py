@@ -79,7 +79,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, ClassVar, Final, TypeAlias, cast
 
 from ..errors import InvalidArgumentError, InvalidFilterError
 from .filter_nodes import (
@@ -537,6 +537,10 @@ class Filter:
             ``parse_filter(json.loads(f.canonical))`` gives back an equal filter.
         fields: The metadata field names the filter reads.
     """
+
+    # True for filters that also select on the document (``doc_filter.RecordFilter``): a write's
+    # maintenance of cached label sets sees metadata only, so their sets cannot be kept current.
+    reads_documents: ClassVar[bool] = False
 
     canonical: str
     fields: frozenset[str]

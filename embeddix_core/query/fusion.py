@@ -60,7 +60,9 @@ def rrf_fuse(
     return sorted(scores.items(), key=lambda kv: -kv[1])
 
 
-def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5) -> list[int]:
+def mmr_select(
+    query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: float = 0.5
+) -> list[tuple[int, float]]:
     """Maximal marginal relevance: pick k of the candidates, trading relevance against redundancy.
 
     Similarities are cosine (candidates and query are normalized here), so the trade-off means the
@@ -73,7 +75,10 @@ def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: f
         lambda_mult: 1.0 = pure relevance, 0.0 = pure diversity.
 
     Returns:
-        Indices into ``candidates`` in the order picked.
+        (index into ``candidates``, marginal relevance when picked) pairs in the order picked; the
+        marginal relevance is ``lambda_mult * cos(query, c) - (1 - lambda_mult) * max cos(c, picked)``
+        (the first pick has no picked neighbour: ``lambda_mult * cos(query, c)``). It never increases
+        from one pick to the next: the redundancy term only grows as picks are added.
     """
     n = candidates.shape[0]
     if n == 0 or k <= 0:
@@ -88,15 +93,16 @@ def mmr_select(query: np.ndarray, candidates: np.ndarray, k: int, lambda_mult: f
     qn = float(np.linalg.norm(q)) or 1.0
     rel = cand @ (q / qn)
     sim = cand @ cand.T
-    picked = [int(np.argmax(rel))]
-    max_sim = sim[picked[0]].copy()
+    first = int(np.argmax(rel))
+    picked = [(first, float(lambda_mult * rel[first]))]
+    max_sim = sim[first].copy()
     chosen = np.zeros(n, bool)
-    chosen[picked[0]] = True
+    chosen[first] = True
     while len(picked) < min(k, n):
         score = lambda_mult * rel - (1.0 - lambda_mult) * max_sim
         score[chosen] = -np.inf
         nxt = int(np.argmax(score))
-        picked.append(nxt)
+        picked.append((nxt, float(score[nxt])))
         chosen[nxt] = True
         np.maximum(max_sim, sim[nxt], out=max_sim)
     return picked

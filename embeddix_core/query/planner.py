@@ -172,6 +172,9 @@ class Plan:
         plan_cached: Whether the plan came from the plan cache.
         result_cache: ``"hit"``, ``"semantic-hit"``, ``"miss"`` or ``"off"`` (filled by the cache layer).
         reason: A short human-readable explanation.
+        ranking: How the hits were ordered: ``"vector"`` (by score), ``"rrf"`` (hybrid: by reciprocal
+            rank fusion of the vector and BM25 rankings, each hit's ``rank_score``), ``"mmr"`` (maximal
+            marginal relevance, in selection order) or ``"bm25"`` (text only, by score).
     """
 
     index: str
@@ -189,6 +192,7 @@ class Plan:
     plan_cached: bool = False
     result_cache: str = "off"
     reason: str = ""
+    ranking: str = "vector"
 
     def as_dict(self) -> dict[str, Any]:
         """The plan as plain data."""

@@ -18,13 +18,19 @@ for ``cosine``, ``1 / (1 + distance)`` for ``l2``, the inner product for ``ip``)
 Hybrid search: ``similarity_search(query, k, text_weight=0.5)`` (and ``similarity_search_with_score``,
 their async forms) also rank the documents by BM25 full-text match on ``query`` and fuse the two rankings
 by reciprocal rank (the core's ``search(..., text=query, text_weight=...)``; ``text_weight`` 0.0 is the
-vector ranking alone, 1.0 the text ranking alone). The scores are then the fused RRF scores (``"rrf"``),
-small positive numbers whose order is all that counts, not similarities: do not give them a threshold.
+vector ranking alone, 1.0 the text ranking alone). The documents come in fused order, but each score is
+the one a plain search gives that document (its cosine similarity, for ``cosine``), so the scores need
+not decrease, and relevance scores and ``score_threshold`` mean the same as for a plain search.
 ``as_retriever(search_type="hybrid", search_kwargs={"k": 4, "text_weight": 0.5})`` returns an
-:class:`EmbeddixHybridRetriever` doing the same (``text_weight`` defaults to 0.5 there).
+:class:`EmbeddixHybridRetriever` doing the same (``text_weight`` defaults to 0.5 there; a
+``score_threshold`` in ``search_kwargs`` drops documents whose relevance score is lower).
+MMR (``max_marginal_relevance_search``, ``search_type="mmr"``) returns documents in the order picked.
 
-Not supported: langchain-chroma's ``where_document={"$contains": ...}``. The core's filters see metadata
-only, and its full-text index ranks documents (BM25) but offers no restriction on their text.
+Full-text restriction: every search method (and the retrievers, through ``search_kwargs``) takes
+langchain-chroma's ``where_document`` keyword: ``{"$contains": "fox"}`` (case-sensitive substring),
+``{"$not_contains": ...}``, ``{"$regex": ...}``, ``{"$not_regex": ...}`` and ``$and`` / ``$or`` lists of
+those, alone or with ``filter``; ``delete(where_document=...)`` too. It is the core's ``where_document``
+(see ``embeddix_core.query.doc_filter``): a document-less record never matches ``$contains``.
 
 Async: the ``a*`` methods embed through the embeddings' own async API and run the core call (which is
 synchronous and releases the GIL in the native index) in the default executor.
@@ -59,8 +65,9 @@ from ._filters import to_core_filter
 
 __all__ = ["EmbeddixHybridRetriever", "EmbeddixVectorStore"]
 
-# Tuning knobs of the core search that the LangChain search methods pass through.
-_SEARCH_KWARGS = frozenset({"ef", "recall", "deadline_ms"})
+# Arguments of the core search that the LangChain search methods pass through: the tuning knobs, and
+# langchain-chroma's full-text restriction (same name, same operators).
+_SEARCH_KWARGS = frozenset({"ef", "recall", "deadline_ms", "where_document"})
 HYBRID = "hybrid"
 # The fusion weight of the text ranking a hybrid retriever uses when its search_kwargs give none.
 DEFAULT_TEXT_WEIGHT = 0.5
@@ -226,18 +233,20 @@ class EmbeddixVectorStore(VectorStore):
             ) from exc
 
     def delete(self, ids: list[str] | None = None, **kwargs: Any) -> bool | None:
-        """Delete by ids, by ``filter=``, or everything when neither is given.
+        """Delete by ids, by ``filter=`` and/or ``where_document=``, or everything when none is given.
 
         Absent ids are not an error.
 
         Args:
             ids: The ids to delete.
-            **kwargs: ``filter``: a metadata filter (instead of ids).
+            **kwargs: ``filter``: a metadata filter; ``where_document``: a full-text restriction (see
+                the module docstring); either or both instead of ids.
 
         Returns:
             True.
         """
         flt = to_core_filter(kwargs.pop("filter", None))
+        where_document = kwargs.pop("where_document", None)
         _no_extra(kwargs, "delete")
         col = self._collection
         if col is None:
@@ -245,6 +254,8 @@ class EmbeddixVectorStore(VectorStore):
         if ids is not None:
             if ids:
                 col.delete(list(ids))
+        elif where_document is not None:
+            col.delete(filter=flt or None, where_document=where_document)
         elif flt:
             col.delete(filter=flt)
         else:
@@ -285,16 +296,17 @@ class EmbeddixVectorStore(VectorStore):
             query: The query text.
             k: How many documents.
             filter: A metadata filter (see ``langchain_embeddix._filters``).
-            **kwargs: ``text_weight`` (0..1): hybrid search, ``query`` also ranked by BM25 full-text match
-                and fused with the vector ranking at this weight (see the module docstring); None or
-                absent: vector search only. Core tuning knobs: ``ef`` (HNSW beam width), ``recall``
-                (target recall), ``deadline_ms``.
+            **kwargs: ``where_document``: a full-text restriction such as ``{"$contains": "fox"}``
+                (see the module docstring). ``text_weight`` (0..1): hybrid search, ``query`` also ranked
+                by BM25 full-text match and fused with the vector ranking at this weight (see the module
+                docstring); None or absent: vector search only. Core tuning knobs: ``ef`` (HNSW beam
+                width), ``recall`` (target recall), ``deadline_ms``.
 
         Returns:
             The documents.
 
         Raises:
-            InvalidArgumentError: ``text_weight`` is outside 0..1.
+            InvalidArgumentError: ``text_weight`` is outside 0..1, or ``where_document`` is malformed.
         """
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
 
@@ -309,7 +321,7 @@ class EmbeddixVectorStore(VectorStore):
         self, query: str, k: int = 4, filter: dict[str, Any] | None = None, **kwargs: Any
     ) -> list[tuple[Document, float]]:
         """Like :meth:`similarity_search`, with each document's score (higher is better, see module doc;
-        RRF scores for a hybrid search)."""
+        a hybrid search scores each document as a plain search does, in fused order)."""
         if self._collection is None:
             return []
         self._check_query_model()
@@ -336,8 +348,8 @@ class EmbeddixVectorStore(VectorStore):
             embedding: The query vector.
             k: How many documents.
             filter: A metadata filter.
-            **kwargs: Core tuning knobs: ``ef`` (HNSW beam width), ``recall`` (target recall),
-                ``deadline_ms``.
+            **kwargs: ``where_document`` (a full-text restriction), and the core tuning knobs: ``ef``
+                (HNSW beam width), ``recall`` (target recall), ``deadline_ms``.
 
         Returns:
             The documents.
@@ -368,7 +380,8 @@ class EmbeddixVectorStore(VectorStore):
             fetch_k: Nearest candidates MMR chooses from.
             lambda_mult: 1.0 is pure relevance, 0.0 pure diversity.
             filter: A metadata filter.
-            **kwargs: Core tuning knobs: ``ef``, ``recall``, ``deadline_ms``.
+            **kwargs: ``where_document`` (a full-text restriction), and the core tuning knobs: ``ef``,
+                ``recall``, ``deadline_ms``.
 
         Returns:
             The documents, in the order picked.
@@ -453,8 +466,9 @@ class EmbeddixVectorStore(VectorStore):
 
         Args:
             **kwargs: ``search_type`` (``"similarity"``, ``"similarity_score_threshold"``, ``"mmr"`` or
-                ``"hybrid"``), ``search_kwargs`` (``k``, ``filter``, ``text_weight`` for hybrid, the
-                core's tuning knobs, and the search type's own), and the other retriever fields.
+                ``"hybrid"``), ``search_kwargs`` (``k``, ``filter``, ``where_document``, ``text_weight``
+                for hybrid, the core's tuning knobs, and the search type's own), and the other retriever
+                fields.
 
         Returns:
             An :class:`EmbeddixHybridRetriever` for ``"hybrid"``, else LangChain's ``VectorStoreRetriever``.
@@ -530,9 +544,12 @@ class EmbeddixHybridRetriever(VectorStoreRetriever):
 
     Each query calls :meth:`EmbeddixVectorStore.similarity_search` with ``text_weight`` (from
     ``search_kwargs``, default 0.5), so the query is ranked by vector and by BM25 full-text match, fused
-    by reciprocal rank. Built by ``EmbeddixVectorStore.as_retriever(search_type="hybrid", ...)``; the other
-    search types get LangChain's own ``VectorStoreRetriever``, so this class adds to LangChain's dispatch
-    instead of copying it.
+    by reciprocal rank. With a ``score_threshold`` in ``search_kwargs`` it calls
+    ``similarity_search_with_relevance_scores`` instead and keeps the documents scoring at least that:
+    hybrid scores are the plain search's, so the threshold is the one ``"similarity_score_threshold"``
+    takes. Built by ``EmbeddixVectorStore.as_retriever(search_type="hybrid", ...)``; the other search
+    types get LangChain's own ``VectorStoreRetriever``, so this class adds to LangChain's dispatch instead
+    of copying it.
     """
 
     search_type: str = HYBRID
@@ -547,12 +564,23 @@ class EmbeddixHybridRetriever(VectorStoreRetriever):
     def _get_relevant_documents(
         self, query: str, *, run_manager: CallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return self.vectorstore.similarity_search(query, **self._hybrid_kwargs(kwargs))
+        merged = self._hybrid_kwargs(kwargs)
+        if merged.get("score_threshold") is None:
+            merged.pop("score_threshold", None)
+            return self.vectorstore.similarity_search(query, **merged)
+        # LangChain's own method applies the threshold (and logs when nothing passes it)
+        pairs = self.vectorstore.similarity_search_with_relevance_scores(query, **merged)
+        return [doc for doc, _ in pairs]
 
     async def _aget_relevant_documents(
         self, query: str, *, run_manager: AsyncCallbackManagerForRetrieverRun, **kwargs: Any
     ) -> list[Document]:
-        return await self.vectorstore.asimilarity_search(query, **self._hybrid_kwargs(kwargs))
+        merged = self._hybrid_kwargs(kwargs)
+        if merged.get("score_threshold") is None:
+            merged.pop("score_threshold", None)
+            return await self.vectorstore.asimilarity_search(query, **merged)
+        pairs = await self.vectorstore.asimilarity_search_with_relevance_scores(query, **merged)
+        return [doc for doc, _ in pairs]
 
 
 def _hybrid_text(query: str, kwargs: dict[str, Any]) -> tuple[str, float] | None:

@@ -218,7 +218,7 @@ def test_hybrid_similarity_search_fuses_text_and_vector() -> None:
     col = store.collection
     assert col is not None
     core = col.search([1.0, 0.0], 3, text=HYBRID_QUERY, text_weight=0.5)
-    assert core[0].metric == "rrf"
+    assert core[0].metric == "cosine" and core.plan is not None and core.plan.ranking == "rrf"
     assert [(d.id, s) for d, s in mixed] == [(h.id, h.score) for h in core]
     assert {d.id for d, _ in mixed} == {"apple", "banana", "zebra"}
     assert mixed[0][0].page_content and mixed[0][0].metadata["kind"] in ("food", "road")

@@ -197,7 +197,7 @@ def test_hybrid_text_and_fts_in_same_transaction(db: Embeddix) -> None:
     assert all(h.metric == "bm25" for h in text_only)
     q = col["d3"].vector
     hybrid = col.search(q, k=5, text="quick fox", text_weight=0.5)
-    assert {h.metric for h in hybrid} == {"rrf"}
+    assert {h.metric for h in hybrid} == {"cosine"} and hybrid.plan.ranking == "rrf"  # issue #15
     assert {"d0", "d2", "d3"} <= {h.id for h in hybrid[:3]}
     assert all(not math.isnan(h.distance) for h in hybrid)
     pure_vector = col.search(q, k=1, text="quick fox", text_weight=0.0)

@@ -23,8 +23,15 @@ back as plain ``TextNode`` objects with the record's id, text and metadata.
 
 Query modes: ``DEFAULT`` (vector), ``MMR`` (``mmr_threshold`` is the core's ``mmr_lambda``, default 0.5),
 ``HYBRID`` (vector + BM25 fused by reciprocal rank; ``alpha`` 1.0 is pure vector, 0.0 pure text, so the
-core's ``text_weight`` is ``1 - alpha``), ``TEXT_SEARCH`` and ``SPARSE`` (BM25 over the node text). Scores
-are the core's, higher is better.
+core's ``text_weight`` is ``1 - alpha``), ``TEXT_SEARCH`` and ``SPARSE`` (BM25 over the node text).
+
+Similarities are the core's scores, higher is better: for ``DEFAULT``, ``HYBRID`` and ``MMR`` the same
+number for the same node, its similarity to the query embedding (cosine similarity for a ``cosine``
+collection), so ``SimilarityPostprocessor(similarity_cutoff=...)`` keeps its meaning in every mode.
+``HYBRID`` nodes come in fused order and ``MMR`` nodes in selection order, so their similarities need not
+decrease (LlamaIndex's simple store reports MMR's marginal values instead, which no cutoff fits; Qdrant
+reports similarities, as here). ``TEXT_SEARCH`` / ``SPARSE`` have no query embedding: their similarities
+are BM25 scores (``-bm25``, positive, unbounded), comparable only with each other.
 
 Restrictions: ``doc_ids`` is a core filter on ``ref_doc_id``. ``node_ids`` (which ``VectorStoreIndex``
 sends when it keeps its own node list, e.g. with ``store_nodes_override=True``) names record ids, which the
@@ -34,6 +41,12 @@ the round asked for the core's largest k (100,000).
 When ``node_ids`` covers the collection (the usual case) that is one search. With ``MMR``, diversity is
 judged among the hits the core picked before the restriction. An empty or None ``node_ids`` / ``doc_ids``
 is no restriction, as in LlamaIndex's own simple store.
+
+Full-text restriction: ``query(..., where_document={"$contains": "fox"})``, as Chroma's LlamaIndex store
+takes it (a query keyword, so ``index.as_retriever(vector_store_kwargs={"where_document": ...})``). The
+operators are Chroma's: ``$contains`` (case-sensitive substring of the node text), ``$not_contains``,
+``$regex``, ``$not_regex``, and ``$and`` / ``$or`` lists of those; it combines with ``filters``,
+``doc_ids`` and ``node_ids`` and every mode (see ``embeddix_core.query.doc_filter``).
 
 Durability: a record is durable when ``add`` returns (on-disk stores); ``persist`` only saves an index
 snapshot so the next open is faster.
@@ -65,8 +78,9 @@ from ._nodes import nodes_from_records, record_metadata
 
 __all__ = ["EmbeddixVectorStore"]
 
-# Tuning knobs of the core search passed through from ``query(..., **kwargs)`` (``vector_store_kwargs``).
-_SEARCH_KNOBS = ("ef", "recall", "deadline_ms")
+# Core search arguments passed through from ``query(..., **kwargs)`` (``vector_store_kwargs``): the tuning
+# knobs, and Chroma's full-text restriction under its name there.
+_SEARCH_KNOBS = ("ef", "recall", "deadline_ms", "where_document")
 _TEXT_MODES = (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE)
 # Enum class attribute lookups cost ~0.1 us each; the query path compares with these instead.
 _DEFAULT, _HYBRID, _MMR = VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID, VectorStoreQueryMode.MMR
@@ -305,16 +319,17 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
         Args:
             query: The query: ``query_embedding`` and/or ``query_str``, ``similarity_top_k``, ``filters``,
                 ``doc_ids``, ``node_ids``, ``mode``, ``alpha``, ``mmr_threshold``.
-            **kwargs: ``mmr_threshold`` (when not on the query), ``mmr_prefetch_k`` or
-                ``mmr_prefetch_factor`` (MMR candidates), and the core's tuning knobs ``ef`` (HNSW beam
-                width), ``recall`` (target recall) and ``deadline_ms``.
+            **kwargs: ``where_document`` (a full-text restriction, see the module docstring),
+                ``mmr_threshold`` (when not on the query), ``mmr_prefetch_k`` or ``mmr_prefetch_factor``
+                (MMR candidates), and the core's tuning knobs ``ef`` (HNSW beam width), ``recall``
+                (target recall) and ``deadline_ms``.
 
         Returns:
             Nodes, scores (higher is better) and ids, best first.
 
         Raises:
-            InvalidArgumentError: An unsupported mode, or a missing query embedding / query string for
-                the mode.
+            InvalidArgumentError: An unsupported mode, a missing query embedding / query string for
+                the mode, or a malformed ``where_document``.
         """
         # ``self._collection`` costs ~3 us on a pydantic model (a failed lookup, then ``__getattr__``);
         # private attributes live in ``__pydantic_private__``.
@@ -341,6 +356,7 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
                     ef=kwargs.get("ef"),
                     recall=kwargs.get("recall"),
                     deadline_ms=kwargs.get("deadline_ms"),
+                    where_document=kwargs.get("where_document"),
                 )
             )
         if mode not in _SUPPORTED_MODES:
