@@ -39,6 +39,7 @@ __all__ = [
     "EmbeddingServiceError",
     "EmbeddixError",
     "FormatVersionError",
+    "GpuUnavailableError",
     "InvalidArgumentError",
     "InvalidFilterError",
     "InvalidIdError",
@@ -123,6 +124,10 @@ class EmbeddingServiceError(EmbeddixError, ConnectionError):
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class GpuUnavailableError(EmbeddixError, RuntimeError):
+    """``gpu="on"`` was asked for, but FAISS has no CUDA build here or sees no device."""
 
 
 class LockedError(EmbeddixError, RuntimeError):

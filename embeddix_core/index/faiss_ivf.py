@@ -1,0 +1,909 @@
+"""Inverted-file index on FAISS (IVF-Flat, or IVF-PQ re-ranked with full-precision vectors).
+
+A coarse quantizer (``nlist`` centroids, trained by FAISS k-means) cuts the space into cells; each vector
+lives in the list of its nearest centroid, as itself (``codes="flat"``) or as a product-quantized code
+(``codes="pq"``: ``pq_m`` bytes with 8-bit sub-quantizers). A search scans the ``nprobe`` nearest lists.
+
+What stays in RAM with PQ: the centroids, the PQ codebooks, and per vector its code plus an 8-byte label
+(``memory_bytes`` counts them). Full-precision vectors live in the store: a PQ search asks FAISS for
+``rerank_width(k)`` candidates and re-ranks them with exact distances from the vectors the ``load_vectors``
+callable returns (in the engine the store's loader behind the bounded vector cache; in tests an array
+lookup). IVF-Flat distances are exact already and are not re-ranked.
+
+Training threshold (documented rule): the index searches exactly over the vectors it holds until it holds
+``train_threshold`` of them (default :data:`TRAIN_MIN` = 10,000). 10,000 is the least FAISS asks for to
+train 8-bit PQ sub-quantizers (39 points for each of 256 centroids = 9,984) and, with the ``nlist`` rule
+below, leaves at least 39 training points per coarse list. The first add that reaches the threshold
+trains on (a sample of) everything held and moves it into lists; searches keep answering from the exact
+buffer meanwhile. Later vectors join the lists of their nearest centroid without retraining.
+
+nlist rule: ``nlist = clamp(round(NLIST_PER_SQRT * sqrt(n)), 1, n // 39)`` for the ``n`` vectors the index
+holds when it trains (:func:`nlist_for`; 4 * sqrt(n): 400 at 10,000, 1,789 at 200,000, 4,000 at 1M, capped
+so every list gets 39 training points). K-means runs on at most ``TRAIN_PER_LIST * nlist`` sampled vectors
+for ``KMEANS_ITERS`` iterations: the cost of training grows with the sample times nlist, and this keeps a
+1M x 768 build inside minutes on two cores while FAISS's own default (256 points a list, 25 iterations)
+would take most of an hour.
+
+ef -> nprobe (the planner's knob): ``nprobe = clamp(ceil(nlist * ef / EF_ALL_LISTS), 1, nlist)``
+(:func:`nprobe_for`), i.e. ``ef`` sets the *fraction* of lists probed, ``ef / 1024``. Recall of an IVF
+search depends on the fraction of the data it scans far more than on nlist, so one ef means about the
+same recall whatever the collection's size; the top of the planner's ladder (1024) probes every list, an
+exhaustive scan of the codes. The mapping is monotone, so the planner's calibration (recall and latency
+over the ef ladder) drives IVF exactly as it drives HNSW's beam. The default ``ef_search`` of 96 probes
+9.4% of the lists (168 of 1,789 at 200,000 vectors). A search whose probed lists held fewer than k
+(allowed) vectors is retried with four times the probes, up to all lists.
+
+Filters: an ``allowed`` restriction becomes a FAISS ``IDSelector`` (a bitmap over the label range when
+that is small, else ``IDSelectorBatch``), never a per-vector Python callback: pass an array of allowed
+labels, or the engine's ``set.__contains__`` (its set is read once). Any other callable is evaluated once
+per live label in Python (O(n), documented fallback).
+
+Deletes are physical (``remove_ids``, a scan of the lists in C++; no tombstones in a trained index). An
+update removes the label, then inserts the new vector. While :meth:`FaissIvfIndex.retrain` builds a new
+index, writes go to the live index *and* to a journal that is replayed onto the new one before the swap,
+so nothing written during a retrain is lost.
+
+Concurrency: any number of searches run together (FAISS searches are const); the brief mutations (list
+inserts, removes, the swap) take the gate's writer side. Writers are serialized by one lock. Encoding new
+vectors (coarse assignment and PQ codes, the expensive part) runs *outside* the gate, under the writer lock
+only; training and retraining never block searches.
+
+On disk (:meth:`FaissIvfIndex.save`, a directory): ``ivf.faiss`` (``faiss.write_index``: the trained
+IVF index, or before training an ``IndexIDMap2`` over a flat index holding the exact buffer) and
+``ivf.json``, the manifest, written last (format version, dim, space, codes, nlist, pq_m, nbits, count,
+size and CRC32 of ``ivf.faiss``). Both are replaced atomically (temp file, fsync, rename, fsync dir). No
+pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from ..errors import (
+    CorruptionError,
+    DimensionMismatchError,
+    FormatVersionError,
+    InvalidArgumentError,
+    InvalidVectorError,
+    NotFoundError,
+)
+from ..eval import recall_at_k
+from ..storage._atomic import atomic_write, atomic_write_bytes
+from . import _gpu
+from .base import IndexResult, IndexStats, LabelFilter, exact_topk, exact_topk_over
+from .hnsw import _Gate
+
+__all__ = [
+    "EF_ALL_LISTS",
+    "NLIST_PER_SQRT",
+    "RERANK_FACTOR",
+    "TRAIN_MIN",
+    "FaissIvfIndex",
+    "RecallCheck",
+    "RetrainReport",
+    "VectorLoader",
+    "nlist_for",
+    "nprobe_for",
+    "rerank_width",
+]
+
+log = logging.getLogger("embeddix")
+
+VectorLoader = Callable[[np.ndarray], np.ndarray]
+"""Full-precision, index-space vectors of labels, in order; NaN rows for labels no longer stored."""
+
+# See the module docstring for each rule.
+TRAIN_MIN = 10_000
+NLIST_PER_SQRT = 4.0
+MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
+TRAIN_PER_LIST = 50
+KMEANS_ITERS = 10
+EF_ALL_LISTS = 1024
+# PQ candidates re-ranked per result wanted (k=10 -> 200): PQ codes at 768-d move true neighbours tens of
+# ranks, further than the SQ8 codes of faiss_hnsw.py (see default_pq_m for the measurement).
+RERANK_FACTOR = 20
+# Vectors encoded and inserted per step of a large add: searches wait for one step's insert at most.
+ADD_CHUNK = 32_768
+# Labels whose allow-list bitmap may be at most this many times larger (in bytes) than an
+# IDSelectorBatch over the same labels (~16 bytes a label): beyond it the hash set is smaller.
+_BITMAP_SLACK = 16
+
+FORMAT_VERSION = 1
+_MAGIC = "embeddix-ivf"
+_INDEX_FILE = "ivf.faiss"
+_MANIFEST_FILE = "ivf.json"
+CODES = ("flat", "pq")
+
+
+def nlist_for(n: int) -> int:
+    """Coarse lists for an index trained on ``n`` vectors (the rule in the module docstring)."""
+    return max(1, min(round(NLIST_PER_SQRT * math.sqrt(max(n, 1))), n // MIN_PER_LIST))
+
+
+def nprobe_for(ef: int, nlist: int) -> int:
+    """Lists probed for the planner's ``ef`` (the mapping in the module docstring)."""
+    return max(1, min(math.ceil(nlist * max(int(ef), 1) / EF_ALL_LISTS), nlist))
+
+
+def rerank_width(k: int, factor: int = RERANK_FACTOR) -> int:
+    """PQ candidates re-ranked with full-precision vectors for ``k`` results."""
+    return max(k, k * max(int(factor), 1))
+
+
+def default_pq_m(dim: int) -> int:
+    """Sub-quantizers (= code bytes) for ``dim``: the largest divisor of dim at most max(dim / 8, 16).
+
+    8 dimensions per 8-bit sub-quantizer (96 bytes at 768-d, 48 at 384-d) keeps codes plus label under 200
+    bytes a vector. Measured on 50,000 synth768 vectors at nprobe 37% (benchmarks/ivf_bench.py scan):
+    12 dimensions a sub-quantizer (64 bytes) needed 400 re-ranked candidates for recall@10 0.95 (0.918
+    with 100), 8 dimensions (96 bytes) reached 0.952 with 100 and 0.957 with 200; small
+    dimensions keep at least 16 sub-quantizers (4 dimensions each at 64-d), because with fewer the codes
+    rank too coarsely for any affordable re-rank width to repair.
+    """
+    for m in range(min(max(dim // 8, 16), dim), 0, -1):
+        if dim % m == 0:
+            return m
+    return 1  # pragma: no cover - m=1 always divides
+
+
+@dataclass(frozen=True, slots=True)
+class RecallCheck:
+    """What :meth:`FaissIvfIndex.watch_recall` measured.
+
+    Attributes:
+        recall: Mean recall@k of the index against the truth.
+        target: The target it was compared with.
+        k: The cut-off.
+        nprobe: Lists probed for the measurement.
+        retraining: Whether a background retrain was started because ``recall < target``.
+    """
+
+    recall: float
+    target: float
+    k: int
+    nprobe: int
+    retraining: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainReport:
+    """What :meth:`FaissIvfIndex.retrain` did.
+
+    Attributes:
+        count: Vectors in the new index.
+        nlist: Its coarse lists.
+        train_seconds: Time spent in k-means (and PQ training).
+        total_seconds: Time from start to swap.
+        replayed: Journaled writes applied after the build (writes that arrived during it).
+    """
+
+    count: int
+    nlist: int
+    train_seconds: float
+    total_seconds: float
+    replayed: int
+
+
+class FaissIvfIndex:
+    """IVF index keyed by store labels: exact below the training threshold, IVF-Flat or IVF-PQ above it.
+
+    Args:
+        dim: Vector dimension (fixed).
+        space: ``"ip"`` or ``"l2"`` (fixed).
+        load_vectors: Full-precision index-space vectors by label (re-ranking, :meth:`get_vectors`,
+            retraining).
+        codes: ``"flat"`` (full vectors in the lists) or ``"pq"`` (PQ codes, re-ranked); fixed.
+        pq_m: PQ sub-quantizers = code bytes (must divide ``dim``; default :func:`default_pq_m`); fixed.
+        nbits: Bits per sub-quantizer code (fixed; 8 unless memory is very tight).
+        train_threshold: Vectors held before the first training (default :data:`TRAIN_MIN`).
+        ef_search: Default ``ef`` of searches (mapped to nprobe by :func:`nprobe_for`).
+        rerank_factor: PQ candidates re-ranked per result wanted (see :func:`rerank_width`).
+        gpu: ``"auto"``, ``"on"`` or ``"off"``: k-means on a GPU (through :mod:`._gpu`) when one is present.
+        seed: Seed of the training sample and k-means (reproducible builds).
+
+    Raises:
+        InvalidArgumentError: A parameter is out of range (unknown space or codes, ``pq_m`` not dividing
+            ``dim``, ...).
+    """
+
+    kind = "ivf"
+    approximate = True
+    # The engine's snapshot writer (storage/snapshot.py) saves one file per segment; this index saves a
+    # directory (index + manifest, see save()). Until the two are wired together the engine rebuilds it
+    # from the store on open instead of reading a snapshot.
+    snapshots = False
+
+    def __init__(
+        self,
+        dim: int,
+        space: str,
+        *,
+        load_vectors: VectorLoader,
+        codes: str = "pq",
+        pq_m: int | None = None,
+        nbits: int = 8,
+        train_threshold: int = TRAIN_MIN,
+        ef_search: int = 96,
+        rerank_factor: int = RERANK_FACTOR,
+        gpu: str = "off",
+        seed: int = 1234,
+    ) -> None:
+        if space not in ("ip", "l2"):
+            raise InvalidArgumentError(f"space must be 'ip' or 'l2'; got {space!r}")
+        if codes not in CODES:
+            raise InvalidArgumentError(f"codes must be one of {list(CODES)}; got {codes!r}")
+        if dim < 1:
+            raise InvalidArgumentError(f"dim must be a positive integer; got {dim}")
+        m = default_pq_m(dim) if pq_m is None else int(pq_m)
+        if codes == "pq" and (m < 1 or dim % m):
+            raise InvalidArgumentError(
+                f"pq_m must divide the dimension {dim}; got {m} (try {default_pq_m(dim)})"
+            )
+        if not 1 <= nbits <= 16:
+            raise InvalidArgumentError(f"nbits must be between 1 and 16; got {nbits}")
+        if train_threshold < 1:
+            raise InvalidArgumentError(f"train_threshold must be at least 1; got {train_threshold}")
+        self.dim = dim
+        self.space = space
+        self.codes = codes
+        self.pq_m = m if codes == "pq" else 0
+        self.nbits = nbits if codes == "pq" else 0
+        self.train_threshold = int(train_threshold)
+        self.ef_search = int(ef_search)
+        self.rerank_factor = max(int(rerank_factor), 1)
+        self.gpu = gpu
+        self.seed = seed
+        self._load = load_vectors
+        self._metric = faiss.METRIC_INNER_PRODUCT if space == "ip" else faiss.METRIC_L2
+        self._ivf: Any = None  # the trained FAISS IndexIVF* (None: exact mode over the buffer)
+        # exact-mode buffer: the first ``_n_held`` rows are live
+        self._held_labels = np.empty(0, np.int64)
+        self._held_vecs = np.empty((0, dim), np.float32)
+        self._n_held = 0
+        self._count = 0
+        self._trained_count = 0  # vectors the current lists were trained on
+        self._gate = _Gate()  # searches shared; list inserts/removes/swaps exclusive
+        self._wlock = threading.RLock()  # serializes writers (add, remove, retrain's start/end, save)
+        self._retrain_lock = threading.Lock()  # one retrain at a time
+        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._retrainer: threading.Thread | None = None
+
+    # -- capabilities and sizes ----------------------------------------------------------------------
+    @property
+    def trained(self) -> bool:
+        """Whether the IVF lists exist (else searches are exact over the buffer)."""
+        return self._ivf is not None
+
+    @property
+    def nlist(self) -> int:
+        """Coarse lists of the trained index (0 before training)."""
+        ivf = self._ivf
+        return int(ivf.nlist) if ivf is not None else 0
+
+    @property
+    def segments(self) -> int:
+        return 1
+
+    @property
+    def bounds(self) -> list[int]:
+        return [0]
+
+    def set_ef_search(self, ef: int) -> None:
+        """Default ``ef`` of later searches (mapped to nprobe)."""
+        self.ef_search = int(ef)
+
+    def nprobe(self, ef: int | None = None) -> int:
+        """Lists a search with ``ef`` probes (0 before training)."""
+        return nprobe_for(ef or self.ef_search, self.nlist) if self.trained else 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def stats(self) -> IndexStats:
+        return IndexStats(1, self._count, 0, self._n_held, self.memory_bytes())
+
+    def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
+        return []  # see ``snapshots``
+
+    def join(self) -> None:
+        """Wait for a background retrain started by :meth:`watch_recall` to finish."""
+        t = self._retrainer
+        if t is not None:
+            t.join()
+
+    def memory_bytes(self) -> int:
+        """Bytes held: centroids, PQ codebooks, codes and labels in the lists, and the exact buffer."""
+        held = self._held_labels.nbytes + self._held_vecs.nbytes
+        ivf = self._ivf
+        if ivf is None:
+            return held
+        per_vector = int(ivf.code_size) + 8  # code + int64 label
+        centroids = int(ivf.nlist) * self.dim * 4
+        books = (1 << self.nbits) * self.dim * 4 if self.codes == "pq" else 0
+        return held + centroids + books + int(ivf.ntotal) * per_vector
+
+    # -- input checks --------------------------------------------------------------------------------
+    def _matrix(self, x: np.ndarray, name: str) -> np.ndarray:
+        arr = np.ascontiguousarray(x, np.float32)
+        if arr.ndim != 2:
+            raise InvalidVectorError(f"{name} must be a 2-D array of shape (n, {self.dim}); got {arr.shape}")
+        if arr.shape[1] != self.dim:
+            raise DimensionMismatchError(
+                f"{name} must have dimension {self.dim}; got {arr.shape[1]} (embed with the same model)"
+            )
+        return arr
+
+    # -- writes --------------------------------------------------------------------------------------
+    def add(self, labels: np.ndarray, vectors: np.ndarray, new: np.ndarray | None = None) -> None:
+        """Insert vectors, replacing labels already held.
+
+        Args:
+            labels: (n,) int64 store labels, unique within the call.
+            vectors: (n, dim) index-space vectors.
+            new: Optional (n,) bool, True where the caller knows the label is absent (skips a removal scan).
+
+        Raises:
+            DimensionMismatchError: ``vectors`` has the wrong width.
+            InvalidVectorError: Shapes disagree.
+        """
+        labels = np.ascontiguousarray(labels, np.int64)
+        vectors = self._matrix(vectors, "vectors")
+        if len(labels) != len(vectors):
+            raise InvalidVectorError(f"got {len(labels)} labels for {len(vectors)} vectors; expected equal")
+        if not len(labels):
+            return
+        fresh = new is not None and bool(np.all(new))
+        with self._wlock:
+            if self._journal is not None:
+                self._journal.append((labels.copy(), vectors.copy()))
+            if self._ivf is None:
+                self._add_held(labels, vectors, fresh)
+                if self._n_held >= self.train_threshold:
+                    self._train_from_held()
+                return
+            for s in range(0, len(labels), ADD_CHUNK):
+                lab, vec = labels[s : s + ADD_CHUNK], vectors[s : s + ADD_CHUNK]
+                codes = self._ivf.sa_encode(vec)  # coarse list + code: outside the gate (const)
+                self._gate.enter_write(polite=True)
+                try:
+                    removed = 0 if fresh else int(self._ivf.remove_ids(faiss.IDSelectorBatch(lab)))
+                    self._ivf.add_sa_codes(codes, lab)
+                    self._count += len(lab) - removed
+                finally:
+                    self._gate.exit_write()
+
+    def remove(self, labels: np.ndarray) -> int:
+        """Delete labels; returns how many were live (absent labels are ignored)."""
+        labels = np.ascontiguousarray(np.unique(np.asarray(labels, np.int64)))
+        if not len(labels):
+            return 0
+        with self._wlock:
+            if self._journal is not None:
+                self._journal.append((labels, None))
+            self._gate.enter_write()
+            try:
+                if self._ivf is None:
+                    removed = self._drop_held(labels)
+                else:
+                    removed = int(self._ivf.remove_ids(faiss.IDSelectorBatch(labels)))
+                self._count -= removed
+            finally:
+                self._gate.exit_write()
+        return removed
+
+    def _add_held(self, labels: np.ndarray, vectors: np.ndarray, fresh: bool) -> None:
+        """Append to the exact buffer (writer lock held), replacing labels it holds."""
+        self._gate.enter_write()
+        try:
+            if not fresh:
+                self._count -= self._drop_held(labels)
+            need = self._n_held + len(labels)
+            if need > len(self._held_labels):
+                cap = max(need, 2 * len(self._held_labels), 1024)
+                lab = np.empty(cap, np.int64)
+                vec = np.empty((cap, self.dim), np.float32)
+                lab[: self._n_held] = self._held_labels[: self._n_held]
+                vec[: self._n_held] = self._held_vecs[: self._n_held]
+                self._held_labels, self._held_vecs = lab, vec
+            self._held_labels[self._n_held : need] = labels
+            self._held_vecs[self._n_held : need] = vectors
+            self._n_held = need
+            self._count += len(labels)
+        finally:
+            self._gate.exit_write()
+
+    def _drop_held(self, labels: np.ndarray) -> int:
+        """Remove labels from the exact buffer (gate held); returns how many it held."""
+        n = self._n_held
+        gone = np.isin(self._held_labels[:n], labels)
+        removed = int(gone.sum())
+        if removed:
+            keep = ~gone
+            self._held_labels[: n - removed] = self._held_labels[:n][keep]
+            self._held_vecs[: n - removed] = self._held_vecs[:n][keep]
+            self._n_held = n - removed
+        return removed
+
+    # -- training ------------------------------------------------------------------------------------
+    def _new_trained(self, sample: np.ndarray, n: int) -> tuple[Any, float]:
+        """An empty IVF index trained on ``sample`` with nlist for ``n`` vectors; and the seconds it took."""
+        nlist = nlist_for(n)
+        spec = f"IVF{nlist},Flat" if self.codes == "flat" else f"IVF{nlist},PQ{self.pq_m}x{self.nbits}"
+        ivf: Any = faiss.index_factory(self.dim, spec, self._metric)
+        ivf.cp.niter = KMEANS_ITERS
+        ivf.cp.seed = self.seed
+        ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
+        if self.codes == "pq":
+            # FAISS's default polysemous training (codeword reordering for Hamming filtering, which we
+            # never use) took 57 of 61 s of a 20,000 x 768 training
+            ivf.do_polysemous_training = False
+        assign = None
+        if self.gpu != "off":
+            # k-means' assignment step on a GPU when present (the one GPU module decides; CPU otherwise)
+            assign = _gpu.maybe_to_gpu(faiss.IndexFlatL2(self.dim), self.gpu, len(sample))
+            if _gpu.is_gpu_index(assign):
+                ivf.clustering_index = assign
+        t0 = time.perf_counter()
+        ivf.train(sample)
+        if ivf.clustering_index is not None:
+            ivf.clustering_index = None  # the GPU copy is not needed for search and never saved
+        return ivf, time.perf_counter() - t0
+
+    def _sample(self, labels: np.ndarray, n_lists: int) -> np.ndarray:
+        """Labels of the training sample: all of them up to TRAIN_PER_LIST a list, else a seeded draw."""
+        cap = max(TRAIN_PER_LIST * n_lists, (1 << self.nbits) * MIN_PER_LIST if self.codes == "pq" else 0)
+        if len(labels) <= cap:
+            return labels
+        rng = np.random.default_rng(self.seed)
+        return np.sort(rng.choice(labels, cap, replace=False))
+
+    def _train_from_held(self) -> None:
+        """First training (writer lock held): train on the buffer, fill the lists, swap under the gate.
+
+        Searches keep answering exactly from the buffer until the swap; the buffer does not change
+        meanwhile because only writers change it and this is the writer.
+        """
+        n = self._n_held
+        labels, vectors = self._held_labels[:n], self._held_vecs[:n]
+        pick = self._sample(np.arange(n, dtype=np.int64), nlist_for(n))
+        ivf, _ = self._new_trained(np.ascontiguousarray(vectors[pick]), n)
+        for s in range(0, n, ADD_CHUNK):
+            ivf.add_sa_codes(ivf.sa_encode(vectors[s : s + ADD_CHUNK]), labels[s : s + ADD_CHUNK])
+        self._gate.enter_write()
+        try:
+            self._ivf = ivf
+            self._trained_count = n
+            self._held_labels = np.empty(0, np.int64)
+            self._held_vecs = np.empty((0, self.dim), np.float32)
+            self._n_held = 0
+        finally:
+            self._gate.exit_write()
+        log.info("IVF index trained: %d vectors, nlist %d, codes %s", n, ivf.nlist, self.codes)
+
+    def retrain(self) -> RetrainReport:
+        """Train a new index on the live vectors off to the side, then swap it in atomically.
+
+        Searches keep answering from the old index throughout and never see a half-built one: the swap
+        is one assignment under the gate's writer side. Writes during the build go to the old index and
+        to a journal replayed onto the new one before the swap. Full-precision vectors come from
+        ``load_vectors``; labels it returns NaN for (deleted meanwhile) are skipped. Blocks the caller
+        (run it in a thread for a background retrain; :meth:`watch_recall` does).
+
+        Returns:
+            What was built.
+        """
+        t0 = time.perf_counter()
+        with self._retrain_lock:
+            with self._wlock:
+                if self._ivf is None:  # below the training threshold: exact search needs no training
+                    return RetrainReport(self._n_held, 0, 0.0, time.perf_counter() - t0, 0)
+                labels = self.live_labels()
+                self._journal = []
+            try:
+                sample = self._sample(labels, nlist_for(len(labels)))
+                vecs = np.ascontiguousarray(self._load(sample), np.float32)
+                ivf, train_s = self._new_trained(vecs[np.isfinite(vecs).all(axis=1)], len(labels))
+                for s in range(0, len(labels), ADD_CHUNK):
+                    part = labels[s : s + ADD_CHUNK]
+                    v = np.ascontiguousarray(self._load(part), np.float32)
+                    ok = np.isfinite(v).all(axis=1)
+                    ivf.add_sa_codes(ivf.sa_encode(v[ok]), np.ascontiguousarray(part[ok]))
+            except BaseException:
+                with self._wlock:
+                    self._journal = None
+                raise
+            with self._wlock:
+                journal, self._journal = self._journal or [], None
+                for lab, vec in journal:  # in write order: a later write of a label wins
+                    ivf.remove_ids(faiss.IDSelectorBatch(lab))
+                    if vec is not None:
+                        ivf.add_sa_codes(ivf.sa_encode(vec), lab)
+                self._gate.enter_write()
+                try:
+                    self._ivf = ivf
+                    self._count = int(ivf.ntotal)
+                    self._trained_count = self._count
+                finally:
+                    self._gate.exit_write()
+        report = RetrainReport(self._count, int(ivf.nlist), train_s, time.perf_counter() - t0, len(journal))
+        log.info("IVF index retrained: %s", report)
+        return report
+
+    def watch_recall(
+        self,
+        queries: np.ndarray,
+        truth: np.ndarray | None = None,
+        *,
+        k: int = 10,
+        target: float = 0.95,
+        ef: int | None = None,
+        retrain: bool = False,
+    ) -> RecallCheck:
+        """Measure recall@k on a calibration sample; optionally retrain in the background when it is low.
+
+        Args:
+            queries: (nq, dim) sample queries (the planner's calibration sample).
+            truth: (nq, >= k) exact labels per query, best first; None computes them here (exact scan
+                through ``load_vectors``).
+            k: Recall cut-off.
+            target: Recall the index should reach.
+            ef: The ``ef`` to measure at (default ``ef_search``).
+            retrain: Start :meth:`retrain` in a background thread when ``recall < target`` (and none runs).
+
+        Returns:
+            The measurement, and whether a retrain was started (:meth:`join` waits for it).
+        """
+        q = self._matrix(queries, "queries")
+        if truth is None:
+            truth = exact_topk_over(self.get_vectors, self.live_labels(), q, k, self.space).labels
+        found = self.search(q, k, ef=ef).labels
+        recall = recall_at_k(found, np.asarray(truth)[:, :k], k)
+        started = False
+        if retrain and recall < target and self.trained:
+            t = self._retrainer
+            if t is None or not t.is_alive():
+                self._retrainer = threading.Thread(
+                    target=self.retrain, name="embeddix-ivf-retrain", daemon=True
+                )
+                self._retrainer.start()
+                started = True
+        return RecallCheck(float(recall), float(target), k, self.nprobe(ef), started)
+
+    @property
+    def growth(self) -> float:
+        """Live vectors over those the lists were trained on (a cheap retrain hint: lists grow long)."""
+        return self._count / self._trained_count if self._trained_count else 0.0
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        ef: int | None = None,
+        allowed: LabelFilter | np.ndarray | None = None,
+        num_threads: int = 1,
+        rerank: int | None = None,
+    ) -> IndexResult:
+        """k nearest live vectors per query (fewer when fewer exist), optionally restricted.
+
+        Args:
+            queries: (nq, dim) index-space queries.
+            k: Results wanted per query.
+            ef: Planner knob, mapped to nprobe by :func:`nprobe_for` (default ``ef_search``).
+            allowed: Allowed labels: an int64 array, a ``set.__contains__``, or any label predicate
+                (evaluated once per live label; see the module docstring).
+            num_threads: Ignored: FAISS parallelizes a batch over its own OpenMP threads.
+            rerank: PQ only: candidates re-ranked per result (default ``rerank_factor``).
+
+        Returns:
+            Labels and raw distances of the space, best first; rows padded with -1 / inf when fewer
+            than k (allowed) vectors exist.
+        """
+        q = self._matrix(queries, "queries")
+        nq = q.shape[0]
+        kk = min(int(k), self._count)
+        if kk <= 0:
+            return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
+        allow = None if allowed is None else self._allowed_array(allowed)
+        if allow is not None and not len(allow):
+            return _pad(IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32)), kk)
+        self._gate.enter_shared()
+        try:
+            ivf = self._ivf
+            if ivf is None:
+                return self._search_held(q, kk, allow)
+            width = kk if self.codes == "flat" else rerank_width(kk, rerank or self.rerank_factor)
+            nprobe = nprobe_for(ef or self.ef_search, int(ivf.nlist))
+            labels, dists = self._search_ivf(ivf, q, width, kk, nprobe, allow)
+        finally:
+            self._gate.exit_read()
+        if self.codes == "flat":
+            return IndexResult(labels, dists)
+        return self._rerank(q, labels, kk)
+
+    def _search_held(self, q: np.ndarray, k: int, allow: np.ndarray | None) -> IndexResult:
+        labels, vecs = self._held_labels[: self._n_held], self._held_vecs[: self._n_held]
+        if allow is not None:
+            keep = np.isin(labels, allow)
+            labels, vecs = labels[keep], vecs[keep]
+        return _pad(exact_topk(vecs, labels, q, k, self.space), k)
+
+    def _search_ivf(
+        self, ivf: Any, q: np.ndarray, width: int, k: int, nprobe: int, allow: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """FAISS search for ``width`` candidates (gate held), widening nprobe while the probed lists held
+        fewer than ``k`` (allowed) vectors. Only k, not the re-rank width: widening for a short candidate
+        set would make recall jump non-monotonically in ef, which the planner's calibration assumes."""
+        nlist = int(ivf.nlist)
+        reach = self._count if allow is None else min(self._count, len(allow))
+        sel, keep = (None, None) if allow is None else _selector(allow)
+        while True:
+            params: Any = faiss.SearchParametersIVF()
+            params.nprobe = nprobe
+            if sel is not None:
+                params.sel = sel
+            sims, labels = ivf.search(q, width, params=params)
+            short = (labels[:, : min(k, reach)] < 0).any()
+            if not short or nprobe >= nlist:
+                break
+            nprobe = min(nprobe * 4, nlist)
+        del sel, keep  # the selector holds a raw pointer into ``keep``: both lived through the search
+        dists = (1.0 - sims) if self.space == "ip" else sims
+        dists = np.where(labels >= 0, dists, np.inf).astype(np.float32, copy=False)
+        return labels.astype(np.int64, copy=False), dists
+
+    def _rerank(self, q: np.ndarray, labels: np.ndarray, k: int) -> IndexResult:
+        """Exact distances of the candidates from full-precision vectors; the best k per query."""
+        valid = labels >= 0
+        uniq, inv = np.unique(labels[valid], return_inverse=True)
+        vecs = np.ascontiguousarray(self._load(uniq), np.float32) if len(uniq) else np.empty((0, self.dim))
+        pos = np.zeros(labels.shape, np.int64)
+        pos[valid] = inv
+        gathered = vecs[pos] if len(uniq) else np.zeros((*labels.shape, self.dim), np.float32)
+        dots = np.einsum("qwd,qd->qw", gathered, q)
+        if self.space == "ip":
+            dist = 1.0 - dots
+        else:
+            norms = np.einsum("qwd,qwd->qw", gathered, gathered)
+            dist = np.maximum(norms - 2.0 * dots + np.einsum("qd,qd->q", q, q)[:, None], 0.0)
+        # padding, and records deleted since FAISS answered (NaN rows from the loader), rank last
+        dist = np.where(valid & np.isfinite(dist), dist, np.inf).astype(np.float32)
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        out_d = np.take_along_axis(dist, order, axis=1)
+        out_l = np.where(np.isfinite(out_d), np.take_along_axis(labels, order, axis=1), -1)
+        return IndexResult(out_l, out_d)
+
+    def _allowed_array(self, allowed: LabelFilter | np.ndarray) -> np.ndarray:
+        """The allowed labels as a sorted int64 array (see the module docstring on filters)."""
+        if isinstance(allowed, np.ndarray):
+            return np.unique(allowed.astype(np.int64, copy=False))
+        owner = getattr(allowed, "__self__", None)
+        if isinstance(owner, set | frozenset) and getattr(allowed, "__name__", "") == "__contains__":
+            return np.unique(np.fromiter(owner.copy(), np.int64, len(owner)))
+        live = self.live_labels()
+        return live[np.fromiter((bool(allowed(int(x))) for x in live.tolist()), bool, len(live))]
+
+    def get_vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Full-precision vectors of live labels, in order (the exact buffer, else ``load_vectors``)."""
+        labels = np.asarray(labels, np.int64)
+        if not len(labels):
+            return np.empty((0, self.dim), np.float32)
+        self._gate.enter_shared()
+        try:
+            if self._ivf is None:
+                held = self._held_labels[: self._n_held]
+                order = np.argsort(held, kind="stable")
+                at = np.searchsorted(held, labels, sorter=order)
+                at = np.minimum(at, max(len(held) - 1, 0))
+                idx = order[at] if len(held) else at
+                if not len(held) or (held[idx] != labels).any():
+                    missing = labels[~np.isin(labels, held)][:5].tolist()
+                    raise NotFoundError(f"labels not in the index: {missing}; expected live labels")
+                return self._held_vecs[idx].copy()
+        finally:
+            self._gate.exit_read()
+        return np.ascontiguousarray(self._load(labels), np.float32)
+
+    def live_labels(self) -> np.ndarray:
+        """Every live label (sorted)."""
+        self._gate.enter_shared()
+        try:
+            ivf = self._ivf
+            if ivf is None:
+                return np.sort(self._held_labels[: self._n_held])
+            inv = ivf.invlists
+            parts = []
+            for i in range(int(ivf.nlist)):
+                size = int(inv.list_size(i))
+                if size:
+                    parts.append(faiss.rev_swig_ptr(inv.get_ids(i), size).copy())
+        finally:
+            self._gate.exit_read()
+        return np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+
+    # -- on disk -------------------------------------------------------------------------------------
+    def _manifest(self, size: int, crc: int) -> dict[str, Any]:
+        return {
+            "magic": _MAGIC,
+            "format_version": FORMAT_VERSION,
+            "dim": self.dim,
+            "space": self.space,
+            "codes": self.codes,
+            "pq_m": self.pq_m,
+            "nbits": self.nbits,
+            "nlist": self.nlist,
+            "trained": self.trained,
+            "trained_count": self._trained_count,
+            "count": self._count,
+            "index_file": _INDEX_FILE,
+            "size": size,
+            "crc32": crc,
+        }
+
+    def save(self, directory: Path) -> None:
+        """Write the index and its manifest into ``directory`` (the format in the module docstring).
+
+        Durability: when this returns, both files are on stable storage; the manifest is written after
+        the index file, so a crash in between leaves a manifest whose checksum refuses the new index
+        file (and :meth:`load` raises rather than serving a mismatched pair).
+
+        Raises:
+            OSError: A file could not be written.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._wlock:  # no writer changes the index while it is serialized
+            if self._ivf is not None:
+                obj = self._ivf
+            else:
+                flat = faiss.IndexFlatIP(self.dim) if self.space == "ip" else faiss.IndexFlatL2(self.dim)
+                obj = faiss.IndexIDMap2(flat)
+                if self._n_held:
+                    obj.add_with_ids(self._held_vecs[: self._n_held], self._held_labels[: self._n_held])
+            path = directory / _INDEX_FILE
+            size = atomic_write(path, lambda p: faiss.write_index(obj, str(p)), sync_dir=False)
+            manifest = self._manifest(size, _crc32(path))
+        atomic_write_bytes(
+            directory / _MANIFEST_FILE, json.dumps(manifest, sort_keys=True, indent=1).encode()
+        )
+
+    @classmethod
+    def load(
+        cls,
+        directory: Path,
+        dim: int,
+        space: str,
+        *,
+        load_vectors: VectorLoader,
+        codes: str = "pq",
+        pq_m: int | None = None,
+        nbits: int = 8,
+        **kwargs: Any,
+    ) -> FaissIvfIndex:
+        """Read an index written by :meth:`save`, refusing one that does not match the arguments.
+
+        Args:
+            directory: Where :meth:`save` wrote.
+            dim, space, codes, pq_m, nbits: What the caller expects (the collection's parameters).
+            load_vectors: As for the constructor.
+            **kwargs: Runtime knobs of the constructor (``ef_search``, ``rerank_factor``, ...).
+
+        Raises:
+            FormatVersionError: The manifest has a newer format version.
+            CorruptionError: A file is missing, truncated, fails its checksum, is not an IVF manifest, or
+                its parameters differ from the arguments (the message names the field, the stored and
+                the expected value).
+        """
+        directory = Path(directory)
+        out = cls(dim, space, load_vectors=load_vectors, codes=codes, pq_m=pq_m, nbits=nbits, **kwargs)
+        try:
+            manifest = json.loads((directory / _MANIFEST_FILE).read_bytes())
+        except FileNotFoundError as exc:
+            raise CorruptionError(f"no IVF manifest {_MANIFEST_FILE} in {directory}") from exc
+        except ValueError as exc:
+            raise CorruptionError(f"IVF manifest in {directory} is not valid JSON: {exc}") from exc
+        if not isinstance(manifest, dict) or manifest.get("magic") != _MAGIC:
+            raise CorruptionError(f"{directory / _MANIFEST_FILE} is not an Embeddix IVF manifest")
+        version = manifest.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise FormatVersionError(
+                f"IVF index in {directory} has format version {version!r}; this release reads up to "
+                f"{FORMAT_VERSION} (upgrade Embeddix, or rebuild the index from the store)"
+            )
+        want = {
+            "dim": out.dim,
+            "space": out.space,
+            "codes": out.codes,
+            "pq_m": out.pq_m,
+            "nbits": out.nbits,
+        }
+        for key, value in want.items():
+            if manifest.get(key) != value:
+                raise CorruptionError(
+                    f"IVF index in {directory} has {key}={manifest.get(key)!r}; expected {value!r} "
+                    "(it belongs to another configuration: rebuild it from the store)"
+                )
+        path = directory / str(manifest.get("index_file", _INDEX_FILE))
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError as exc:
+            raise CorruptionError(f"IVF index file {path} is missing") from exc
+        if size != manifest.get("size") or _crc32(path) != manifest.get("crc32"):
+            raise CorruptionError(
+                f"IVF index file {path} has size {size} and another checksum than its manifest records "
+                f"(size {manifest.get('size')}, crc32 {manifest.get('crc32')}): torn or replaced"
+            )
+        try:
+            index: Any = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise CorruptionError(f"IVF index file {path}: FAISS cannot read it ({exc})") from exc
+        if int(index.d) != dim or int(index.ntotal) != manifest.get("count"):
+            raise CorruptionError(
+                f"IVF index file {path} holds {index.ntotal} x {index.d}; its manifest says "
+                f"{manifest.get('count')} x {dim}"
+            )
+        if manifest.get("trained"):
+            ivf = faiss.extract_index_ivf(index)
+            if int(ivf.nlist) != manifest.get("nlist"):
+                raise CorruptionError(
+                    f"IVF index file {path} has nlist {ivf.nlist}; its manifest says {manifest.get('nlist')}"
+                )
+            out._ivf = index
+            out._trained_count = int(manifest.get("trained_count") or index.ntotal)
+        else:
+            n = int(index.ntotal)
+            out._held_labels = faiss.vector_to_array(index.id_map).astype(np.int64)
+            flat = faiss.downcast_index(index.index)
+            out._held_vecs = (
+                flat.reconstruct_n(0, n).astype(np.float32) if n else np.empty((0, dim), np.float32)
+            )
+            out._n_held = n
+        out._count = int(index.ntotal)
+        return out
+
+
+def _pad(res: IndexResult, k: int) -> IndexResult:
+    """Pad rows to k columns (-1 / inf) when fewer candidates existed."""
+    short = k - res.labels.shape[1]
+    if short <= 0:
+        return res
+    return IndexResult(
+        np.pad(res.labels, ((0, 0), (0, short)), constant_values=-1),
+        np.pad(res.distances, ((0, 0), (0, short)), constant_values=np.inf),
+    )
+
+
+def _selector(allow: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A FAISS selector admitting the sorted labels ``allow``: a bitmap over [0, max] when that is at most
+    ``_BITMAP_SLACK`` times the size of a hash set of them (labels are dense store row ids, so usually),
+    else ``IDSelectorBatch``. Returns the selector and the buffer it reads, which the caller keeps alive
+    through the search."""
+    top = int(allow[-1]) + 1
+    if int(allow[0]) >= 0 and (top + 7) // 8 <= _BITMAP_SLACK * 16 * len(allow):
+        mask = np.zeros(top, bool)
+        mask[allow] = True
+        bits = np.packbits(mask, bitorder="little")
+        # FAISS takes the bitmap's length in *bytes* (ids at or past 8 * len(bits) are not members)
+        return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
+    return faiss.IDSelectorBatch(allow), allow  # Batch copies the ids into its own hash set
+
+
+def _crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            crc = zlib.crc32(chunk, crc)
+    return crc
