@@ -55,6 +55,10 @@ from .errors import (
     NotFoundError,
 )
 from .parts import Parts
+from .personalize import PersonalizeConfig, Profile
+from .personalize.search import personal_search
+from .personalize.service import Personalizer
+from .personalize.signals import check_feedback, check_user
 from .query.cached_search import NO_CACHE_INFO
 from .query.doc_filter import combine, recheck, recheck_batch, recheck_steps
 from .query.filters import Filter, parse_filter
@@ -90,6 +94,8 @@ class Collection:
         self._writer, self._cache, self._cached = p.writer, p.cache, p.cached
         self._write_lock = p.live.write_lock
         self._embedder: Embedder | None = None
+        # feedback and profiles (personalize/): events live in the store, profiles are derived from them
+        self._personal = Personalizer(store, row.cid, p.live.config.dim, f"{store.store_id}:{row.cid}")
         p.open()
 
     # -- properties --------------------------------------------------------------------------------
@@ -486,6 +492,87 @@ class Collection:
         self._sync()
         return self._live.stats(self.name, self.metric)
 
+    # -- feedback and personalization --------------------------------------------------------------
+    def feedback(
+        self,
+        id: str,
+        *,
+        user: str,
+        query: Any = None,
+        relevant: bool | None = None,
+        rating: float | None = None,
+        dwell_s: float | None = None,
+        session: str | None = None,
+    ) -> int:
+        """Record one relevance-feedback event of ``user`` about record ``id``.
+
+        The signal is the first given of ``relevant`` (+1 / -1), ``rating`` (``2 * rating - 1``) and
+        ``dwell_s`` (implicit, ``0.5 * min(dwell_s / dwell_full_s, 1)``); see ``personalize/``. Durable
+        when this returns (the store's durability rule); the user's profile version changes.
+
+        Args:
+            id: The record the feedback is about (must be stored).
+            user: Who gave it (profiles and personalized searches are per user).
+            query: The query it answers: a vector, or text (embedded with the collection's embedder when
+                it has one, else kept as text only). Stored with the event.
+            relevant: Explicit judgement.
+            rating: Graded judgement in [0, 1] (1 = best).
+            dwell_s: Seconds the user spent on the record (implicit, weaker).
+            session: The session the event came from.
+
+        Returns:
+            The event's id (also the user's new profile version).
+
+        Raises:
+            NotFoundError: ``id`` is not stored.
+            InvalidArgumentError: No signal, a rating outside [0, 1], a negative dwell, a bad type.
+        """
+        self._check_open()
+        args = check_feedback(id, user, session, relevant, rating, dwell_s)
+        qbytes: bytes | None = None
+        qtext: str | None = None
+        if isinstance(query, str):
+            qtext = query
+            if self._embedder is not None:
+                qbytes = self._query(query).astype("<f4").tobytes()
+        elif query is not None:
+            qbytes = self._query(query).astype("<f4").tobytes()
+        return self._personal.record(args, qbytes, qtext)
+
+    def profile(self, user: str) -> Profile:
+        """The user's profile, learned from their feedback (an unknown user's is empty, version 0)."""
+        self._check_open()
+        return self._personal.profile(check_user(user))
+
+    def forget_user(self, user: str) -> int:
+        """Delete every trace of ``user``: their events (durably), profile, session history and cached
+        personalized results in this process. Other processes rebuild the profile from the store on
+        their next use and find it gone; their cached entries are keyed by a version no search reaches.
+
+        Returns:
+            How many events were deleted.
+        """
+        self._check_open()
+        user = check_user(user)
+        n = self._personal.forget(user)
+        if self._cache is not None:
+            # the user's namespaces (one per session) are named by hashes of the user: found by name
+            for name in self._personal.forget_namespaces(user):
+                self._cache.namespace(name).clear()
+        return n
+
+    def personalization(self, **changes: Any) -> PersonalizeConfig:
+        """The collection's personalization settings; keyword arguments change and store them.
+
+        Settings live with the collection in the store (table ``personalization``); see
+        :class:`~embeddix_core.personalize.PersonalizeConfig` for each weight and the formula.
+
+        Raises:
+            InvalidArgumentError: An unknown setting or a value out of range (nothing is changed).
+        """
+        self._check_open()
+        return self._personal.configure(**changes) if changes else self._personal.config
+
     # -- search ------------------------------------------------------------------------------------
     def _query(self, vector: Any) -> np.ndarray:
         """One query vector, checked, as the index compares it (unit length for cosine); a string is
@@ -588,6 +675,7 @@ class Collection:
         cache: bool = True,
         session: str | None = None,
         profile_version: int = 0,
+        user: str | None = None,
     ) -> Hits:
         """Find the k records nearest to ``vector``, best first.
 
@@ -615,6 +703,10 @@ class Collection:
             session: A per-agent/session cache namespace (its entries are never served to others).
             profile_version: The caller's personalization profile version (part of the cache key, so a
                 profile change invalidates only that profile's entries).
+            user: Personalize for this user (vector searches only, not hybrid or MMR): the
+                ``candidate_factor * k`` nearest are re-ranked by the user's profile (formula in
+                ``personalize/rerank.py``); hits keep ``score`` and carry ``rank_score``, and
+                ``plan.ranking`` is ``"personalized"``. None (default): the plain search, unchanged.
 
         Returns:
             :class:`Hits` (a list of :class:`Hit`), plus ``partial`` and ``plan``. Each ``score`` is
@@ -633,6 +725,8 @@ class Collection:
         ef = check_ef(ef) if ef is not None else None
         flt = self._filter(filter, where_document)
         if text is not None or vector is None:
+            if user is not None:
+                raise InvalidArgumentError("user= personalizes vector searches; drop text= or user")
             q = None if vector is None else self._query(vector)
             self._sync()
             plan = self._plan(k, recall, deadline_ms, ef)
@@ -647,6 +741,30 @@ class Collection:
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
             plan = self._with_filter(plan, flt)
+        if user is not None:
+            if mmr_lambda is not None:
+                raise InvalidArgumentError(
+                    "user= personalizes plain vector searches; drop mmr_lambda or user"
+                )
+            use = cache and self._cache is not None and where_document is None
+            return recheck(
+                personal_search(
+                    self._ex,
+                    self._live,
+                    self._planner,
+                    self._cache if use else None,
+                    self._personal,
+                    q,
+                    k,
+                    flt,
+                    plan,
+                    (recall, deadline_ms, ef),
+                    check_user(user),
+                    session,
+                    include_vectors,
+                ),
+                flt,
+            )
         if mmr_lambda is not None:
             hits = self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors)
             return recheck(Hits(hits, plan=dataclasses.replace(plan, ranking="mmr")), flt)

@@ -15,6 +15,11 @@ from pathlib import Path
 
 from ..errors import CorruptionError, FormatVersionError
 
+# Tables added later without a version change are additive (``CREATE ... IF NOT EXISTS``, run on every
+# open): a store of an earlier release gains them on first open, and an earlier release opening a newer
+# store ignores them. So far: ``feedback`` and ``personalization`` (relevance feedback, issue #17; a
+# ``feedback.eid`` is AUTOINCREMENT so a user's profile version, the largest eid, never goes back).
+# A change that alters or drops what exists bumps FORMAT_VERSION and gets a golden directory.
 FORMAT_VERSION = 1
 _MAGIC = "embeddix"
 
@@ -44,6 +49,21 @@ CREATE TABLE IF NOT EXISTS snapshots(
     cid INTEGER PRIMARY KEY, snapshot_id TEXT, seq INTEGER, pending_id TEXT, pending_seq INTEGER
 );
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(cid, seq);
+CREATE TABLE IF NOT EXISTS feedback(
+    eid INTEGER PRIMARY KEY AUTOINCREMENT,
+    cid INTEGER NOT NULL,
+    user TEXT NOT NULL,
+    session TEXT,
+    id TEXT NOT NULL,
+    relevant INTEGER,
+    rating REAL,
+    dwell_s REAL,
+    query BLOB,
+    query_text TEXT,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS feedback_user ON feedback(cid, user, eid);
+CREATE TABLE IF NOT EXISTS personalization(cid INTEGER PRIMARY KEY, config TEXT NOT NULL);
 CREATE VIRTUAL TABLE IF NOT EXISTS records_fts USING fts5(
     document, cid UNINDEXED, content='records', content_rowid='label', tokenize='porter unicode61'
 );

@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -60,7 +60,7 @@ from ._sqlite_errors import _typed_errors, storage_error
 from ._wal_index import wal_index_header
 from ._write_txn import _WriteTxn
 
-__all__ = ["FORMAT_VERSION", "CollectionRow", "SnapshotRecord", "Store", "storage_error"]
+__all__ = ["FORMAT_VERSION", "CollectionRow", "FeedbackRow", "SnapshotRecord", "Store", "storage_error"]
 
 # Vectors live in their own table: a search reads only ids, documents and metadata, and keeping 1.5 KB
 # vectors out of those rows lets SQLite's page cache hold every one of them (measured: the 10-row fetch
@@ -77,6 +77,20 @@ class CollectionRow:
     config: str
     seq: int
     pruned_seq: int
+
+
+class FeedbackRow(NamedTuple):
+    """One stored feedback event (table ``feedback``); ``query`` is float32 bytes or None."""
+
+    eid: int
+    id: str
+    session: str | None
+    relevant: int | None
+    rating: float | None
+    dwell_s: float | None
+    query: bytes | None
+    query_text: str | None
+    ts: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,6 +348,8 @@ class Store:
             conn.execute("DELETE FROM records WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM deletions WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM snapshots WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM feedback WHERE cid = ?", (cid,))
+            conn.execute("DELETE FROM personalization WHERE cid = ?", (cid,))
             conn.execute("DELETE FROM collections WHERE cid = ?", (cid,))
 
     @_typed_errors("read the collection's sequence number")
@@ -519,6 +535,99 @@ class Store:
 
             raise CollectionNotFoundError(f"collection #{cid} was dropped")
         return int(row[0])
+
+    # -- feedback (relevance feedback events and personalization settings; see personalize/) ---------
+    # Feedback rows are not record writes: they leave the collection's ``seq`` alone, so no index replay
+    # or result-cache invalidation follows one. Durability is the store's rule: a returned eid is committed.
+    @_typed_errors("store the feedback event")
+    def add_feedback(
+        self,
+        cid: int,
+        user: str,
+        rid: str,
+        *,
+        session: str | None,
+        relevant: bool | None,
+        rating: float | None,
+        dwell_s: float | None,
+        query: bytes | None,
+        query_text: str | None,
+        ts: float,
+    ) -> int:
+        """Append one event for a stored record; returns its ``eid`` (committed when this returns).
+
+        Raises:
+            NotFoundError: ``rid`` is not stored; nothing is written. Checked in the write transaction,
+                so a concurrent delete cannot slip between the check and the insert.
+        """
+        with self._write() as conn:
+            if conn.execute("SELECT 1 FROM records WHERE cid = ? AND id = ?", (cid, rid)).fetchone() is None:
+                from ..errors import NotFoundError
+
+                raise NotFoundError(
+                    f"feedback is for a stored record; there is no record with id {rid!r} in this "
+                    "collection (was it deleted?)"
+                )
+            cur = conn.execute(
+                "INSERT INTO feedback(cid, user, session, id, relevant, rating, dwell_s, query, query_text, "
+                "ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    cid,
+                    user,
+                    session,
+                    rid,
+                    None if relevant is None else int(relevant),
+                    rating,
+                    dwell_s,
+                    query,
+                    query_text,
+                    ts,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    @_typed_errors("read feedback events")
+    def feedback_since(self, cid: int, user: str, after_eid: int = 0) -> list[FeedbackRow]:
+        """A user's events with ``eid > after_eid``, oldest first."""
+        rows = self._reader().execute(
+            "SELECT eid, id, session, relevant, rating, dwell_s, query, query_text, ts FROM feedback "
+            "WHERE cid = ? AND user = ? AND eid > ? ORDER BY eid",
+            (cid, user, after_eid),
+        )
+        return [FeedbackRow._make(r) for r in rows]
+
+    @_typed_errors("read the feedback version")
+    def feedback_version(self, cid: int, user: str) -> tuple[int, int]:
+        """(largest ``eid``, number) of a user's events ((0, 0): none): the eid changes with every event,
+        the number with a deletion. One indexed range read (a few us for hundreds of events)."""
+        row = (
+            self._reader()
+            .execute("SELECT MAX(eid), COUNT(*) FROM feedback WHERE cid = ? AND user = ?", (cid, user))
+            .fetchone()
+        )
+        return int(row[0] or 0), int(row[1])
+
+    @_typed_errors("delete the user's feedback")
+    def forget_feedback(self, cid: int, user: str) -> int:
+        """Delete every event of a user in a collection; returns how many were deleted."""
+        with self._write() as conn:
+            return int(conn.execute("DELETE FROM feedback WHERE cid = ? AND user = ?", (cid, user)).rowcount)
+
+    @_typed_errors("read the personalization settings")
+    def personalization(self, cid: int) -> str | None:
+        """The collection's stored personalization settings (JSON), or None when never set."""
+        row = self._reader().execute("SELECT config FROM personalization WHERE cid = ?", (cid,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @_typed_errors("store the personalization settings")
+    def set_personalization(self, cid: int, config: str) -> None:
+        """Replace the collection's personalization settings (JSON)."""
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO personalization(cid, config) VALUES (?, ?) "
+                "ON CONFLICT(cid) DO UPDATE SET config = excluded.config",
+                (cid, config),
+            )
 
     # -- reads -------------------------------------------------------------------------------------
     @_typed_errors("read records")

@@ -37,6 +37,10 @@ DAMAGES = ("truncate", "bitflip", "zero", "swap_collections", "swap_dirs")
 KNOWN: dict[tuple[str, str], str] = {
     ("wal", "swap_dirs"): "B's WAL is replayed into A's database (SQLite checks a WAL against its own "
     "header only); the store changes under A's index snapshots, which are still used",
+    ("sqlite", "bitflip"): "since the feedback tables (#17) moved the pages, one of the eight fixed flips "
+    "lands in a records page SQLite reads without complaint: scan() then misses one of the collection's "
+    "320 records that search still finds by label. SQLite keeps no page checksums (its cksumvfs "
+    "extension would detect this); the store runs no integrity_check at open",
 }
 
 _ADD_TO_WAL = textwrap.dedent(

@@ -1,0 +1,211 @@
+"""A user's profile: what the re-ranker knows about one user, learned from that user's events only.
+
+Model (Rocchio with exponential time decay). Each event has a signal ``s`` in [-1, 1] (``signals.py``)
+and a time ``t``; at time ``now`` it weighs ``w = 2 ** -((now - t) / half_life)``.
+
+* Preference vector ``p = beta * mean(liked) - gamma * mean(disliked)``: the ``|s| * w``-weighted means of
+  the unit vectors of the records given positive and negative signals. Its *strength*
+  ``c = W / (W + 1)``, with ``W`` the total ``|s| * w`` of those events, scales its influence, so a
+  profile fades as its events age and a single event counts half.
+* Per record: net ``N_r = sum(s * w)`` and weight ``M_r = sum(|s| * w)``; its statistic is
+  ``N_r / (M_r + 1)`` in (-1, 1) (the ``+ 1`` keeps one event from counting as certainty).
+* Per metadata value (str, int or bool values and list items; floats and long strings are skipped): the
+  same net and weight over the events of records holding it.
+
+Decay without rewriting every statistic per event: all sums are kept multiplied by
+``2 ** ((t_ref - now) / half_life)``, i.e. in units of a reference time ``t_ref``; an event adds
+``s * 2 ** ((t - t_ref) / half_life)``, and a reading at ``now`` multiplies by
+``2 ** ((t_ref - now) / half_life)``. Means are ratios and need no factor at all. ``t_ref`` is moved
+forward (every sum rescaled once) before the factors could overflow.
+
+Everything here is derived from the durable events (``Personalizer`` replays them), so a profile can
+be dropped and rebuilt at any time. Not thread-safe: the personalizer holds its lock around every call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FieldPreference", "Profile", "ProfileState", "field_keys"]
+
+# Bounds on what one profile keeps (memory per user stays small whatever the metadata).
+_MAX_FIELD_KEYS = 4096
+_MAX_PAIRS_PER_RECORD = 32
+_MAX_VALUE_CHARS = 64
+_REBASE_EXPONENT = 256.0  # 2**256 is far from float64 overflow (2**1023)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldPreference:
+    """How much a user likes records holding ``field == value``, in (-1, 1) (decayed, smoothed)."""
+
+    field: str
+    value: str | int | bool
+    preference: float
+    weight: float
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A user's profile in one collection, as of ``at`` (what :meth:`Collection.profile` returns).
+
+    Attributes:
+        user: The user.
+        version: Changes with every event of the user (the largest event id; 0: no events). Part of
+            the result-cache key of the user's personalized searches.
+        events: How many events the profile was learned from.
+        vector_norm: Norm of the preference vector ``p`` (0.0: no vector signal yet).
+        strength: ``c`` in [0, 1): how much the preference vector counts now (fades with decay).
+        records: How many records have feedback statistics.
+        field_preferences: The strongest metadata value preferences, strongest first (at most 20).
+        at: The time (Unix seconds) the decayed values refer to.
+    """
+
+    user: str
+    version: int
+    events: int
+    vector_norm: float
+    strength: float
+    records: int
+    field_preferences: tuple[FieldPreference, ...]
+    at: float
+
+
+FieldKey = tuple[str, str, Any]  # (field, type tag, value): True and 1 must not meet in one dict key
+
+
+def field_keys(meta: Mapping[str, Any]) -> list[FieldKey]:
+    """The (field, type, value) keys of a record's metadata that field preferences are kept for."""
+    out: list[FieldKey] = []
+    for name, value in meta.items():
+        for v in value if isinstance(value, list) else (value,):
+            if isinstance(v, bool):
+                out.append((name, "b", v))
+            elif isinstance(v, int):
+                out.append((name, "i", v))
+            elif isinstance(v, str) and len(v) <= _MAX_VALUE_CHARS:
+                out.append((name, "s", v))
+            if len(out) >= _MAX_PAIRS_PER_RECORD:
+                return out
+    return out
+
+
+class ProfileState:
+    """The running sums of one user's profile (see the module docstring). Mutable; not thread-safe."""
+
+    def __init__(self, dim: int, half_life_s: float) -> None:
+        self.dim = dim
+        self.half_life = half_life_s
+        self.version = 0
+        self.events = 0
+        self.t_ref: float | None = None
+        self.pos = np.zeros(dim, np.float64)
+        self.neg = np.zeros(dim, np.float64)
+        self.w_pos = 0.0
+        self.w_neg = 0.0
+        self.records: dict[str, list[float]] = {}  # id -> [net, weight]
+        self.fields: dict[FieldKey, list[float]] = {}  # key -> [net, weight]
+        self._unit_memo: tuple[tuple[int, int, float, float], np.ndarray | None] | None = None
+
+    def apply(
+        self, eid: int, s: float, ts: float, unit: np.ndarray | None, keys: list[FieldKey], rid: str
+    ) -> None:
+        """Add one event: signal ``s`` at time ``ts`` on record ``rid`` (its unit vector and field keys)."""
+        if self.t_ref is None:
+            self.t_ref = ts
+        e = (ts - self.t_ref) / self.half_life
+        if e > _REBASE_EXPONENT:
+            self._rebase(ts)
+            e = 0.0
+        g = 2.0**e
+        a = abs(s) * g
+        self.events += 1
+        self.version = max(self.version, eid)
+        if a == 0.0:
+            return
+        if unit is not None:
+            if s > 0:
+                self.pos += a * unit
+                self.w_pos += a
+            else:
+                self.neg += a * unit
+                self.w_neg += a
+        st = self.records.setdefault(rid, [0.0, 0.0])
+        st[0] += s * g
+        st[1] += a
+        for key in keys:
+            fs = self.fields.setdefault(key, [0.0, 0.0])
+            fs[0] += s * g
+            fs[1] += a
+        if len(self.fields) > _MAX_FIELD_KEYS:
+            # keep the heaviest half: light keys are old or rare, and decay would erase them anyway
+            keep = sorted(self.fields.items(), key=lambda kv: -kv[1][1])[: _MAX_FIELD_KEYS // 2]
+            self.fields = dict(keep)
+
+    def _rebase(self, t: float) -> None:
+        if self.t_ref is None:
+            return
+        f = 2.0 ** ((self.t_ref - t) / self.half_life)
+        self.pos *= f
+        self.neg *= f
+        self.w_pos *= f
+        self.w_neg *= f
+        for table in (self.records, self.fields):
+            for st in table.values():
+                st[0] *= f
+                st[1] *= f
+        self.t_ref = t
+
+    def decay(self, now: float) -> float:
+        """The factor turning stored sums into their values at ``now``."""
+        if self.t_ref is None:
+            return 0.0
+        return 2.0 ** max(-1074.0, (self.t_ref - now) / self.half_life)
+
+    def vector(self, beta: float, gamma: float) -> np.ndarray:
+        """The preference vector ``p`` (zeros without vector signal)."""
+        p = np.zeros(self.dim, np.float64)
+        if self.w_pos > 0:
+            p += beta * (self.pos / self.w_pos)
+        if self.w_neg > 0:
+            p -= gamma * (self.neg / self.w_neg)
+        return p
+
+    def unit_vector(self, beta: float, gamma: float) -> np.ndarray | None:
+        """``p / |p|`` (None without vector signal), memoized until the next event."""
+        memo = (self.version, self.events, beta, gamma)
+        if self._unit_memo is None or self._unit_memo[0] != memo:
+            p = self.vector(beta, gamma)
+            n = float(np.linalg.norm(p))
+            self._unit_memo = (memo, None if n == 0.0 or not math.isfinite(n) else p / n)
+        return self._unit_memo[1]
+
+    def strength(self, now: float) -> float:
+        """``c = W / (W + 1)`` at ``now``."""
+        w = (self.w_pos + self.w_neg) * self.decay(now)
+        return w / (w + 1.0)
+
+    def snapshot(self, user: str, now: float, beta: float, gamma: float) -> Profile:
+        """The public, frozen view at ``now``."""
+        f = self.decay(now)
+        prefs = [
+            FieldPreference(k[0], k[2], (st[0] * f) / (st[1] * f + 1.0), st[1] * f)
+            for k, st in self.fields.items()
+        ]
+        prefs.sort(key=lambda fp: (-abs(fp.preference), fp.field, str(fp.value)))
+        norm = float(np.linalg.norm(self.vector(beta, gamma)))
+        return Profile(
+            user,
+            self.version,
+            self.events,
+            norm if math.isfinite(norm) else 0.0,
+            self.strength(now),
+            len(self.records),
+            tuple(prefs[:20]),
+            now,
+        )
