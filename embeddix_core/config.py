@@ -42,6 +42,7 @@ from .errors import ConfigFileError, InvalidArgumentError
 from .types import Metric
 
 __all__ = [
+    "QUANTIZATIONS",
     "CollectionConfig",
     "ConfigFileError",
     "Durability",
@@ -193,8 +194,9 @@ class EmbeddixSettings(BaseSettings):
             field's description).
         cache_persist: Keep result caches on disk across restarts (in ``<data>/cache``).
         vector_cache_bytes: Memory for full-precision vectors kept to re-rank cached candidates.
-        row_cache_bytes: Memory for stored rows (id, document, metadata) kept to build hits without a
-            SQLite lookup (~2 us a row); first in, first out.
+        row_cache_bytes: Memory per collection for stored rows (id, document, metadata), packed, to build
+            hits without SQLite reads (~1 us a row against ~10 us cold); filled as writes commit and, after
+            an open, from the newest rows in the background; the oldest go first (``cache/row_cache.py``).
         filter_matrix_bytes: Memory for the vectors of recent filters' matching records, one contiguous
             matrix per filter, which an exact scan of the matches needs to be fast (10,000 x 384 in
             ~0.5 ms on one core, where hooking the HNSW search costs ~1-3 ms); least recently used
@@ -296,12 +298,26 @@ class EmbeddixSettings(BaseSettings):
         return init_settings, env_settings, dotenv_settings, file_settings, file_secret_settings
 
 
+# What a collection's approximate index keeps per vector (see index/faiss_hnsw.py). "none": hnswlib over
+# float32 vectors; "fp16"/"sq8": FAISS HNSW over 2-/1-byte codes, re-ranked from the store's float32
+# vectors. Policy as data: the value -> what it is, for messages and docs.
+QUANTIZATIONS: dict[str, str] = {
+    "none": "float32 vectors in an hnswlib graph (the default)",
+    "fp16": "half-precision codes in a FAISS HNSW graph, re-ranked at full precision",
+    "sq8": "8-bit scalar codes in a FAISS HNSW graph (trained at the switch to HNSW), re-ranked",
+}
+# Named in the contract of issue #16, not built yet: refused with their own message.
+QUANTIZATIONS_PLANNED = ("pq",)
+
+
 @dataclass(frozen=True, slots=True)
 class CollectionConfig:
     """Parameters of one collection, stored with it as JSON.
 
-    ``dim``, ``metric``, ``hnsw_m`` and ``ef_construction`` are fixed at creation; the rest can be
-    changed with ``Collection.configure``.
+    ``dim``, ``metric``, ``hnsw_m``, ``ef_construction``, ``segment_size`` and ``quantization`` are
+    fixed at creation; the rest can be changed with ``Collection.configure``. A stored config without
+    ``quantization`` (written before it existed) reads as ``"none"``, and ``"none"`` is not written, so
+    unquantized collections store the same JSON as before.
     """
 
     dim: int
@@ -312,8 +328,9 @@ class CollectionConfig:
     index_threshold: int = 10_000
     embedding_model: str | None = None
     segment_size: int = 1_000_000
+    quantization: str = "none"
 
-    FIXED = ("dim", "metric", "hnsw_m", "ef_construction", "segment_size")
+    FIXED = ("dim", "metric", "hnsw_m", "ef_construction", "segment_size", "quantization")
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 1 <= self.dim <= 65_536:
@@ -329,11 +346,21 @@ class CollectionConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgumentError(f"{name} must be an integer from {low} to {high}; got {value!r}")
+        q = self.quantization
+        if q in QUANTIZATIONS_PLANNED:
+            raise InvalidArgumentError(
+                f"not implemented yet: quantization={q!r} (IVF-PQ, issue #16); choose one of "
+                f"{sorted(QUANTIZATIONS)}"
+            )
+        if not isinstance(q, str) or q not in QUANTIZATIONS:
+            raise InvalidArgumentError(f"quantization must be one of {sorted(QUANTIZATIONS)}; got {q!r}")
 
     def to_json(self) -> str:
         """Serialize for storage next to the collection."""
         data = dataclasses.asdict(self)
         data["metric"] = self.metric.value
+        if self.quantization == "none":
+            del data["quantization"]  # the JSON of a config from before quantization existed
         return json.dumps(data, sort_keys=True)
 
     @classmethod

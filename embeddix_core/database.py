@@ -164,6 +164,7 @@ class Embeddix:
         index_threshold: int | None = None,
         embedding_model: str | None = None,
         segment_size: int | None = None,
+        quantization: str = "none",
         exist_ok: bool = False,
         embedder: Embedder | None = None,
     ) -> Collection:
@@ -179,6 +180,10 @@ class Embeddix:
             index_threshold: Record count above which HNSW replaces exact search.
             embedding_model: Id of the embedding model the vectors come from (checked by adapters).
             segment_size: HNSW vectors per segment (fixed; default from settings, 0 = one graph).
+            quantization: What the HNSW index keeps per vector (fixed): ``"none"`` (float32, the
+                default), ``"fp16"`` (half precision) or ``"sq8"`` (8-bit codes, trained on the
+                collection's vectors when it outgrows ``index_threshold``). Quantized searches re-rank
+                their candidates with the stored full-precision vectors. ``"pq"`` is not implemented yet.
             exist_ok: Return the existing collection instead of raising when the name exists and its
                 dimension and metric match.
             embedder: Embeds documents added without vectors and text queries (see
@@ -187,6 +192,8 @@ class Embeddix:
 
         Raises:
             CollectionExistsError: The name exists (and ``exist_ok`` is False or parameters differ).
+            InvalidArgumentError: A parameter is out of range, or ``quantization`` is not one of the
+                choices (the message lists them).
         """
         self._check()
         self._check_name(name)
@@ -202,16 +209,19 @@ class Embeddix:
             if embedding_model is not None or embedder is None
             else str(embedder.model_id),
             segment_size=segment_size if segment_size is not None else s.segment_size,
+            quantization=quantization,
         )
         with self._lock:
             if exist_ok and self._store.get_collection(name) is not None:
                 col = self.get_collection(name)
-                if col.dim != cfg.dim or col.metric != cfg.metric.value:
+                have = col.config.quantization
+                if col.dim != cfg.dim or col.metric != cfg.metric.value or have != cfg.quantization:
                     from .errors import CollectionExistsError
 
                     raise CollectionExistsError(
-                        f"collection {name!r} exists with dim={col.dim}, metric={col.metric!r}; "
-                        f"asked for dim={cfg.dim}, metric={cfg.metric.value!r}"
+                        f"collection {name!r} exists with dim={col.dim}, metric={col.metric!r}, "
+                        f"quantization={have!r}; asked for dim={cfg.dim}, metric={cfg.metric.value!r}, "
+                        f"quantization={cfg.quantization!r}"
                     )
                 if embedder is not None:
                     col.use_embedder(embedder)

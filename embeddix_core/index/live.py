@@ -39,6 +39,7 @@ from ..types import CollectionStats
 from .base import VectorIndex
 from .exact import ExactIndex
 from .faiss_flat import FaissFlatIndex, gpu_count
+from .faiss_hnsw import SegmentedFaissHnsw
 from .segmented import SegmentedHnsw
 
 __all__ = ["LiveIndex"]
@@ -90,16 +91,31 @@ class LiveIndex:
     def dim(self) -> int:
         return self.config.dim
 
+    @property
+    def quantized(self) -> bool:
+        """Whether the approximate index keeps quantized codes (FAISS HNSW-SQ) instead of float32."""
+        return self.config.quantization != "none"
+
+    @property
+    def snapshot_kind(self) -> str:
+        """The snapshot kind of the approximate index (its files' prefix, checked on load)."""
+        return SegmentedFaissHnsw.kind if self.quantized else "hnsw"
+
     def params(self) -> dict[str, Any]:
         """Index parameters a snapshot (and a calibration curve) must match to be used."""
         c = self.config
-        return {
+        params: dict[str, Any] = {
             "dim": c.dim,
             "space": self.space,
             "m": c.hnsw_m,
             "ef_construction": c.ef_construction,
             "segment_size": c.segment_size,
         }
+        if self.quantized:
+            # only when quantized: unquantized collections keep the exact parameters (and so the
+            # snapshots and calibration curves) they had before quantization existed
+            params["quantization"] = c.quantization
+        return params
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
         """Vectors as the index stores them: unit length for cosine, as given otherwise."""
@@ -120,7 +136,51 @@ class LiveIndex:
         }
 
     def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
+        """The approximate index: hnswlib over float32 vectors, or FAISS HNSW over codes when quantized."""
+        if self.quantized:
+            return SegmentedFaissHnsw(
+                self.dim,
+                self.space,
+                quantization=self.config.quantization,
+                load_vectors=self.load_vectors,
+                capacity=capacity,
+                **self._hnsw_args(),
+            )
         return SegmentedHnsw(self.dim, self.space, capacity=capacity, **self._hnsw_args())
+
+    def _load_hnsw(self, paths: list[Path], bounds: list[int], lives: list[int]) -> SegmentedHnsw:
+        """The approximate index from a snapshot's segment files."""
+        if self.quantized:
+            return SegmentedFaissHnsw.load_segments(
+                paths,
+                bounds,
+                lives,
+                self.dim,
+                self.space,
+                quantization=self.config.quantization,
+                load_vectors=self.load_vectors,
+                **self._hnsw_args(),
+            )
+        return SegmentedHnsw.load(paths, bounds, lives, self.dim, self.space, **self._hnsw_args())
+
+    def load_vectors(self, labels: np.ndarray) -> np.ndarray:
+        """Full-precision index-space vectors of labels, read from the store (NaN rows: no longer stored).
+
+        A quantized index re-ranks with these and serves ``get_vectors`` from them: it holds codes only.
+        """
+        wanted = labels.tolist()
+        rows = self.store.rows_by_labels(self.cid, wanted, vectors=True)
+        if len(rows) == len(wanted):  # the usual case: one copy out of the joined blobs
+            joined = b"".join([rows[label].vector or b"" for label in wanted])
+            out = np.frombuffer(joined, np.float32).reshape(len(wanted), self.dim).copy()
+        else:
+            out = np.full((len(wanted), self.dim), np.nan, np.float32)
+            for i, label in enumerate(wanted):
+                row = rows.get(label)
+                if row is not None and row.vector is not None:
+                    out[i] = np.frombuffer(row.vector, np.float32)
+        # NaN (gone) rows stay NaN; unit length for cosine, as the index stores them
+        return unit_rows(out, keep_zeros=True) if self.normalize else out
 
     def _new_exact(self, capacity: int) -> VectorIndex:
         """The exact index: FAISS on a GPU when one is present (``exact_backend="auto"``), else numpy."""
@@ -142,17 +202,15 @@ class LiveIndex:
             identity = SnapshotIdentity(self.store.store_id, self.cid, record.accepts() if record else {})
             index: SegmentedHnsw | None = None
             try:
-                snap = read_snapshot(self.directory, "hnsw", self.params(), identity)
+                snap = read_snapshot(self.directory, self.snapshot_kind, self.params(), identity)
                 if snap is not None and not pruned <= snap.seq <= seq:
                     raise StorageError(
                         f"snapshot seq {snap.seq} is outside the store's range {pruned}..{seq}"
                     )
                 if snap is not None:
                     bounds = snap.extra.get("bounds", [0])
-                    index = SegmentedHnsw.load(
-                        snap.paths, bounds, snap.lives, self.dim, self.space, **self._hnsw_args()
-                    )
-            except (StorageError, RuntimeError, ValueError) as exc:  # hnswlib: RuntimeError
+                    index = self._load_hnsw(snap.paths, bounds, snap.lives)
+            except (StorageError, RuntimeError, ValueError) as exc:  # hnswlib, FAISS: RuntimeError
                 warnings.warn(
                     f"collection {self.name!r}: ignoring the index snapshot and rebuilding it "
                     f"from the store ({exc})",
@@ -308,7 +366,9 @@ class LiveIndex:
                 "ef_search": c.ef_search,
                 "index_threshold": c.index_threshold,
                 "memory_bytes": st.memory_bytes,
-            },
+            }
+            # quantized collections only: the default path's stats stay as they were
+            | ({"quantization": c.quantization} if self.quantized else {}),
         )
 
     # -- snapshots ---------------------------------------------------------------------------------
@@ -333,7 +393,7 @@ class LiveIndex:
             self.store.begin_snapshot(self.cid, snapshot_id, seq)
             snap = write_snapshot(
                 directory,
-                "hnsw",
+                self.snapshot_kind,
                 seq,
                 self.params(),
                 index.savers(),
@@ -343,6 +403,6 @@ class LiveIndex:
             )
             # only now may the deletions it contains be pruned: see Store.record_snapshot
             self.store.record_snapshot(self.cid, snap.snapshot_id, seq)
-            remove_stale(directory, "hnsw", snap)
+            remove_stale(directory, self.snapshot_kind, snap)
             self.snapshot_seq = seq
             return True

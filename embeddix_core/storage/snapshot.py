@@ -7,6 +7,14 @@ Layout in ``<data>/indexes/<cid>/``::
                             "files": [{"file": "hnsw-<seq>-0.bin", "size", "crc32", "live"}, ...],
                             "extra": {"bounds": [...]}, "params": {...}, "manifest_crc32": ...}
     hnsw-<seq>-<i>.bin     one file per index segment, in hnswlib's own save format (no pickle)
+    faiss_hnsw-<seq>-<i>.bin   instead, for a quantized collection (``quantization`` "fp16"/"sq8"): one
+                           file per segment, our own header (magic ``EMBXFHNS``, segment format version,
+                           JSON header, slot labels, tombstone bitmap) then FAISS's ``write_index``
+                           format (see ``index/faiss_hnsw.py``); ``params`` then also holds
+                           ``quantization``, so a snapshot of the other kind is never loaded
+
+The manifest's ``kind`` names which; a collection's quantization is fixed at creation, so one directory
+only ever holds one kind (``remove_stale`` cleans files of its own kind).
 
 Write order (crash-safe at every step): each segment goes to a temp file -> fsync -> rename to
 ``hnsw-<seq>-<i>.bin``; then the manifest the same way, and the directory is fsynced; only then are older
