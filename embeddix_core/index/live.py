@@ -168,17 +168,7 @@ class LiveIndex:
 
         A quantized index re-ranks with these and serves ``get_vectors`` from them: it holds codes only.
         """
-        wanted = labels.tolist()
-        rows = self.store.rows_by_labels(self.cid, wanted, vectors=True)
-        if len(rows) == len(wanted):  # the usual case: one copy out of the joined blobs
-            joined = b"".join([rows[label].vector or b"" for label in wanted])
-            out = np.frombuffer(joined, np.float32).reshape(len(wanted), self.dim).copy()
-        else:
-            out = np.full((len(wanted), self.dim), np.nan, np.float32)
-            for i, label in enumerate(wanted):
-                row = rows.get(label)
-                if row is not None and row.vector is not None:
-                    out[i] = np.frombuffer(row.vector, np.float32)
+        out = self.store.vectors_by_labels(self.cid, labels.tolist(), self.dim)
         # NaN (gone) rows stay NaN; unit length for cosine, as the index stores them
         return unit_rows(out, keep_zeros=True) if self.normalize else out
 

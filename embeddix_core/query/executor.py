@@ -73,18 +73,7 @@ def vector_loader(store: Store, cid: int, dim: int, normalize: bool) -> Callable
     """
 
     def load(labels: np.ndarray) -> np.ndarray:
-        wanted = labels.tolist()
-        rows = store.rows_by_labels(cid, wanted, vectors=True)
-        if len(rows) == len(wanted):  # one copy out of the joined blobs (a semantic hit fetches ~11)
-            joined = b"".join([rows[label].vector or b"" for label in wanted])
-            out = np.frombuffer(joined, np.float32).reshape(len(wanted), dim).copy()
-        else:
-            out = np.empty((len(wanted), dim), np.float32)
-            for i, label in enumerate(wanted):
-                row = rows.get(label)
-                out[i] = (
-                    np.nan if row is None or row.vector is None else np.frombuffer(row.vector, np.float32)
-                )
+        out = store.vectors_by_labels(cid, labels.tolist(), dim)
         if normalize:
             out = unit_rows(out, keep_zeros=True)  # NaN (gone) or zero rows stay as they are
         return out

@@ -153,7 +153,7 @@ class Store:
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
-        self._label_sql: dict[tuple[int, bool], str] = {}
+        self._label_sql: dict[tuple[int, bool | str], str] = {}  # (labels, vectors or "vectors-only")
         self._conn = self._connect()
         with self._lock:
             try:
@@ -658,6 +658,35 @@ class Store:
         out: dict[int, StoredRow] = {}
         for chunk in _chunks(labels):
             out.update(self.rows_by_labels(cid, chunk, vectors=vectors))
+        return out
+
+    def vectors_by_labels(self, cid: int, labels: Sequence[int], dim: int) -> np.ndarray:
+        """The stored float32 vectors of ``labels``, one row each in order; NaN rows for labels not
+        stored in collection ``cid`` (deleted meanwhile, or never this collection's).
+
+        What a re-rank reads: vectors only, no id, document or metadata (~2.5 us a row where
+        :meth:`rows_by_labels` with vectors takes ~7 us). One statement per 500 labels.
+        """
+        conn = self._reader()
+        found: dict[int, bytes] = {}
+        for chunk in _chunks(labels):
+            n = len(chunk)
+            key = (n, "vectors-only")
+            sql = self._label_sql.get(key)
+            if sql is None:
+                sql = self._label_sql[key] = (
+                    f"SELECT label, {_VEC} FROM records WHERE label IN ({','.join('?' * n)}) AND +cid = ?"
+                )
+            found.update(conn.execute(sql, (*chunk, cid)).fetchall())
+        wanted = list(labels)
+        if len(found) == len(wanted) and all(v is not None for v in found.values()):
+            joined = b"".join([found[label] for label in wanted])
+            return np.frombuffer(joined, np.float32).reshape(len(wanted), dim).copy()
+        out = np.full((len(wanted), dim), np.nan, np.float32)
+        for i, label in enumerate(wanted):
+            blob = found.get(label)
+            if blob is not None:
+                out[i] = np.frombuffer(blob, np.float32)
         return out
 
     def scan_vectors(self, cid: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
