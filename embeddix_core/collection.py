@@ -741,11 +741,17 @@ class Collection:
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
             plan = self._with_filter(plan, flt)
+        if user is not None and mmr_lambda is not None:
+            raise InvalidArgumentError("user= personalizes plain vector searches; drop mmr_lambda or user")
+        if (
+            user is not None
+            and (session is None or self._personal.config.session_penalty <= 0)
+            and self._personal.state(check_user(user)).events == 0
+        ):
+            # nothing to personalize by (no feedback, no session de-duplication): the plain search, at
+            # its speed and with its cache; the MCP server names every agent a user, most before feedback
+            user = None
         if user is not None:
-            if mmr_lambda is not None:
-                raise InvalidArgumentError(
-                    "user= personalizes plain vector searches; drop mmr_lambda or user"
-                )
             use = cache and self._cache is not None and where_document is None
             return recheck(
                 personal_search(

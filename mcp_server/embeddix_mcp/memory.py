@@ -481,12 +481,20 @@ def update(
 
 
 def feedback(
-    state: AppState, agent: str, namespace: str | None, rid: str, relevant: bool, query: str | None = None
+    state: AppState,
+    agent: str,
+    namespace: str | None,
+    rid: str,
+    relevant: bool,
+    query: str | None = None,
+    user: str | None = None,
 ) -> FeedbackResult:
-    """Count one relevant / not-relevant verdict on a memory, stored with it (so filters can use it).
+    """Count one relevant / not-relevant verdict on a memory, stored with it (so filters can use it), and
+    record it as a feedback event of ``user`` in the core, which personalized recalls rank by.
 
     Args:
         query: The query the memory was recalled for; None: the agent's last recall in this process.
+        user: Whose verdict it is (None: the agent's).
 
     Raises:
         NotFoundError: No such memory.
@@ -502,6 +510,7 @@ def feedback(
         if q:
             meta["feedback_last_query"] = q[:500]
         col.update(rid, metadatas=[meta])
+        col.feedback(rid, user=user or agent, relevant=relevant, query=q or None)
     s.add(feedback=1)
     counts = FeedbackCounts(
         relevant=int(meta.get("feedback_relevant", 0)), irrelevant=int(meta.get("feedback_irrelevant", 0))

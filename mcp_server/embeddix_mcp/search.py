@@ -27,11 +27,15 @@ class SearchOptions:
         deadline_ms: Latency budget in milliseconds, or None.
         text_weight: 0 for a search by meaning only; above 0 the query's words are also ranked by full
             text and fused with this weight (a hybrid search).
+        personal_user: Re-rank for this user's feedback (the core's ``search(user=...)``); None: not
+            personalized. The core searches plainly for a user without feedback; hybrid searches are
+            never personalized (the core ranks those by fusion).
     """
 
     recall_target: float | None = None
     deadline_ms: float | None = None
     text_weight: float = 0.0
+    personal_user: str | None = None
 
     @property
     def hybrid(self) -> bool:
@@ -65,7 +69,13 @@ def search(
             session=session,
         )
     return col.search(
-        vector, k, filter=flt, recall=opts.recall_target, deadline_ms=opts.deadline_ms, session=session
+        vector,
+        k,
+        filter=flt,
+        recall=opts.recall_target,
+        deadline_ms=opts.deadline_ms,
+        session=session,
+        user=opts.personal_user,
     )
 
 

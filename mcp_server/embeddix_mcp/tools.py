@@ -118,6 +118,13 @@ TextWeight = Annotated[
         description="0: by meaning only; above 0 also by the query's words (hybrid), with this weight.",
     ),
 ]
+Personalize = Annotated[
+    bool,
+    Field(
+        description="Re-rank by your feedback on earlier recalls (as the user, when given, else as you); "
+        "false: plain similarity order. No effect before any feedback, or with text_weight above 0."
+    ),
+]
 UserArg = Annotated[
     str | None,
     Field(min_length=1, max_length=256, description="Only memories about this end user (metadata 'user')."),
@@ -298,11 +305,14 @@ async def recall(
     recall_target: RecallTarget = None,
     deadline_ms: Deadline = None,
     user: UserArg = None,
+    personalize: Personalize = True,
 ) -> Annotated[CallToolResult, RecallResult]:
     """Find the stored memories most relevant to a query, best first, with similarity scores (1.0 = same)."""
     state = _state(ctx)
     caller = _caller(state)
-    opts = SearchOptions(recall_target, deadline_ms, text_weight)
+    opts = SearchOptions(
+        recall_target, deadline_ms, text_weight, personal_user=(user or caller) if personalize else None
+    )
     res = await _run(
         memory.recall,
         state,
@@ -413,10 +423,20 @@ async def feedback(
         Field(max_length=MAX_TEXT, description="The query it was recalled for (default: your last recall)."),
     ] = None,
     namespace: NamespaceArg = None,
+    user: Annotated[
+        str | None,
+        Field(
+            min_length=1,
+            max_length=256,
+            description="The end user this verdict is for (default: you); recall personalizes by it.",
+        ),
+    ] = None,
 ) -> Annotated[CallToolResult, FeedbackResult]:
-    """Record whether a recalled memory was relevant; counts are kept with the memory."""
+    """Record whether a recalled memory was relevant: counts are kept with the memory, and later recalls
+    rank by this feedback (see recall's personalize)."""
     state = _state(ctx)
-    res = await _run(memory.feedback, state, _caller(state), namespace, id, relevant, query)
+    caller = _caller(state)
+    res = await _run(memory.feedback, state, caller, namespace, id, relevant, query, user or caller)
     c = res.feedback
     return _result(
         res,
