@@ -2,8 +2,9 @@
 
 For each candidate ``i`` of the wider search (``candidate_factor * k`` of them, nearest first):
 
-    rank_i = clip(b_i + c * w_profile * ps_i + w_feedback * fs_i + w_fields * ms_i
-                  + w_recency * rec_i - session_penalty * seen_i, 0, 1)
+    raw_i  = b_i + c * w_profile * ps_i + w_feedback * fs_i + w_fields * ms_i
+             + w_recency * rec_i - session_penalty * seen_i
+    rank_i = (raw_i + W) / (1 + 2 W),   W = w_profile + w_feedback + w_fields + w_recency + session_penalty
 
 * ``b_i``: the similarity, ``Hit.score``, clipped to [0, 1] (cosine and l2 scores already live there for
   any sensible query; ``ip`` scores are unbounded, so there ``b`` is the pool's min-max scaled score).
@@ -14,8 +15,11 @@ For each candidate ``i`` of the wider search (``candidate_factor * k`` of them, 
 * ``rec_i``: ``2 ** -(age / recency_half_life)`` of ``metadata[recency_field]`` (0 without one).
 * ``seen_i``: 1 when the record was already returned in this ``session`` (session de-duplication).
 
-Bounds: the weights sum to at most 1 (``settings.py``), so no adjustment moves a record further than
-that from its similarity, and ``rank`` stays in [0, 1]. Similarity comes first: with the default
+Bounds: each adjustment lies in [-w, w] for its weight w, so ``raw`` lies in [-W, 1 + W] and the affine
+map puts ``rank`` in [0, 1] without clipping: a clip at 1 made every near match tie at 1.0 (similarities
+of 0.95-0.99 plus any positive adjustment), which left the plain order in place whatever the feedback.
+The weights sum to at most 1 (``settings.py``), so no adjustment moves a record further than that from its
+similarity. Similarity comes first: with the default
 weights (0.25 + 0.15 + 0.05) a record needs a similarity within 0.45 of another's to pass it.
 Order: by ``rank`` descending; ties keep the similarity order (stable sort).
 """
@@ -128,7 +132,12 @@ class NumpyReranker:
             out = out - cfg.session_penalty * np.fromiter(
                 (rid in seen for rid in cand.ids), np.float64, len(out)
             )
-        return np.clip(out, 0.0, 1.0)
+        return (out + _spread(cfg)) / (1.0 + 2.0 * _spread(cfg))
+
+
+def _spread(cfg: PersonalizeConfig) -> float:
+    """``W``: how far the adjustments together can move a raw score either way."""
+    return cfg.w_profile + cfg.w_feedback + cfg.w_fields + cfg.w_recency + cfg.session_penalty
 
 
 def reference_scores(
@@ -161,5 +170,6 @@ def reference_scores(
             + cfg.w_recency * rec
             - cfg.session_penalty * (rid in seen)
         )
-        out[i] = min(max(r, 0.0), 1.0)
+        w = _spread(cfg)
+        out[i] = (r + w) / (1.0 + 2.0 * w)
     return out

@@ -65,9 +65,10 @@ from ._filters import to_core_filter
 
 __all__ = ["EmbeddixHybridRetriever", "EmbeddixVectorStore"]
 
-# Arguments of the core search that the LangChain search methods pass through: the tuning knobs, and
-# langchain-chroma's full-text restriction (same name, same operators).
-_SEARCH_KWARGS = frozenset({"ef", "recall", "deadline_ms", "where_document"})
+# Arguments of the core search that the LangChain search methods pass through: the tuning knobs,
+# langchain-chroma's full-text restriction (same name, same operators), and personalization (``user``:
+# re-rank by that user's feedback, recorded with ``store.collection.feedback``; ``session``).
+_SEARCH_KWARGS = frozenset({"ef", "recall", "deadline_ms", "where_document", "user", "session"})
 HYBRID = "hybrid"
 # The fusion weight of the text ranking a hybrid retriever uses when its search_kwargs give none.
 DEFAULT_TEXT_WEIGHT = 0.5

@@ -80,7 +80,7 @@ __all__ = ["EmbeddixVectorStore"]
 
 # Core search arguments passed through from ``query(..., **kwargs)`` (``vector_store_kwargs``): the tuning
 # knobs, and Chroma's full-text restriction under its name there.
-_SEARCH_KNOBS = ("ef", "recall", "deadline_ms", "where_document")
+_SEARCH_KNOBS = ("ef", "recall", "deadline_ms", "where_document", "user", "session")
 _TEXT_MODES = (VectorStoreQueryMode.TEXT_SEARCH, VectorStoreQueryMode.SPARSE)
 # Enum class attribute lookups cost ~0.1 us each; the query path compares with these instead.
 _DEFAULT, _HYBRID, _MMR = VectorStoreQueryMode.DEFAULT, VectorStoreQueryMode.HYBRID, VectorStoreQueryMode.MMR
@@ -319,7 +319,9 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
         Args:
             query: The query: ``query_embedding`` and/or ``query_str``, ``similarity_top_k``, ``filters``,
                 ``doc_ids``, ``node_ids``, ``mode``, ``alpha``, ``mmr_threshold``.
-            **kwargs: ``where_document`` (a full-text restriction, see the module docstring),
+            **kwargs: ``user`` (personalize for this user's feedback, recorded with ``col.feedback``:
+                the core's ``search(user=)``), ``session``, ``where_document`` (a full-text restriction,
+                see the module docstring),
                 ``mmr_threshold`` (when not on the query), ``mmr_prefetch_k`` or ``mmr_prefetch_factor``
                 (MMR candidates), and the core's tuning knobs ``ef`` (HNSW beam width), ``recall``
                 (target recall) and ``deadline_ms``.
@@ -357,6 +359,8 @@ class EmbeddixVectorStore(BasePydanticVectorStore):
                     recall=kwargs.get("recall"),
                     deadline_ms=kwargs.get("deadline_ms"),
                     where_document=kwargs.get("where_document"),
+                    user=kwargs.get("user"),
+                    session=kwargs.get("session"),
                 )
             )
         if mode not in _SUPPORTED_MODES:
