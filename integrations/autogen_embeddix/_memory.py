@@ -49,6 +49,9 @@ class EmbeddixMemoryConfig(BaseModel):
         None, ge=-1.0, le=1.0, description="Drop memories with a lower cosine similarity."
     )
     embedder: str = Field("minilm", description="Embedder name for embeddix_core's get_embedder.")
+    user: str | None = Field(
+        None, description="Personalize queries for this user's feedback (the core's search(user=))."
+    )
 
 
 class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
@@ -70,6 +73,9 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         score_threshold: Drop memories whose cosine similarity is lower.
         embedder: An embedder name (``"minilm"``, the offline default; ``"hash"``...) or a core
             :class:`~embeddix_core.embeddings.Embedder` (dumped as its ``model_id``).
+        user: Personalize every query (and so :meth:`update_context`) for this user: memories the user
+            marked relevant rise, the others fall (record verdicts with ``memory.collection.feedback(id,
+            user=..., relevant=...)``; ``id`` is in each recalled memory's metadata). None: plain order.
 
     Raises:
         InvalidArgumentError: ``k`` or ``score_threshold`` out of range, or an unknown embedder name.
@@ -87,6 +93,7 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         k: int = 3,
         score_threshold: float | None = None,
         embedder: str | Embedder = "minilm",
+        user: str | None = None,
     ) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise InvalidArgumentError(f"k must be a positive integer; got {k!r}")
@@ -96,6 +103,7 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         self._path = None if path is None else str(path)
         self._k = k
         self._score_threshold = score_threshold
+        self._user = user
         self._embedder = get_embedder(embedder) if isinstance(embedder, str) else embedder
         self._embedder_name = embedder if isinstance(embedder, str) else self._embedder.model_id
         self._db: Embeddix | None = None
@@ -151,7 +159,7 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         Args:
             query: Text, or a ``MemoryContent`` (its text is used).
             cancellation_token: Unused.
-            **kwargs: ``k``, ``score_threshold`` (override the configured ones for this call) and
+            **kwargs: ``k``, ``score_threshold``, ``user`` (override the configured ones for this call) and
                 ``filter`` (a core metadata filter, e.g. ``{"mime_type": "text/markdown"}``).
 
         Returns:
@@ -161,9 +169,10 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         k = kwargs.pop("k", self._k)
         threshold = kwargs.pop("score_threshold", self._score_threshold)
         flt = kwargs.pop("filter", None)
+        user = kwargs.pop("user", self._user)
         if kwargs:
             raise TypeError(f"query() got unexpected keyword argument(s) {sorted(kwargs)}")
-        hits = await asyncio.to_thread(self._search, text, k, flt)
+        hits = await asyncio.to_thread(self._search, text, k, flt, user)
         results = [
             _content(h.document, h.metadata, h.score, h.id)
             for h in hits
@@ -171,8 +180,8 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
         ]
         return MemoryQueryResult(results=results)
 
-    def _search(self, text: str, k: int, flt: dict[str, Any] | None) -> list[Any]:
-        return self.collection.search(self._embedder.embed_query(text), k, filter=flt)
+    def _search(self, text: str, k: int, flt: dict[str, Any] | None, user: str | None) -> list[Any]:
+        return self.collection.search(self._embedder.embed_query(text), k, filter=flt, user=user)
 
     async def update_context(self, model_context: ChatCompletionContext) -> UpdateContextResult:
         """Add the memories relevant to the last message to ``model_context`` as one system message.
@@ -216,6 +225,7 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
             k=self._k,
             score_threshold=self._score_threshold,
             embedder=self._embedder_name,
+            user=self._user,
         )
 
     @classmethod
@@ -226,6 +236,7 @@ class EmbeddixMemory(Memory, Component[EmbeddixMemoryConfig]):
             k=config.k,
             score_threshold=config.score_threshold,
             embedder=config.embedder,
+            user=config.user,
         )
 
     def __repr__(self) -> str:

@@ -64,3 +64,49 @@ def test_llamaindex_query_personalizes_with_user_kwarg() -> None:
     assert mine is not None and mine.index("d4") < plain.index("d4") and mine.index("d0") > plain.index("d0")
     assert store.query(q).ids == plain
     store.close()
+
+
+class _TableEmbedder:
+    """A core Embedder over TABLE (texts are the keys)."""
+
+    model_id = "table-v1"
+    dim = 3
+
+    def embed_documents(self, texts):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.asarray([TABLE[t] for t in texts], np.float32)
+
+    def embed_query(self, text):  # type: ignore[no-untyped-def]
+        import numpy as np
+
+        return np.asarray(TABLE[text], np.float32)
+
+
+async def test_autogen_memory_personalizes_for_its_user() -> None:
+    from autogen_core.memory import MemoryContent, MemoryMimeType
+
+    from autogen_embeddix import EmbeddixMemory
+
+    plain_mem = EmbeddixMemory(k=5, embedder=_TableEmbedder())  # type: ignore[arg-type]
+    for t in TABLE:
+        if t != QUERY:
+            await plain_mem.add(MemoryContent(content=t, mime_type=MemoryMimeType.TEXT))
+    got = await plain_mem.query(QUERY)
+    plain = [m.content for m in got.results]
+    assert plain == ["d0", "d1", "d2", "d3", "d4"]
+    ids = {m.content: (m.metadata or {})["id"] for m in got.results}
+    _teach_by_id(plain_mem.collection, liked=ids["d4"], disliked=ids["d0"])
+    mine = [m.content for m in (await plain_mem.query(QUERY, user="u")).results]
+    assert mine.index("d4") < plain.index("d4") and mine.index("d0") > plain.index("d0")
+    assert [m.content for m in (await plain_mem.query(QUERY)).results] == plain
+    # the user set on the memory personalizes every query, and its component config keeps it
+    user_mem = EmbeddixMemory(k=5, embedder=_TableEmbedder(), user="u")  # type: ignore[arg-type]
+    assert user_mem.dump_component().config["user"] == "u"
+    user_mem._collection = plain_mem.collection  # the same in-memory collection
+    assert [m.content for m in (await user_mem.query(QUERY)).results] == mine
+    await plain_mem.close()
+
+
+def _teach_by_id(col, liked: str, disliked: str) -> None:  # type: ignore[no-untyped-def]
+    _teach(col, liked, disliked)
