@@ -727,12 +727,9 @@ class Collection:
         if text is not None or vector is None:
             if user is not None:
                 raise InvalidArgumentError("user= personalizes vector searches; drop text= or user")
-            q = None if vector is None else self._query(vector)
-            self._sync()
-            plan = self._plan(k, recall, deadline_ms, ef)
-            hits = self._ex.hybrid(q, text, k, flt, plan.ef, text_weight, fetch_k, include_vectors)
-            plan = dataclasses.replace(plan, ranking="bm25" if q is None else "rrf")
-            return recheck(Hits(hits, plan=plan), flt)
+            return self._hybrid(
+                vector, text, k, flt, recall, deadline_ms, ef, text_weight, fetch_k, include_vectors
+            )
         q = self._query(vector)
         self._sync()
         if self._live.index.approximate:
@@ -741,36 +738,24 @@ class Collection:
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
             plan = self._with_filter(plan, flt)
-        if user is not None and mmr_lambda is not None:
-            raise InvalidArgumentError("user= personalizes plain vector searches; drop mmr_lambda or user")
-        if (
-            user is not None
-            and (session is None or self._personal.config.session_penalty <= 0)
-            and self._personal.state(check_user(user)).events == 0
-        ):
-            # nothing to personalize by (no feedback, no session de-duplication): the plain search, at
-            # its speed and with its cache; the MCP server names every agent a user, most before feedback
-            user = None
         if user is not None:
-            use = cache and self._cache is not None and where_document is None
-            return recheck(
-                personal_search(
-                    self._ex,
-                    self._live,
-                    self._planner,
-                    self._cache if use else None,
-                    self._personal,
-                    q,
-                    k,
-                    flt,
-                    plan,
-                    (recall, deadline_ms, ef),
-                    check_user(user),
-                    session,
-                    include_vectors,
-                ),
+            if mmr_lambda is not None:
+                raise InvalidArgumentError(
+                    "user= personalizes plain vector searches; drop mmr_lambda or user"
+                )
+            personal = self._personalized(
+                q,
+                k,
                 flt,
+                plan,
+                (recall, deadline_ms, ef),
+                check_user(user),
+                session,
+                include_vectors,
+                cache and where_document is None,
             )
+            if personal is not None:
+                return personal
         if mmr_lambda is not None:
             hits = self._ex.mmr(q, k, flt, plan.ef, mmr_lambda, fetch_k, include_vectors)
             return recheck(Hits(hits, plan=dataclasses.replace(plan, ranking="mmr")), flt)
@@ -780,6 +765,62 @@ class Collection:
                 q, k, flt, plan, (recall, deadline_ms, ef, profile_version), session, t0
             )
         return recheck(self._ex.plain(q, k, flt, plan, include_vectors, t0), flt)
+
+    def _hybrid(
+        self,
+        vector: Any,
+        text: str | None,
+        k: int,
+        flt: Filter | None,
+        recall: float | None,
+        deadline_ms: float | None,
+        ef: int | None,
+        text_weight: float,
+        fetch_k: int | None,
+        include_vectors: bool,
+    ) -> Hits:
+        """A text-only (no vector) or hybrid search: BM25 fused with the vector ranking."""
+        q = None if vector is None else self._query(vector)
+        self._sync()
+        plan = self._plan(k, recall, deadline_ms, ef)
+        hits = self._ex.hybrid(q, text, k, flt, plan.ef, text_weight, fetch_k, include_vectors)
+        plan = dataclasses.replace(plan, ranking="bm25" if q is None else "rrf")
+        return recheck(Hits(hits, plan=plan), flt)
+
+    def _personalized(
+        self,
+        q: np.ndarray,
+        k: int,
+        flt: Filter | None,
+        plan: Plan,
+        params: tuple[float | None, float | None, int | None],
+        user: str,
+        session: str | None,
+        include_vectors: bool,
+        cache: bool,
+    ) -> Hits | None:
+        """The search re-ranked for ``user`` (``personalize/search.py``), or None when there is nothing to
+        personalize by: no feedback and no session de-duplication. The plain search then runs, at its
+        speed and with its cache; the MCP server names every agent a user, most before any feedback."""
+        pz = self._personal
+        if (session is None or pz.config.session_penalty <= 0) and pz.state(user).events == 0:
+            return None
+        hits = personal_search(
+            self._ex,
+            self._live,
+            self._planner,
+            self._cache if cache and self._cache is not None else None,
+            pz,
+            q,
+            k,
+            flt,
+            plan,
+            params,
+            user,
+            session,
+            include_vectors,
+        )
+        return recheck(hits, flt)
 
     def search_iter(
         self,

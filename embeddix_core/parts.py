@@ -20,7 +20,7 @@ from .config import CollectionConfig, EmbeddixSettings
 from .index.live import LiveIndex
 from .query.cached_search import CachedSearch, new_cache_manager
 from .query.calibrator import Calibrator
-from .query.executor import SearchExecutor, vector_loader
+from .query.executor import SearchExecutor
 from .query.filter_cache import FilterCache
 from .query.filter_sql import json_path
 from .query.planner import Planner
@@ -59,11 +59,11 @@ class Parts:
         config = CollectionConfig.from_json(row.config)
         index_dir = None if root is None else root / "indexes" / str(cid)
         live = LiveIndex(store, cid, row.name, config, settings, index_dir, lambda: derived.after_replay())
-        load_vectors = vector_loader(store, cid, config.dim, live.normalize)
+        load_vectors = live.load_vectors  # the store's float32 vectors, in index space
         # Full-precision vectors for re-ranking cached candidates: an LRU in front of the store
         # (hnswlib's get_items costs ~13 us per vector; a store fetch of 80 rows ~1 us each)
         vectors = VectorCache(config.dim, load_vectors, max_bytes=settings.vector_cache_bytes)
-        # Rows (id, document, metadata) for building hits: SQLite costs ~2 us a row, a dict ~0.1 us
+        # Rows (id, document, metadata) for building hits, packed in memory (see cache/row_cache.py)
         rows = RowCache(lambda labels: store.rows_by_labels(cid, labels), settings.row_cache_bytes)
         filters = FilterCache(
             lambda where, params: store.labels_where(cid, where, params),

@@ -53,7 +53,7 @@ from ..errors import InvalidFilterError
 from ..storage.sqlite import Store
 from ..types import Hit, Hits, SearchStep
 from .filter_nodes import _TRUE
-from .filters import Filter, parse_filter
+from .filters import Filter, _kind, _show, parse_filter
 
 __all__ = [
     "DOCUMENT_OPERATORS",
@@ -88,21 +88,6 @@ class _Bool:
 
 
 _DocNode: TypeAlias = _Leaf | _Bool
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "None"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "a list"
-    return type(value).__name__
 
 
 def _where(loc: str) -> str:

@@ -23,14 +23,14 @@ import dataclasses
 import os
 import threading
 import time
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import orjson
 
-from .._validate import check_fraction, check_text_query, unit_rows
+from .._validate import check_fraction, check_text_query
 from ..cache import VectorCache
 from ..cache.row_cache import RowCache
 from ..config import EmbeddixSettings
@@ -47,7 +47,7 @@ from .filters import Filter
 from .fusion import fts_query, mmr_select, rrf_fuse
 from .planner import DEADLINE_SAFETY, Calibration, Plan, progressive_steps
 
-__all__ = ["SearchExecutor", "vector_loader"]
+__all__ = ["SearchExecutor"]
 
 _BATCH_CHUNK = 500  # queries per native call in a pipelined search_batch (measured: 500 > 200)
 _BATCH_POOL: ThreadPoolExecutor | None = None
@@ -64,21 +64,6 @@ def _batch_pool() -> ThreadPoolExecutor:
                 max_workers=os.cpu_count() or 2, thread_name_prefix="embeddix-batch"
             )
         return _BATCH_POOL
-
-
-def vector_loader(store: Store, cid: int, dim: int, normalize: bool) -> Callable[[np.ndarray], np.ndarray]:
-    """Index-space vectors (unit length for cosine) of stored labels, read from the store.
-
-    A label deleted meanwhile comes back as a NaN row, which re-ranks as infinitely far.
-    """
-
-    def load(labels: np.ndarray) -> np.ndarray:
-        out = store.vectors_by_labels(cid, labels.tolist(), dim)
-        if normalize:
-            out = unit_rows(out, keep_zeros=True)  # NaN (gone) or zero rows stay as they are
-        return out
-
-    return load
 
 
 class SearchExecutor:
