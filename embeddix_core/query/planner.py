@@ -236,7 +236,7 @@ def progressive_steps(final_ef: int, k: int) -> tuple[int, ...]:
 
 def _measure_rung(
     search: Callable[[np.ndarray, int, int], np.ndarray],
-    search_many: Callable[[np.ndarray, int, int], np.ndarray] | None,
+    search_many: Callable[[np.ndarray, int, int], tuple[np.ndarray, float]] | None,
     queries: np.ndarray,
     k: int,
     ef: int,
@@ -251,9 +251,8 @@ def _measure_rung(
             rows.append(search(queries[i : i + 1], k, ef))
             times[i] = time.perf_counter() - t0
         return rows, float(np.mean(times) * 1e6), float(np.percentile(times, 99) * 1e6)
-    t0 = time.perf_counter()
-    found = search_many(queries, k, ef)
-    mean = (time.perf_counter() - t0) / max(n, 1)
+    found, seconds = search_many(queries, k, ef)
+    mean = seconds / max(n, 1)
     times = np.empty(min(n, _TIMED))
     for i in range(len(times)):
         t0 = time.perf_counter()
@@ -275,7 +274,7 @@ def calibrate(
     efs: Sequence[int] = EF_LADDER,
     stop_at: float = 0.999,
     source: str = "sample",
-    search_many: Callable[[np.ndarray, int, int], np.ndarray] | None = None,
+    search_many: Callable[[np.ndarray, int, int], tuple[np.ndarray, float]] | None = None,
     pause: Callable[[], None] | None = None,
 ) -> Calibration:
     """Measure the recall/latency curve.
@@ -296,7 +295,8 @@ def calibrate(
         efs: The ladder.
         stop_at: Stop climbing once the recall reaches this.
         source: Where the queries came from (``"queries"`` or ``"sample"``).
-        search_many: ``search_many(queries (n, d), k, ef) -> labels (n, k)``, one native call.
+        search_many: ``search_many(queries (n, d), k, ef) -> (labels (n, k), seconds searching)``: a few
+            native calls over every query (the seconds leave out any pause between them).
         pause: Called before each rung (the calibrator yields to searches there).
 
     Returns:
