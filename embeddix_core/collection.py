@@ -45,7 +45,7 @@ from ._validate import (
     check_patch,
     unit_query,
 )
-from .config import CollectionConfig, EmbeddixSettings
+from .config import PROFILES, CollectionConfig, EmbeddixSettings, profile_settings
 from .embeddings._protocol import Embedder, check_texts
 from .errors import (
     ClosedError,
@@ -54,6 +54,7 @@ from .errors import (
     ModelMismatchError,
     NotFoundError,
 )
+from .metrics import OPERATIONS, Meter, timed
 from .parts import Parts
 from .personalize import PersonalizeConfig, Profile
 from .personalize.search import personal_search
@@ -63,6 +64,8 @@ from .query.cached_search import NO_CACHE_INFO
 from .query.doc_filter import combine, recheck, recheck_batch, recheck_steps
 from .query.filters import Filter, parse_filter
 from .query.planner import Calibration, Plan, check_deadline, check_recall
+from .reconfigure import Reconfiguration
+from .reconfigure import start as start_reconfigure
 from .records import merge_patch, to_record
 from .storage.sqlite import CollectionRow, Store
 from .types import CollectionStats, Hit, Hits, Record, SearchStep
@@ -86,14 +89,18 @@ class Collection:
         self._store = store
         self._cid = row.cid
         self.name = row.name
-        self._settings = settings
+        config = CollectionConfig.from_json(row.config)
+        # a profile's cache budgets, where the process settings leave them at their defaults
+        self._settings = settings = profile_settings(settings, config.profile)
         self._closed = False
-        self._metric = CollectionConfig.from_json(row.config).metric.value
+        self._meter = Meter(OPERATIONS)  # latency and errors of the public operations (metrics.py)
+        self._metric = config.metric.value
         self._parts = p = Parts.build(store, root, row, settings)
         self._live, self._ex, self._cal, self._planner = p.live, p.executor, p.calibrator, p.planner
         self._writer, self._cache, self._cached = p.writer, p.cache, p.cached
         self._write_lock = p.live.write_lock
         self._embedder: Embedder | None = None
+        self._reconf: Reconfiguration | None = None
         # feedback and profiles (personalize/): events live in the store, profiles are derived from them
         self._personal = Personalizer(store, row.cid, p.live.config.dim, f"{store.store_id}:{row.cid}")
         p.open()
@@ -226,14 +233,20 @@ class Collection:
         return self._live.checkpoint(force=False)
 
     def _stop_background(self) -> None:
+        if self._reconf is not None:
+            self._reconf.cancel()  # before the parts: it swaps into them
         self._parts.stop_background()
 
     def _close(self, *, checkpoint: bool) -> None:
         if not self._closed:
+            if self._reconf is not None:
+                self._reconf.cancel()
             self._parts.close(checkpoint=checkpoint, min_changes=self._settings.snapshot_min_changes)
             self._closed = True
 
     def _drop_files(self) -> None:
+        if self._reconf is not None:
+            self._reconf.cancel()
         self._parts.drop_files()
         self._closed = True
 
@@ -275,6 +288,7 @@ class Collection:
         return self._cal.calibrate(sample=sample, k=k, source=source)
 
     # -- writes ------------------------------------------------------------------------------------
+    @timed("add")
     def add(
         self, ids: str | Sequence[str], vectors: Any = None, documents: Any = None, metadatas: Any = None
     ) -> list[str]:
@@ -298,6 +312,7 @@ class Collection:
         vectors = self._vectors_or_embed(vectors, documents)
         return self._writer.put(ids, vectors, documents, metadatas, upsert=False)
 
+    @timed("upsert")
     def upsert(
         self, ids: str | Sequence[str], vectors: Any = None, documents: Any = None, metadatas: Any = None
     ) -> list[str]:
@@ -326,6 +341,7 @@ class Collection:
         vectors = self._vectors_or_embed(vectors, documents)
         return self._writer.put(ids, vectors, documents, metadatas, upsert=True)
 
+    @timed("update")
     def update(
         self, ids: str | Sequence[str], *, vectors: Any = None, documents: Any = None, metadatas: Any = None
     ) -> None:
@@ -349,6 +365,7 @@ class Collection:
             self.update(rid, metadatas=[check_metadata(merge_patch(self[rid].metadata, patch_clean))])
         return self[rid]
 
+    @timed("delete")
     def delete(
         self,
         ids: str | Sequence[str] | None = None,
@@ -405,6 +422,71 @@ class Collection:
         """Change runtime parameters (stored with the collection)."""
         given = {"ef_search": ef_search, "index_threshold": index_threshold}
         self._writer.configure({key: value for key, value in given.items() if value is not None})
+
+    def reconfigure(
+        self,
+        *,
+        quantization: str | None = None,
+        index: str | None = None,
+        profile: str | None = None,
+    ) -> Reconfiguration:
+        """Change the index or quantization: rebuilt in the background, then swapped in atomically.
+
+        Searches and writes go on against the old index while the new one is built from the store;
+        the swap replays the writes made meanwhile, stores the new configuration and drops the old
+        index's calibration and cached answers (see ``embeddix_core/reconfigure.py``). A crash at any
+        point loses nothing: the old or the new index serves after a restart.
+
+        Args:
+            quantization: ``"none"``, ``"fp16"``, ``"sq8"`` or ``"pq"`` (None: the profile's, else as is).
+            index: ``"auto"``, ``"flat"``, ``"hnsw"`` or ``"ivf"`` (None: the profile's, else as is).
+            profile: A preset (``"latency"``, ``"balanced"``, ``"memory"``) giving the two above where
+                they are not given; stored as the collection's profile (its cache budgets apply from
+                the next open).
+
+        Returns:
+            A handle: ``.wait()`` blocks until the new index serves, ``.progress`` goes from 0 to 1.
+            When nothing about the index changes it is already done.
+
+        Raises:
+            InvalidArgumentError: A value is not one of the choices, they do not fit together, or a
+                reconfigure of this collection is still running.
+        """
+        self._check_open()
+        with self._write_lock:
+            running = self._reconf
+            if running is not None and not running.done:
+                raise InvalidArgumentError(
+                    f"collection {self.name!r} is already being reconfigured ({running!r}); wait() for it "
+                    "before starting another"
+                )
+            current = self._live.config
+            if profile is not None and profile not in PROFILES:
+                raise InvalidArgumentError(
+                    f"profile must be None or one of {sorted(PROFILES)}; got {profile!r}"
+                )
+            preset = PROFILES[profile] if profile is not None else None
+            q = quantization or (preset.quantization if preset else current.quantization)
+            kind = index or (preset.index if preset and preset.quantization == q else None)
+            if kind is None:
+                kind = current.index if quantization is None else "auto"
+            target = dataclasses.replace(
+                current, quantization=q, index=kind, profile=profile or current.profile
+            )
+            if (target.quantization, target.approximate) == (current.quantization, current.approximate):
+                self._writer.set_config(target)  # the profile or the spelling of the index only
+                handle = Reconfiguration(target, current)
+                handle._finish(None)
+                return handle
+            self._reconf = start_reconfigure(self._live, target, self._swapped, self._store.release_reader)
+            return self._reconf
+
+    def _swapped(self, target: CollectionConfig) -> None:
+        """A reconfigure's new index is in place (write lock held): store the config, re-derive."""
+        self._writer.set_config(target)
+        self._cal.reset({"store_id": self._store.store_id, "cid": self._cid, "params": self._live.params()})
+        self._parts.derived.after_curve()  # plans and cached answers came from the old index
+        self._cal.maybe_start()
 
     def check_model(self, model_id: str, dim: int | None = None) -> None:
         """Raise if this collection was built with another embedding model (records it if none yet)."""
@@ -657,6 +739,7 @@ class Collection:
             plan, plan_cached=was_cached, filter_strategy=strategy, filter_matches=matches
         )
 
+    @timed("search")
     def search(
         self,
         vector: Any = None,
@@ -822,6 +905,7 @@ class Collection:
         )
         return recheck(hits, flt)
 
+    @timed("search_iter")
     def search_iter(
         self,
         vector: Any,
@@ -887,6 +971,7 @@ class Collection:
         finally:
             it.close()
 
+    @timed("search_batch")
     def search_batch(
         self,
         vectors: Any,

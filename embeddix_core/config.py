@@ -42,13 +42,17 @@ from .errors import ConfigFileError, InvalidArgumentError
 from .types import Metric
 
 __all__ = [
+    "INDEXES",
+    "PROFILES",
     "QUANTIZATIONS",
     "CollectionConfig",
     "ConfigFileError",
     "Durability",
     "EmbeddixSettings",
+    "ProfilePreset",
     "config_file_path",
     "config_file_source",
+    "profile_settings",
 ]
 
 
@@ -156,7 +160,10 @@ class EmbeddixSettings(BaseSettings):
         ef_construction: HNSW build-time beam width for new collections.
         ef_search: Default HNSW query beam width (runtime; per-query ``ef`` overrides it).
         exact_backend: Exact search below the HNSW threshold: ``"numpy"``, ``"faiss"``, or ``"auto"``
-            (FAISS on a CUDA GPU when one is present, else numpy).
+            (FAISS on a CUDA GPU when one is present and ``gpu`` allows it, else numpy).
+        gpu: CUDA FAISS use: ``"auto"`` (a GPU when a CUDA build of FAISS sees one, for batches above a
+            measured size; else the CPU, with one log line saying why), ``"on"`` (a GPU is required:
+            ``GpuUnavailableError`` without one) or ``"off"``. All CUDA code is in ``index/_gpu.py``.
         segment_size: HNSW vectors per segment; larger collections get more segments, searched in
             parallel and merged exactly (0 = one graph however large).
         write_buffer: New vectors held in an exactly-searched buffer before a background thread inserts
@@ -214,6 +221,7 @@ class EmbeddixSettings(BaseSettings):
     segment_size: int = Field(1_000_000, ge=0)
     write_buffer: int = Field(128, ge=0, le=65_536)
     exact_backend: Literal["auto", "numpy", "faiss"] = "auto"
+    gpu: Literal["auto", "on", "off"] = "auto"
     exact_filter_fraction: float = Field(0.02, ge=0.0, le=1.0)
     exact_filter_min: int = Field(4096, ge=0)
     snapshot_min_changes: int = Field(1, ge=0)
@@ -298,16 +306,96 @@ class EmbeddixSettings(BaseSettings):
         return init_settings, env_settings, dotenv_settings, file_settings, file_secret_settings
 
 
-# What a collection's approximate index keeps per vector (see index/faiss_hnsw.py). "none": hnswlib over
-# float32 vectors; "fp16"/"sq8": FAISS HNSW over 2-/1-byte codes, re-ranked from the store's float32
-# vectors. Policy as data: the value -> what it is, for messages and docs.
+# What a collection's approximate index keeps per vector (see index/faiss_hnsw.py, index/faiss_ivf.py).
+# "none": float32 vectors (hnswlib graph, or IVF-Flat lists); "fp16"/"sq8": FAISS HNSW over 2-/1-byte
+# codes; "pq": product-quantized codes in IVF lists (IVF-PQ). Every quantized search re-ranks its
+# candidates with the store's float32 vectors. Policy as data: the value -> what it is, for messages/docs.
 QUANTIZATIONS: dict[str, str] = {
-    "none": "float32 vectors in an hnswlib graph (the default)",
+    "none": "float32 vectors in an hnswlib graph or IVF-Flat lists (the default)",
     "fp16": "half-precision codes in a FAISS HNSW graph, re-ranked at full precision",
     "sq8": "8-bit scalar codes in a FAISS HNSW graph (trained at the switch to HNSW), re-ranked",
+    "pq": "product-quantized codes in IVF lists (IVF-PQ, trained from 10,000 vectors), re-ranked",
 }
-# Named in the contract of issue #16, not built yet: refused with their own message.
-QUANTIZATIONS_PLANNED = ("pq",)
+# Which approximate index a collection uses above ``index_threshold`` ("flat": none, exact for ever).
+INDEXES: dict[str, str] = {
+    "auto": "exact search while small, then HNSW (IVF for quantization='pq')",
+    "flat": "exact search at every size (float32, no approximation)",
+    "hnsw": "exact search while small, then an HNSW graph",
+    "ivf": "exact search while small, then IVF lists (IVF-Flat, or IVF-PQ with quantization='pq')",
+}
+# quantization -> the approximate indexes that can hold it
+_QUANT_INDEXES: dict[str, tuple[str, ...]] = {
+    "none": ("auto", "flat", "hnsw", "ivf"),
+    "fp16": ("auto", "hnsw"),
+    "sq8": ("auto", "hnsw"),
+    "pq": ("auto", "ivf"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfilePreset:
+    """A named preset of index, quantization and per-collection memory budgets (see :data:`PROFILES`).
+
+    Attributes:
+        index: The ``index`` it picks.
+        quantization: The ``quantization`` it picks.
+        settings: :class:`EmbeddixSettings` fields it sets for the collection's caches (a field the user
+            set explicitly, by argument, environment or config file, wins).
+        summary: What it is for, in one line (messages, docs, ``embeddix ls``).
+    """
+
+    index: str
+    quantization: str
+    settings: dict[str, Any]
+    summary: str
+
+
+# The presets of ``create_collection(profile=...)``; explicit arguments win over them. Figures are from
+# benchmarks/ (real text 100,000 x 384 for latency/balanced, synthetic 768-d for memory).
+PROFILES: dict[str, ProfilePreset] = {
+    "latency": ProfilePreset(
+        "hnsw",
+        "none",
+        {"row_cache_bytes": 64 << 20, "vector_cache_bytes": 64 << 20, "cache_max_bytes": 128 << 20},
+        "float32 HNSW and large caches: the fastest searches, ~1.7 KB a 384-d vector resident",
+    ),
+    "balanced": ProfilePreset(
+        "auto",
+        "sq8",
+        {},
+        "8-bit codes in HNSW, re-ranked at full precision: ~0.8 KB a 384-d vector, recall unchanged",
+    ),
+    "memory": ProfilePreset(
+        "ivf",
+        "pq",
+        {
+            "row_cache_bytes": 2 << 20,
+            "vector_cache_bytes": 4 << 20,
+            "cache_max_bytes": 8 << 20,
+            "cache_session_max_bytes": 1 << 20,
+            "filter_matrix_bytes": 8 << 20,
+        },
+        "IVF-PQ codes (~100 bytes a 768-d vector) re-ranked from disk, small caches: the least memory",
+    ),
+}
+
+
+def profile_settings(settings: EmbeddixSettings, profile: str | None) -> EmbeddixSettings:
+    """The settings a collection with ``profile`` runs with: the preset's budgets, unless set explicitly.
+
+    Args:
+        settings: The process settings.
+        profile: A key of :data:`PROFILES`, or None (``settings`` unchanged).
+
+    Returns:
+        ``settings`` itself, or a copy with the preset's fields the user did not set.
+    """
+    if profile is None:
+        return settings
+    preset = PROFILES[profile]
+    explicit = settings.model_fields_set
+    update = {k: v for k, v in preset.settings.items() if k not in explicit}
+    return settings.model_copy(update=update) if update else settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,8 +417,11 @@ class CollectionConfig:
     embedding_model: str | None = None
     segment_size: int = 1_000_000
     quantization: str = "none"
+    index: str = "auto"
+    profile: str | None = None
 
-    FIXED = ("dim", "metric", "hnsw_m", "ef_construction", "segment_size", "quantization")
+    # ``quantization`` and ``index`` change only through ``Collection.reconfigure`` (a rebuild)
+    FIXED = ("dim", "metric", "hnsw_m", "ef_construction", "segment_size", "quantization", "index")
 
     def __post_init__(self) -> None:
         if isinstance(self.dim, bool) or not isinstance(self.dim, int) or not 1 <= self.dim <= 65_536:
@@ -347,20 +438,37 @@ class CollectionConfig:
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise InvalidArgumentError(f"{name} must be an integer from {low} to {high}; got {value!r}")
         q = self.quantization
-        if q in QUANTIZATIONS_PLANNED:
-            raise InvalidArgumentError(
-                f"not implemented yet: quantization={q!r} (IVF-PQ, issue #16); choose one of "
-                f"{sorted(QUANTIZATIONS)}"
-            )
         if not isinstance(q, str) or q not in QUANTIZATIONS:
             raise InvalidArgumentError(f"quantization must be one of {sorted(QUANTIZATIONS)}; got {q!r}")
+        kind = self.index
+        if not isinstance(kind, str) or kind not in INDEXES:
+            raise InvalidArgumentError(f"index must be one of {sorted(INDEXES)}; got {kind!r}")
+        if kind not in _QUANT_INDEXES[q]:
+            raise InvalidArgumentError(
+                f"quantization={q!r} cannot be used with index={kind!r}; it needs index in "
+                f"{list(_QUANT_INDEXES[q])}"
+            )
+        if self.profile is not None and self.profile not in PROFILES:
+            raise InvalidArgumentError(
+                f"profile must be None or one of {sorted(PROFILES)}; got {self.profile!r}"
+            )
+
+    @property
+    def approximate(self) -> str:
+        """The index above ``index_threshold``: ``"flat"`` (none: exact), ``"hnsw"`` or ``"ivf"``."""
+        if self.index == "auto":
+            return "ivf" if self.quantization == "pq" else "hnsw"
+        return self.index
 
     def to_json(self) -> str:
         """Serialize for storage next to the collection."""
         data = dataclasses.asdict(self)
         data["metric"] = self.metric.value
-        if self.quantization == "none":
-            del data["quantization"]  # the JSON of a config from before quantization existed
+        # defaults are not written: a collection that uses none of these stores the JSON it stored
+        # before they existed (older releases read it unchanged)
+        for key, default in (("quantization", "none"), ("index", "auto"), ("profile", None)):
+            if data[key] == default:
+                del data[key]
         return json.dumps(data, sort_keys=True)
 
     @classmethod

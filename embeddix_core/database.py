@@ -17,6 +17,7 @@ import atexit
 import re
 import threading
 import weakref
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,9 +25,17 @@ from typing import Any
 from ._memory import trim
 from ._validate import check_data_path
 from .collection import Collection
-from .config import CollectionConfig, Durability, EmbeddixSettings
+from .config import PROFILES, CollectionConfig, Durability, EmbeddixSettings
 from .embeddings._protocol import Embedder
-from .errors import ClosedError, CollectionNotFoundError, InvalidArgumentError, StorageError
+from .errors import (
+    ClosedError,
+    CollectionNotFoundError,
+    GpuUnavailableError,
+    InvalidArgumentError,
+    StorageError,
+)
+from .index._gpu import gpu_unavailable_reason
+from .metrics import database_metrics
 from .storage.snapshot import remove_snapshots
 from .storage.sqlite import Store
 
@@ -68,6 +77,14 @@ class Embeddix:
                 path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StorageError(f"cannot create the data directory {str(path)!r}: {exc}") from exc
+        if settings.gpu == "on":
+            # "on" means required: fail at open, not in the middle of a training or a search
+            reason = gpu_unavailable_reason()
+            if reason is not None:
+                raise GpuUnavailableError(
+                    f"gpu='on' needs a CUDA build of FAISS and a visible GPU, but {reason}; set "
+                    "gpu='auto' (EMBEDDIX_GPU=auto) to fall back to the CPU"
+                )
         self._store = Store(
             None if path is None else path / DB_FILE,
             settings.durability,
@@ -164,7 +181,9 @@ class Embeddix:
         index_threshold: int | None = None,
         embedding_model: str | None = None,
         segment_size: int | None = None,
-        quantization: str = "none",
+        quantization: str | None = None,
+        index: str | None = None,
+        profile: str | None = None,
         exist_ok: bool = False,
         embedder: Embedder | None = None,
     ) -> Collection:
@@ -180,10 +199,18 @@ class Embeddix:
             index_threshold: Record count above which HNSW replaces exact search.
             embedding_model: Id of the embedding model the vectors come from (checked by adapters).
             segment_size: HNSW vectors per segment (fixed; default from settings, 0 = one graph).
-            quantization: What the HNSW index keeps per vector (fixed): ``"none"`` (float32, the
-                default), ``"fp16"`` (half precision) or ``"sq8"`` (8-bit codes, trained on the
-                collection's vectors when it outgrows ``index_threshold``). Quantized searches re-rank
-                their candidates with the stored full-precision vectors. ``"pq"`` is not implemented yet.
+            quantization: What the approximate index keeps per vector: ``"none"`` (float32, the
+                default), ``"fp16"`` (half precision, HNSW), ``"sq8"`` (8-bit codes, HNSW, trained on
+                the collection's vectors when it outgrows ``index_threshold``) or ``"pq"`` (product
+                quantization in IVF lists, trained from 10,000 vectors; exact search until then).
+                Quantized searches re-rank their candidates with the stored full-precision vectors.
+                Change it later with :meth:`Collection.reconfigure`.
+            index: ``"auto"`` (default: exact while small, then HNSW, or IVF for ``"pq"``), ``"flat"``
+                (exact at every size), ``"hnsw"`` or ``"ivf"`` (IVF-Flat, or IVF-PQ with ``"pq"``).
+            profile: A preset of index, quantization and cache budgets (``embeddix_core.config.PROFILES``):
+                ``"latency"`` (float32 HNSW, large caches), ``"balanced"`` (SQ8 HNSW) or ``"memory"``
+                (IVF-PQ, small caches). Explicit arguments win over it; it is stored with the collection
+                (``col.config.profile``).
             exist_ok: Return the existing collection instead of raising when the name exists and its
                 dimension and metric match.
             embedder: Embeds documents added without vectors and text queries (see
@@ -192,12 +219,19 @@ class Embeddix:
 
         Raises:
             CollectionExistsError: The name exists (and ``exist_ok`` is False or parameters differ).
-            InvalidArgumentError: A parameter is out of range, or ``quantization`` is not one of the
-                choices (the message lists them).
+            InvalidArgumentError: A parameter is out of range, or ``quantization``, ``index`` or
+                ``profile`` is not one of the choices or they do not fit together (the message says).
         """
         self._check()
         self._check_name(name)
         s = self.settings
+        if profile is not None and profile not in PROFILES:
+            raise InvalidArgumentError(f"profile must be None or one of {sorted(PROFILES)}; got {profile!r}")
+        preset = PROFILES[profile] if profile is not None else None
+        if quantization is None:
+            quantization = preset.quantization if preset is not None else "none"
+        if index is None:
+            index = preset.index if preset is not None and preset.quantization == quantization else "auto"
         cfg = CollectionConfig(
             dim=dim,
             metric=metric,  # type: ignore[arg-type]
@@ -210,18 +244,26 @@ class Embeddix:
             else str(embedder.model_id),
             segment_size=segment_size if segment_size is not None else s.segment_size,
             quantization=quantization,
+            index=index,
+            profile=profile,
         )
         with self._lock:
             if exist_ok and self._store.get_collection(name) is not None:
                 col = self.get_collection(name)
-                have = col.config.quantization
-                if col.dim != cfg.dim or col.metric != cfg.metric.value or have != cfg.quantization:
+                have = col.config
+                if (
+                    col.dim != cfg.dim
+                    or col.metric != cfg.metric.value
+                    or have.quantization != cfg.quantization
+                    or have.approximate != cfg.approximate
+                ):
                     from .errors import CollectionExistsError
 
                     raise CollectionExistsError(
                         f"collection {name!r} exists with dim={col.dim}, metric={col.metric!r}, "
-                        f"quantization={have!r}; asked for dim={cfg.dim}, metric={cfg.metric.value!r}, "
-                        f"quantization={cfg.quantization!r}"
+                        f"quantization={have.quantization!r}, index={have.index!r}; asked for "
+                        f"dim={cfg.dim}, metric={cfg.metric.value!r}, quantization={cfg.quantization!r}, "
+                        f"index={cfg.index!r}"
                     )
                 if embedder is not None:
                     col.use_embedder(embedder)
@@ -300,3 +342,28 @@ class Embeddix:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and not self._closed and self._store.get_collection(name) is not None
+
+    def metrics(self, collections: Iterable[str] | None = None) -> dict[str, Any]:
+        """This process's measurements of its open collections, as a plain dict (``metrics.py``).
+
+        Per collection: ``operations`` (count, errors by type and latency percentiles of search,
+        search_batch, search_iter, add, upsert, update, delete), ``cache`` (the result cache's hits and
+        misses per tier), ``index`` (kind, sizes, parameters: ``stats()``), ``calibration`` and
+        ``background`` (the calibration thread, the write buffer and its flush, a running reconfigure);
+        ``embed``: per embedding model, process-wide.
+
+        Args:
+            collections: Report only these names (None: every collection this handle has open).
+
+        Returns:
+            ``{"version", "time", "collections": {name: {...}}, "embed": {model_id: {...}}}``; JSON-ready
+            (latencies in ms; histogram buckets as ``[le_seconds, cumulative count]``, ``+Inf`` being
+            ``count``).
+
+        Raises:
+            ClosedError: The database is closed.
+        """
+        self._check()
+        with self._lock:
+            cols = dict(self._collections)
+        return database_metrics(cols, collections)

@@ -152,6 +152,9 @@ class Parts:
             self._warmer.join()
         index = getattr(self.live, "index", None)
         if index is not None:
+            cancel = getattr(index, "cancel", None)  # IVF: a background retrain stops at its next step
+            if cancel is not None:
+                cancel()
             index.join()
 
     def close(self, *, checkpoint: bool, min_changes: int) -> None:

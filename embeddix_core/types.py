@@ -137,7 +137,14 @@ class Record:
 
 @dataclass(frozen=True, slots=True)
 class CollectionStats:
-    """What ``Collection.stats()`` reports."""
+    """What ``Collection.stats()`` reports.
+
+    ``memory`` says where the bytes are: ``resident`` (the index in RAM, by part: ``graph``, ``codes``,
+    ``vectors`` (float32), ``centroids``, ``labels``, ``buffer``, and ``total``), ``disk`` (``vectors``:
+    the full-precision vectors in the store, ``snapshot``: the index files, ``store_file``: the whole
+    SQLite file, shared by every collection) and ``per_vector`` (``resident`` and ``disk`` bytes per live
+    vector). Caches (rows, vectors, results) are reported by ``cache_info()``.
+    """
 
     name: str
     count: int
@@ -150,6 +157,7 @@ class CollectionStats:
     snapshot_seq: int
     embedding_model: str | None
     params: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
 
 
 class Hits(list[Hit]):

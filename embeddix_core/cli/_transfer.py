@@ -16,16 +16,24 @@
 
     manifest.json    {"format": "embeddix-backup", "format_version": 1, "store_format_version": s,
                       "collections": [names], "embeddix_version": v, "created": ISO-8601 UTC,
-                      "files": {"embeddix.sqlite3": {"sha256": hex, "bytes": size}}}
+                      "files": {"embeddix.sqlite3": {"sha256": hex, "bytes": size},
+                                "embeddix-mcp-grants.json": {...}  (only when the directory has one)}}
     embeddix.sqlite3 the store, one self-contained SQLite file (rollback journal mode, no -wal)
+    embeddix-mcp-grants.json
+                     the MCP server's read-only grants between agents, byte for byte (optional; the
+                     table ``SIDECAR_FILES`` lists the files of the data directory a backup carries)
 
 No pickle anywhere: JSON, and ``.npy`` written and read with ``allow_pickle=False``. Both are written into a
 temporary sibling directory that is renamed to its name only when complete (files fsynced first, the
 manifest last), so a directory with that name is always whole; the checksums catch damage after that.
 
-Why a backup holds only the SQLite file: the store is the source of truth, and every index is rebuilt
-from it when a collection is opened in the restored directory (index snapshots name the store and the
-snapshot it recorded, so the ones of another directory are never trusted; see ``storage/sqlite.py``).
+Why a backup holds the SQLite file and nothing derived: the store is the source of truth, and every index
+is rebuilt from it when a collection is opened in the restored directory (index snapshots name the store
+and the snapshot it recorded, so the ones of another directory are never trusted; see
+``storage/sqlite.py``). The MCP server's grants are not derived from the store: they live in their own
+file, so a backup carries that file too (a restore without it would silently withdraw every grant). The
+server replaces it by an atomic rename, so the one read is always a whole version; a grant made while the
+backup runs may or may not be in it, like a write committed after the backup began.
 
 Consistency: the backup uses SQLite's online backup API in one step, inside one read transaction of the
 source. In WAL mode readers do not block writers, so writers go on while it runs, and the copy is the
@@ -57,13 +65,14 @@ from ..errors import (
     InvalidArgumentError,
     StorageError,
 )
-from ..storage._atomic import fsync_dir, fsync_file
+from ..storage._atomic import atomic_write_bytes, fsync_dir, fsync_file
 from ..storage.sqlite import FORMAT_VERSION as STORE_FORMAT_VERSION
 
 __all__ = [
     "BACKUP_FORMAT",
     "EXPORT_FORMAT",
     "FORMAT_VERSION",
+    "SIDECAR_FILES",
     "backup_database",
     "export_collection",
     "import_collection",
@@ -78,6 +87,12 @@ RECORDS = "records.jsonl"
 VECTORS = "vectors.npy"
 # Records read from the store, and added on import, per round trip / transaction.
 BATCH = 1000
+# Files of a data directory, besides the store, that a backup carries when present (name -> what it is).
+# The core cannot import the MCP server, so the name is written here; tests/ops checks it against
+# embeddix_mcp.agents.GRANTS_FILE.
+SIDECAR_FILES: dict[str, str] = {
+    "embeddix-mcp-grants.json": "the MCP server's read-only grants between agents (embeddix_mcp/agents.py)",
+}
 # Collection parameters an import passes on to create_collection (the rest of a config is derived).
 _CONFIG_KEYS = ("hnsw_m", "ef_construction", "ef_search", "index_threshold", "segment_size", "quantization")
 
@@ -349,7 +364,8 @@ def database_file(data: Path) -> Path:
 
 
 def backup_database(data: Path, out: Path) -> dict[str, Any]:
-    """Copy the database in ``data`` to the backup directory ``out``, while writers may run.
+    """Copy the database in ``data`` (and the files of ``SIDECAR_FILES`` it holds) to the backup directory
+    ``out``, while writers may run.
 
     Returns:
         The backup's manifest.
@@ -377,6 +393,16 @@ def backup_database(data: Path, out: Path) -> dict[str, Any]:
         finally:
             dst.close()
             src.close()
+        files = {DB_FILE: _file_entry(copy)}
+        for name in SIDECAR_FILES:
+            try:
+                blob = (data / name).read_bytes()  # one read of one whole version (see the docstring)
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise StorageError(f"backup: cannot read {data / name}: {exc}") from exc
+            (tmp / name).write_bytes(blob)
+            files[name] = _file_entry(tmp / name)
         manifest = {
             "format": BACKUP_FORMAT,
             "format_version": FORMAT_VERSION,
@@ -384,7 +410,7 @@ def backup_database(data: Path, out: Path) -> dict[str, Any]:
             "collections": names,
             "embeddix_version": _version(),
             "created": _now(),
-            "files": {DB_FILE: _file_entry(copy)},
+            "files": files,
         }
         _finish(tmp, out, manifest)
     except BaseException:
@@ -396,11 +422,16 @@ def backup_database(data: Path, out: Path) -> dict[str, Any]:
 def restore_database(backup: Path, data: Path) -> dict[str, Any]:
     """Restore a backup into the data directory ``data``, which must not hold a database yet.
 
+    The files of ``SIDECAR_FILES`` the backup holds (the MCP server's grants) are put back first and the
+    database last, so a directory with a database is a whole restore. A sidecar already there with the same
+    bytes (an interrupted restore run again) is kept; one with other bytes is refused.
+
     Returns:
         The backup's manifest.
 
     Raises:
-        InvalidArgumentError: ``backup`` is not a backup, or ``data`` already holds a database.
+        InvalidArgumentError: ``backup`` is not a backup, or ``data`` already holds a database or another
+            version of a sidecar file.
         CorruptionError / FormatVersionError: See :func:`read_manifest`.
     """
     m = read_manifest(backup, BACKUP_FORMAT)
@@ -413,7 +444,17 @@ def restore_database(backup: Path, data: Path) -> dict[str, Any]:
         raise InvalidArgumentError(
             f"{str(data)!r} already holds a database; restore into a new directory (nothing is overwritten)"
         )
+    sidecars = {name: entry for name, entry in m["files"].items() if name in SIDECAR_FILES}
+    for name, entry in sidecars.items():
+        if (data / name).exists() and sha256_file(data / name) != entry["sha256"]:
+            raise InvalidArgumentError(
+                f"{data / name} already exists with other contents; restore into a new directory "
+                "(nothing is overwritten)"
+            )
     data.mkdir(parents=True, exist_ok=True)
+    for name in sidecars:
+        if not (data / name).exists():  # temp file -> fsync -> rename; the directory is fsynced below
+            atomic_write_bytes(data / name, (backup / name).read_bytes(), sync_dir=False)
     tmp = data / f".{DB_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
     try:
         shutil.copyfile(backup / DB_FILE, tmp)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..metrics import timed_embed
 from ._protocol import as_matrix, check_text, check_texts
 
 __all__ = ["HashEmbedder"]
@@ -109,6 +110,7 @@ class HashEmbedder:
         """The hash seed."""
         return self._seed
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts; see :meth:`Embedder.embed_documents`.
 

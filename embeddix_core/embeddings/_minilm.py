@@ -11,6 +11,7 @@ from typing import Literal, Protocol
 import numpy as np
 
 from ..errors import InvalidArgumentError, MissingExtraError, StorageError
+from ..metrics import timed_embed
 from ._model_files import MINILM_DIM, MINILM_MODEL_ID, bundled_model_path, force_offline
 from ._protocol import as_matrix, check_text, check_texts
 
@@ -155,6 +156,7 @@ class MiniLMEmbedder:
             self._load()
         return self
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts; see :meth:`Embedder.embed_documents`.
 

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionMismatchError, EmbeddingServiceError, InvalidArgumentError
+from ..metrics import timed_embed
 from ._protocol import as_matrix, check_text, check_texts
 
 __all__ = ["DEFAULT_OPENAI_BASE_URL", "EmbeddingServiceError", "OpenAIEmbedder"]
@@ -138,6 +139,7 @@ class OpenAIEmbedder:
             self.embed_documents(["dimension probe"])  # sets _dim through _accept_dim, or raises
         return self._dim if self._dim is not None else 0
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts; see :meth:`Embedder.embed_documents`.
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, MissingExtraError, ModelNotFoundError
+from ..metrics import timed_embed
 from ._model_files import force_offline
 from ._protocol import as_matrix, check_text, check_texts
 
@@ -117,6 +118,7 @@ class SentenceTransformerEmbedder:
             self._load()
         return self
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts; see :meth:`Embedder.embed_documents`.
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DimensionMismatchError
+from ..metrics import timed_embed
 from ._protocol import check_text, check_texts
 
 __all__ = ["WrappedEmbedder"]
@@ -64,6 +65,7 @@ class WrappedEmbedder:
             return int(self.embed_query(_PROBE_TEXT).shape[0])
         return self._dim
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_documents(self, texts: Sequence[str]) -> np.ndarray:
         """Embed a batch of texts.
 
@@ -79,6 +81,7 @@ class WrappedEmbedder:
             return self._empty()
         return self._matrix(self._embed_many(items), len(items))
 
+    @timed_embed  # latency and texts per model (metrics.py)
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query text.
 

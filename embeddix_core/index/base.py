@@ -100,8 +100,8 @@ class VectorIndex(Protocol):
         """Insert vectors (or replace those whose label exists). ``new`` marks labels known to be absent."""
         ...
 
-    def remove(self, labels: np.ndarray) -> None:
-        """Delete labels (absent labels are ignored)."""
+    def remove(self, labels: np.ndarray) -> int | None:
+        """Delete labels (absent labels are ignored); an index may return how many were live."""
         ...
 
     def search(

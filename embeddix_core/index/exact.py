@@ -123,3 +123,7 @@ class ExactIndex(FlatIndexMixin):
 
     def memory_bytes(self) -> int:
         return int(self._vecs.nbytes + self._labels.nbytes + self._norms.nbytes)
+
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part (allocated capacity: the arrays grow ahead of the count)."""
+        return {"vectors": int(self._vecs.nbytes + self._norms.nbytes), "labels": int(self._labels.nbytes)}

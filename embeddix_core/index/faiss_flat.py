@@ -1,9 +1,8 @@
-"""Exact search on FAISS, on a CUDA GPU when one is present: the one GPU module.
+"""Exact search on FAISS, on a CUDA GPU when one is present and the ``gpu`` setting allows it.
 
-Selection rule: :func:`gpu_count` asks FAISS how many GPUs it can use; that is non-zero only with a
-GPU build of FAISS (``faiss-gpu``, see the ``[gpu]`` extra) *and* a visible device. With a GPU, searches
-run on a GPU copy of the index, rebuilt lazily after writes; otherwise, and whenever the GPU path fails,
-the CPU index answers (the tested path on machines without a GPU).
+GPU selection is not decided here: :mod:`._gpu` (the one module that touches CUDA FAISS) says whether a
+batch runs on a GPU copy of the index (rebuilt lazily after writes); otherwise, and whenever the GPU path
+fails, the CPU index answers (the tested path on machines without a GPU).
 
 Labels are the store's labels (``IndexIDMap2``); distances follow the index seam: ``1 - <a, b>`` in "ip"
 space, squared Euclidean in "l2" space.
@@ -17,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import MissingExtraError
+from . import _gpu
 from .base import FlatIndexMixin, IndexResult, LabelFilter
 
 __all__ = ["FaissFlatIndex", "gpu_count"]
@@ -26,20 +25,15 @@ log = logging.getLogger("embeddix")
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as exc:  # pragma: no cover - faiss-cpu is a core dependency
-        raise MissingExtraError.for_extra("FAISS exact search", "gpu", exc) from exc
+    """FAISS, imported on first use (an engine that never builds a FAISS index does not load it)."""
+    import faiss
+
     return faiss
 
 
 def gpu_count() -> int:
-    """GPUs FAISS can use here (0 without a GPU build of FAISS or without a device)."""
-    try:
-        faiss = _faiss()
-        return int(faiss.get_num_gpus()) if hasattr(faiss, "get_num_gpus") else 0
-    except Exception:  # any driver or build problem means: no GPU
-        return 0
+    """1 when a CUDA build of FAISS sees a GPU here, else 0 (see :func:`._gpu.gpu_available`)."""
+    return 1 if _gpu.gpu_available() else 0
 
 
 class FaissFlatIndex(FlatIndexMixin):
@@ -48,21 +42,27 @@ class FaissFlatIndex(FlatIndexMixin):
     Args:
         dim: Vector dimension.
         space: ``"ip"`` or ``"l2"``.
-        use_gpu: None = use a GPU if :func:`gpu_count` finds one; False = CPU only.
+        use_gpu: None = as ``gpu`` says; False = CPU only (``gpu="off"``).
+        gpu: ``"auto"``, ``"on"`` or ``"off"`` (``EmbeddixSettings.gpu``; see :mod:`._gpu`).
+
+    Raises:
+        GpuUnavailableError: ``gpu="on"`` and no GPU can be used.
     """
 
     kind = "exact"
 
-    def __init__(self, dim: int, space: str, *, use_gpu: bool | None = None) -> None:
-        faiss = _faiss()
+    def __init__(self, dim: int, space: str, *, use_gpu: bool | None = None, gpu: str = "auto") -> None:
         self.dim = dim
         self.space = space
+        faiss = _faiss()
         flat = faiss.IndexFlatIP(dim) if space == "ip" else faiss.IndexFlatL2(dim)
         self._cpu = faiss.IndexIDMap2(flat)
         self._lock = threading.Lock()
-        self._gpu_wanted = gpu_count() > 0 if use_gpu is None else bool(use_gpu) and gpu_count() > 0
+        self.gpu = "off" if use_gpu is False else gpu
+        if self.gpu == "on":  # without a GPU this fails here, at creation, not at the first search
+            _gpu.maybe_to_gpu(faiss.IndexFlatL2(1), "on", 0)
+        self._gpu_wanted = self.gpu != "off" and _gpu.gpu_available()
         self._gpu: Any = None
-        self._gpu_res: Any = None
         self._dirty = True
 
     @property
@@ -93,15 +93,11 @@ class FaissFlatIndex(FlatIndexMixin):
         if not self._gpu_wanted:
             return self._cpu
         if self._dirty or self._gpu is None:
-            try:
-                faiss = _faiss()
-                self._gpu_res = self._gpu_res or faiss.StandardGpuResources()
-                self._gpu = faiss.index_cpu_to_gpu(self._gpu_res, 0, self._cpu)
-                self._dirty = False
-            except Exception as exc:  # fall back for good: a half-working GPU is worse than none
-                log.warning("FAISS GPU unavailable (%s); searching on the CPU", exc)
+            moved = _gpu.maybe_to_gpu(self._cpu, self.gpu, 0, min_batch=0)
+            if not _gpu.is_gpu_index(moved):  # the copy failed ("auto"): CPU for good, logged once
                 self._gpu_wanted = False
                 return self._cpu
+            self._gpu, self._dirty = moved, False
         return self._gpu
 
     def search(
@@ -145,3 +141,8 @@ class FaissFlatIndex(FlatIndexMixin):
 
     def memory_bytes(self) -> int:
         return int(self._cpu.ntotal) * (self.dim * 4 + 8)
+
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part."""
+        n = int(self._cpu.ntotal)
+        return {"vectors": n * self.dim * 4, "labels": n * 8}

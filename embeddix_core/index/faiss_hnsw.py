@@ -410,6 +410,13 @@ class FaissHnswSegment:
         )
         return native + self._labels.nbytes + self._alive.nbytes + self._slot_of.nbytes
 
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part: codes, graph (links, levels, offsets), labels and tombstone tables."""
+        hnsw = self._index.hnsw
+        graph = 4 * int(hnsw.neighbors.size()) + 8 * int(hnsw.offsets.size()) + 4 * int(hnsw.levels.size())
+        labels = int(self._labels.nbytes + self._alive.nbytes + self._slot_of.nbytes)
+        return {"codes": int(self._storage.codes.size()), "graph": graph, "labels": labels}
+
     # -- snapshot file ------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
         """Write this segment to ``path`` (the format in the module docstring)."""

@@ -57,9 +57,11 @@ pickle.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import threading
 import time
 import zlib
@@ -109,6 +111,11 @@ TRAIN_MIN = 10_000
 NLIST_PER_SQRT = 4.0
 MIN_PER_LIST = 39  # FAISS warns below 39 training points per centroid
 TRAIN_PER_LIST = 50
+# At most this many training vectors whatever nlist (100,000 x 768 float32 = 307 MB held while k-means
+# runs): the memory profile's 1M x 768 target is 1 GB for the whole process.
+TRAIN_MAX = 100_000
+# A trained index retrains in the background once it holds this many times what it was trained on.
+RETRAIN_GROWTH = 4.0
 KMEANS_ITERS = 10
 EF_ALL_LISTS = 1024
 # PQ candidates re-ranked per result wanted (k=10 -> 200): PQ codes at 768-d move true neighbours tens of
@@ -125,6 +132,10 @@ _MAGIC = "embeddix-ivf"
 _INDEX_FILE = "ivf.faiss"
 _MANIFEST_FILE = "ivf.json"
 CODES = ("flat", "pq")
+
+
+class _Cancelled(Exception):
+    """A background retrain stopped by :meth:`FaissIvfIndex.cancel`."""
 
 
 def nlist_for(n: int) -> int:
@@ -220,10 +231,11 @@ class FaissIvfIndex:
 
     kind = "ivf"
     approximate = True
-    # The engine's snapshot writer (storage/snapshot.py) saves one file per segment; this index saves a
-    # directory (index + manifest, see save()). Until the two are wired together the engine rebuilds it
-    # from the store on open instead of reading a snapshot.
-    snapshots = False
+    # In the engine, snapshots go through storage/snapshot.py (its manifest holds size, CRC32 and the
+    # collection's parameters): :meth:`savers` writes one file, ``faiss.write_index``'s own format, read
+    # back by :meth:`from_file`. :meth:`save` / :meth:`load` (a directory with a manifest of its own)
+    # serve standalone use.
+    snapshots = True
 
     def __init__(
         self,
@@ -279,6 +291,17 @@ class FaissIvfIndex:
         self._retrain_lock = threading.Lock()  # one retrain at a time
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
         self._retrainer: threading.Thread | None = None
+        self._cancel = threading.Event()  # set by cancel(): a running retrain gives up at its next step
+        self.retrain_growth = RETRAIN_GROWTH
+        # the engine trains the first time on a thread (see _start_first_training); standalone use
+        # trains inside the add that reaches the threshold
+        self.background_training = False
+        # run on a background retrain's thread as it ends (the engine releases that thread's store reader)
+        self.on_thread_exit: Callable[[], None] | None = None
+        self.retrains = 0  # background retrains finished (stats)
+        # bumped at every swap of the lists (a training or retrain): the calibration curve measured on
+        # the old lists is stale (query/calibrator.py reads it)
+        self.generation = 0
 
     # -- capabilities and sizes ----------------------------------------------------------------------
     @property
@@ -315,13 +338,34 @@ class FaissIvfIndex:
         return IndexStats(1, self._count, 0, self._n_held, self.memory_bytes())
 
     def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
-        return []  # see ``snapshots``
+        """One snapshot file: the FAISS index (trained), or an ID map over the exact buffer (untrained)."""
+        return [(self._count, self._write_file)]
+
+    def _write_file(self, path: Path) -> None:
+        with self._wlock:  # no writer changes the index while it is serialized
+            faiss.write_index(self._serializable(), str(path))
+
+    def _serializable(self) -> Any:
+        """The trained index, or an ``IndexIDMap2`` over a flat index holding the exact buffer."""
+        if self._ivf is not None:
+            return self._ivf
+        flat = faiss.IndexFlatIP(self.dim) if self.space == "ip" else faiss.IndexFlatL2(self.dim)
+        obj = faiss.IndexIDMap2(flat)
+        if self._n_held:
+            obj.add_with_ids(self._held_vecs[: self._n_held], self._held_labels[: self._n_held])
+        return obj
 
     def join(self) -> None:
-        """Wait for a background retrain started by :meth:`watch_recall` to finish."""
+        """Wait for a background retrain (growth or :meth:`watch_recall`) to finish."""
         t = self._retrainer
         if t is not None:
             t.join()
+
+    def cancel(self) -> None:
+        """Stop a background retrain at its next step (the old index keeps serving); for closing."""
+        self._cancel.set()
+        self.join()
+        self._cancel.clear()
 
     def memory_bytes(self) -> int:
         """Bytes held: centroids, PQ codebooks, codes and labels in the lists, and the exact buffer."""
@@ -333,6 +377,19 @@ class FaissIvfIndex:
         centroids = int(ivf.nlist) * self.dim * 4
         books = (1 << self.nbits) * self.dim * 4 if self.codes == "pq" else 0
         return held + centroids + books + int(ivf.ntotal) * per_vector
+
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part: ``centroids`` (and PQ codebooks), ``codes`` (PQ) or ``vectors``
+        (IVF-Flat lists), ``labels``, and ``buffer`` (exact mode before training)."""
+        out = {"buffer": int(self._held_labels.nbytes + self._held_vecs.nbytes)}
+        ivf = self._ivf
+        if ivf is not None:
+            n = int(ivf.ntotal)
+            books = (1 << self.nbits) * self.dim * 4 if self.codes == "pq" else 0
+            out["centroids"] = int(ivf.nlist) * self.dim * 4 + books
+            out["codes" if self.codes == "pq" else "vectors"] = n * int(ivf.code_size)
+            out["labels"] = n * 8
+        return out
 
     # -- input checks --------------------------------------------------------------------------------
     def _matrix(self, x: np.ndarray, name: str) -> np.ndarray:
@@ -371,7 +428,10 @@ class FaissIvfIndex:
             if self._ivf is None:
                 self._add_held(labels, vectors, fresh)
                 if self._n_held >= self.train_threshold:
-                    self._train_from_held()
+                    if self.background_training:
+                        self._start_first_training()
+                    elif self._journal is None:
+                        self._train_from_held()
                 return
             for s in range(0, len(labels), ADD_CHUNK):
                 lab, vec = labels[s : s + ADD_CHUNK], vectors[s : s + ADD_CHUNK]
@@ -383,6 +443,38 @@ class FaissIvfIndex:
                     self._count += len(lab) - removed
                 finally:
                     self._gate.exit_write()
+            if self.retrain_growth and self.growth >= self.retrain_growth:
+                self.retrain_in_background()
+
+    def retrain_in_background(self) -> bool:
+        """Start :meth:`retrain` on a thread of its own unless one runs; True if one was started.
+
+        Lists trained on n vectors grow long as the collection grows past n: a search probing the same
+        fraction of lists scans more vectors and the centroids fit the data worse. :meth:`add` calls
+        this when the index holds :data:`RETRAIN_GROWTH` times what it was trained on.
+        """
+        t = self._retrainer
+        if t is not None and t.is_alive():
+            return False
+        self._retrainer = threading.Thread(
+            target=self._retrain_quietly, name="embeddix-ivf-retrain", daemon=True
+        )
+        self._retrainer.start()
+        return True
+
+    def _retrain_quietly(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # searches and writers come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        try:
+            self.retrain()
+        except _Cancelled:
+            log.info("IVF retrain cancelled (closing); the old index keeps serving")
+        except Exception as exc:  # the old index keeps serving; the next growth step tries again
+            log.warning("IVF background retrain failed, the old index keeps serving: %s", exc)
+        finally:
+            if self.on_thread_exit is not None:
+                with contextlib.suppress(Exception):
+                    self.on_thread_exit()
 
     def remove(self, labels: np.ndarray) -> int:
         """Delete labels; returns how many were live (absent labels are ignored)."""
@@ -446,6 +538,10 @@ class FaissIvfIndex:
         ivf.cp.seed = self.seed
         ivf.cp.max_points_per_centroid = TRAIN_PER_LIST
         if self.codes == "pq":
+            # sub-quantizer k-means: FAISS's default 25 iterations took 11.5 s of a 10,000 x 384 training
+            # on one core, 10 iterations 5.1 s (spot measure; the recall floors of
+            # tests/unit/test_index_choice.py and benchmarks/memory_bench.py hold with 10)
+            ivf.pq.cp.niter = KMEANS_ITERS
             # FAISS's default polysemous training (codeword reordering for Hamming filtering, which we
             # never use) took 57 of 61 s of a 20,000 x 768 training
             ivf.do_polysemous_training = False
@@ -461,13 +557,111 @@ class FaissIvfIndex:
             ivf.clustering_index = None  # the GPU copy is not needed for search and never saved
         return ivf, time.perf_counter() - t0
 
+    def train_from(self, sample: np.ndarray, n: int) -> bool:
+        """Train an empty index on ``sample`` for ``n`` vectors to come; True if it trained.
+
+        A bulk build (the engine's rebuild from the store) calls this with a sample drawn from all ``n``
+        vectors before adding them, so the lists fit the whole set, instead of training on the first
+        ``train_threshold`` added and retraining later. No-op when trained, holding vectors, or when
+        ``n`` is below the training threshold.
+        """
+        with self._wlock:
+            if self._ivf is not None or self._n_held or n < self.train_threshold:
+                return False
+            sample = self._matrix(sample, "sample")
+            pick = self._sample(np.arange(len(sample), dtype=np.int64), nlist_for(n))
+            ivf, _ = self._new_trained(np.ascontiguousarray(sample[pick]), n)
+            self._gate.enter_write()
+            try:
+                self._ivf = ivf
+                self.generation += 1
+                self._trained_count = n
+            finally:
+                self._gate.exit_write()
+        return True
+
+    def sample_size(self, n: int) -> int:
+        """Training vectors :meth:`train_from` uses for ``n`` vectors (draw that many, uniformly)."""
+        return self._sample_cap(nlist_for(n))
+
+    def _sample_cap(self, n_lists: int) -> int:
+        floor = (1 << self.nbits) * MIN_PER_LIST if self.codes == "pq" else 0
+        return max(min(TRAIN_PER_LIST * n_lists, TRAIN_MAX), floor)
+
     def _sample(self, labels: np.ndarray, n_lists: int) -> np.ndarray:
         """Labels of the training sample: all of them up to TRAIN_PER_LIST a list, else a seeded draw."""
-        cap = max(TRAIN_PER_LIST * n_lists, (1 << self.nbits) * MIN_PER_LIST if self.codes == "pq" else 0)
+        cap = self._sample_cap(n_lists)
         if len(labels) <= cap:
             return labels
         rng = np.random.default_rng(self.seed)
         return np.sort(rng.choice(labels, cap, replace=False))
+
+    def _start_first_training(self) -> None:
+        """Start the first training on a thread (writer lock held) unless one runs.
+
+        The buffer's rows as of now are copied and trained on; writes meanwhile go to the buffer (still
+        searched exactly) and to a journal replayed onto the new lists before the swap, as in
+        :meth:`retrain`. Training 8-bit PQ codes takes seconds (measured ~5 s for 10,000 x 384 on one
+        core): a write that crosses the threshold must not wait for it.
+        """
+        t = self._retrainer
+        if self._journal is not None or (t is not None and t.is_alive()):
+            return
+        n = self._n_held
+        labels, vectors = self._held_labels[:n].copy(), self._held_vecs[:n].copy()
+        self._journal = []
+        self._retrainer = threading.Thread(
+            target=self._first_training, args=(labels, vectors), name="embeddix-ivf-train", daemon=True
+        )
+        self._retrainer.start()
+
+    def _first_training(self, labels: np.ndarray, vectors: np.ndarray) -> None:
+        with contextlib.suppress(OSError, AttributeError):  # searches and writers come first
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        n = len(labels)
+        try:
+            pick = self._sample(np.arange(n, dtype=np.int64), nlist_for(n))
+            ivf, _ = self._new_trained(np.ascontiguousarray(vectors[pick]), n)
+            for s in range(0, n, ADD_CHUNK):
+                if self._cancel.is_set():
+                    raise _Cancelled
+                ivf.add_sa_codes(ivf.sa_encode(vectors[s : s + ADD_CHUNK]), labels[s : s + ADD_CHUNK])
+        except Exception as exc:  # the buffer keeps serving exactly; the next add tries again
+            with self._wlock:
+                self._journal = None
+            if not isinstance(exc, _Cancelled):
+                log.warning("IVF training failed, searching exactly meanwhile: %s", exc)
+            return
+        with self._wlock:
+            self._swap_in(ivf)
+        log.info("IVF index trained: %d vectors, nlist %d, codes %s", n, ivf.nlist, self.codes)
+
+    def _swap_in(self, ivf: Any) -> int:
+        """Replay the journal onto a newly built ``ivf`` and make it the index (writer lock held).
+
+        The swap is one assignment under the gate's writer side: searches see the old lists or the new
+        ones, never a mix. The exact buffer is emptied (a first training's rows are all in ``ivf``).
+
+        Returns:
+            Journaled writes replayed.
+        """
+        journal, self._journal = self._journal or [], None
+        for lab, vec in journal:  # in write order: a later write of a label wins
+            ivf.remove_ids(faiss.IDSelectorBatch(lab))
+            if vec is not None:
+                ivf.add_sa_codes(ivf.sa_encode(vec), lab)
+        self._gate.enter_write()
+        try:
+            self._ivf = ivf
+            self.generation += 1
+            self._count = int(ivf.ntotal)
+            self._trained_count = self._count
+            self._held_labels = np.empty(0, np.int64)
+            self._held_vecs = np.empty((0, self.dim), np.float32)
+            self._n_held = 0
+        finally:
+            self._gate.exit_write()
+        return len(journal)
 
     def _train_from_held(self) -> None:
         """First training (writer lock held): train on the buffer, fill the lists, swap under the gate.
@@ -484,6 +678,7 @@ class FaissIvfIndex:
         self._gate.enter_write()
         try:
             self._ivf = ivf
+            self.generation += 1
             self._trained_count = n
             self._held_labels = np.empty(0, np.int64)
             self._held_vecs = np.empty((0, self.dim), np.float32)
@@ -515,7 +710,10 @@ class FaissIvfIndex:
                 sample = self._sample(labels, nlist_for(len(labels)))
                 vecs = np.ascontiguousarray(self._load(sample), np.float32)
                 ivf, train_s = self._new_trained(vecs[np.isfinite(vecs).all(axis=1)], len(labels))
+                del vecs
                 for s in range(0, len(labels), ADD_CHUNK):
+                    if self._cancel.is_set():
+                        raise _Cancelled
                     part = labels[s : s + ADD_CHUNK]
                     v = np.ascontiguousarray(self._load(part), np.float32)
                     ok = np.isfinite(v).all(axis=1)
@@ -525,19 +723,9 @@ class FaissIvfIndex:
                     self._journal = None
                 raise
             with self._wlock:
-                journal, self._journal = self._journal or [], None
-                for lab, vec in journal:  # in write order: a later write of a label wins
-                    ivf.remove_ids(faiss.IDSelectorBatch(lab))
-                    if vec is not None:
-                        ivf.add_sa_codes(ivf.sa_encode(vec), lab)
-                self._gate.enter_write()
-                try:
-                    self._ivf = ivf
-                    self._count = int(ivf.ntotal)
-                    self._trained_count = self._count
-                finally:
-                    self._gate.exit_write()
-        report = RetrainReport(self._count, int(ivf.nlist), train_s, time.perf_counter() - t0, len(journal))
+                replayed = self._swap_in(ivf)
+                self.retrains += 1
+        report = RetrainReport(self._count, int(ivf.nlist), train_s, time.perf_counter() - t0, replayed)
         log.info("IVF index retrained: %s", report)
         return report
 
@@ -766,19 +954,67 @@ class FaissIvfIndex:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         with self._wlock:  # no writer changes the index while it is serialized
-            if self._ivf is not None:
-                obj = self._ivf
-            else:
-                flat = faiss.IndexFlatIP(self.dim) if self.space == "ip" else faiss.IndexFlatL2(self.dim)
-                obj = faiss.IndexIDMap2(flat)
-                if self._n_held:
-                    obj.add_with_ids(self._held_vecs[: self._n_held], self._held_labels[: self._n_held])
+            obj = self._serializable()
             path = directory / _INDEX_FILE
             size = atomic_write(path, lambda p: faiss.write_index(obj, str(p)), sync_dir=False)
             manifest = self._manifest(size, _crc32(path))
         atomic_write_bytes(
             directory / _MANIFEST_FILE, json.dumps(manifest, sort_keys=True, indent=1).encode()
         )
+
+    @classmethod
+    def from_file(
+        cls,
+        path: Path,
+        dim: int,
+        space: str,
+        *,
+        load_vectors: VectorLoader,
+        codes: str = "pq",
+        pq_m: int | None = None,
+        nbits: int = 8,
+        **kwargs: Any,
+    ) -> FaissIvfIndex:
+        """Read a snapshot file written by :meth:`savers` (the engine's snapshot manifest checked it).
+
+        Raises:
+            CorruptionError: FAISS cannot read it, or it holds another kind or shape of index.
+        """
+        out = cls(dim, space, load_vectors=load_vectors, codes=codes, pq_m=pq_m, nbits=nbits, **kwargs)
+        try:
+            index: Any = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            raise CorruptionError(f"IVF index file {path}: FAISS cannot read it ({exc})") from exc
+        if int(index.d) != dim:
+            raise CorruptionError(f"IVF index file {path} holds {index.d}-d vectors; expected {dim}")
+        out._adopt(index, path, int(index.ntotal))
+        return out
+
+    def _adopt(self, index: Any, path: Path, trained_count: int) -> None:
+        """Take over a FAISS index read from ``path``: the trained IVF, or the ID map of the buffer."""
+        if isinstance(index, faiss.IndexIDMap2):
+            n = int(index.ntotal)
+            self._held_labels = faiss.vector_to_array(index.id_map).astype(np.int64)
+            flat = faiss.downcast_index(index.index)
+            self._held_vecs = (
+                flat.reconstruct_n(0, n).astype(np.float32) if n else np.empty((0, self.dim), np.float32)
+            )
+            self._n_held = n
+        else:
+            try:
+                ivf = faiss.extract_index_ivf(index)
+            except RuntimeError as exc:
+                raise CorruptionError(f"{path} holds a {type(index).__name__}, not an IVF index") from exc
+            real: Any = faiss.downcast_index(ivf)
+            is_pq = isinstance(real, faiss.IndexIVFPQ)
+            if is_pq != (self.codes == "pq") or (is_pq and int(real.pq.M) != self.pq_m):
+                raise CorruptionError(
+                    f"IVF index file {path} holds {type(real).__name__}; expected "
+                    f"codes={self.codes!r}" + (f" with pq_m={self.pq_m}" if self.codes == "pq" else "")
+                )
+            self._ivf = index
+            self._trained_count = trained_count
+        self._count = int(index.ntotal)
 
     @classmethod
     def load(
@@ -861,17 +1097,7 @@ class FaissIvfIndex:
                 raise CorruptionError(
                     f"IVF index file {path} has nlist {ivf.nlist}; its manifest says {manifest.get('nlist')}"
                 )
-            out._ivf = index
-            out._trained_count = int(manifest.get("trained_count") or index.ntotal)
-        else:
-            n = int(index.ntotal)
-            out._held_labels = faiss.vector_to_array(index.id_map).astype(np.int64)
-            flat = faiss.downcast_index(index.index)
-            out._held_vecs = (
-                flat.reconstruct_n(0, n).astype(np.float32) if n else np.empty((0, dim), np.float32)
-            )
-            out._n_held = n
-        out._count = int(index.ntotal)
+        out._adopt(index, path, int(manifest.get("trained_count") or index.ntotal))
         return out
 
 

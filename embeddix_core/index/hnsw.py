@@ -320,6 +320,13 @@ class HnswIndex:
     def memory_bytes(self) -> int:
         return int(self._index.index_file_size())
 
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part: float32 vectors, labels, and the graph (links and levels: the rest)."""
+        total = self.memory_bytes()
+        n = int(self._index.element_count)
+        vectors, labels = n * self.dim * 4, n * 8
+        return {"vectors": vectors, "labels": labels, "graph": max(total - vectors - labels, 0)}
+
     def save(self, path: Path) -> None:
         self._gate.enter_write()
         try:

@@ -40,6 +40,7 @@ from .base import VectorIndex
 from .exact import ExactIndex
 from .faiss_flat import FaissFlatIndex, gpu_count
 from .faiss_hnsw import SegmentedFaissHnsw
+from .faiss_ivf import FaissIvfIndex
 from .segmented import SegmentedHnsw
 
 __all__ = ["LiveIndex"]
@@ -97,8 +98,15 @@ class LiveIndex:
         return self.config.quantization != "none"
 
     @property
+    def approx(self) -> str:
+        """The index above the threshold: ``"hnsw"``, ``"ivf"`` or ``"flat"`` (none: exact for ever)."""
+        return self.config.approximate
+
+    @property
     def snapshot_kind(self) -> str:
         """The snapshot kind of the approximate index (its files' prefix, checked on load)."""
+        if self.approx == "ivf":
+            return FaissIvfIndex.kind
         return SegmentedFaissHnsw.kind if self.quantized else "hnsw"
 
     def params(self) -> dict[str, Any]:
@@ -115,6 +123,8 @@ class LiveIndex:
             # only when quantized: unquantized collections keep the exact parameters (and so the
             # snapshots and calibration curves) they had before quantization existed
             params["quantization"] = c.quantization
+        if self.approx != "hnsw":
+            params["index"] = self.approx
         return params
 
     def prepare(self, vectors: np.ndarray) -> np.ndarray:
@@ -135,8 +145,25 @@ class LiveIndex:
             "write_buffer": self.settings.write_buffer,
         }
 
-    def _new_hnsw(self, capacity: int) -> SegmentedHnsw:
-        """The approximate index: hnswlib over float32 vectors, or FAISS HNSW over codes when quantized."""
+    def _new_ivf(self) -> FaissIvfIndex:
+        index = FaissIvfIndex(
+            self.dim,
+            self.space,
+            load_vectors=self.load_vectors,
+            codes="pq" if self.config.quantization == "pq" else "flat",
+            ef_search=self.config.ef_search,
+            gpu=self.settings.gpu,
+        )
+        # a background retrain reads vectors on its own thread: give back that thread's store reader
+        index.on_thread_exit = self.store.release_reader
+        index.background_training = True  # a write crossing the threshold must not wait for k-means
+        return index
+
+    def _new_hnsw(self, capacity: int) -> VectorIndex:
+        """The approximate index: hnswlib over float32 vectors, FAISS HNSW over codes when quantized,
+        or IVF lists (``index="ivf"`` or ``quantization="pq"``)."""
+        if self.approx == "ivf":
+            return self._new_ivf()
         if self.quantized:
             return SegmentedFaissHnsw(
                 self.dim,
@@ -148,8 +175,22 @@ class LiveIndex:
             )
         return SegmentedHnsw(self.dim, self.space, capacity=capacity, **self._hnsw_args())
 
-    def _load_hnsw(self, paths: list[Path], bounds: list[int], lives: list[int]) -> SegmentedHnsw:
+    def _load_hnsw(self, paths: list[Path], bounds: list[int], lives: list[int]) -> VectorIndex:
         """The approximate index from a snapshot's segment files."""
+        if self.approx == "ivf":
+            fresh = self._new_ivf()
+            index = FaissIvfIndex.from_file(
+                paths[0],
+                self.dim,
+                self.space,
+                load_vectors=self.load_vectors,
+                codes=fresh.codes,
+                ef_search=self.config.ef_search,
+                gpu=self.settings.gpu,
+            )
+            index.on_thread_exit = fresh.on_thread_exit
+            index.background_training = True
+            return index
         if self.quantized:
             return SegmentedFaissHnsw.load_segments(
                 paths,
@@ -174,9 +215,9 @@ class LiveIndex:
 
     def _new_exact(self, capacity: int) -> VectorIndex:
         """The exact index: FAISS on a GPU when one is present (``exact_backend="auto"``), else numpy."""
-        backend = self.settings.exact_backend
-        if backend == "faiss" or (backend == "auto" and gpu_count() > 0):
-            return FaissFlatIndex(self.dim, self.space)
+        backend, gpu = self.settings.exact_backend, self.settings.gpu
+        if backend == "faiss" or (backend == "auto" and gpu != "off" and gpu_count() > 0):
+            return FaissFlatIndex(self.dim, self.space, gpu=gpu)
         return ExactIndex(self.dim, self.space, capacity=capacity)
 
     def load(self) -> None:
@@ -190,7 +231,7 @@ class LiveIndex:
             seq, pruned = self.store.seq(self.cid)
             record = self.store.snapshot_record(self.cid)
             identity = SnapshotIdentity(self.store.store_id, self.cid, record.accepts() if record else {})
-            index: SegmentedHnsw | None = None
+            index: VectorIndex | None = None
             try:
                 snap = read_snapshot(self.directory, self.snapshot_kind, self.params(), identity)
                 if snap is not None and not pruned <= snap.seq <= seq:
@@ -215,17 +256,28 @@ class LiveIndex:
             self.applied_seq = self.snapshot_seq = snap.seq
             self.replay()
 
-    def rebuild(self, seq: int | None = None) -> None:
-        """Build the index from every live record in the store."""
+    def rebuild(self, seq: int | None = None, *, progress: Callable[[int, int], None] | None = None) -> None:
+        """Build the index from every live record in the store.
+
+        Args:
+            seq: The store's sequence number as of the scan (read here when None).
+            progress: Called with (rows added, rows to add) after each chunk; may raise to stop.
+        """
         if seq is None:
             seq = self.store.seq(self.cid)[0]
         count = self.store.count(self.cid)
         index: VectorIndex
-        if count > self.config.index_threshold:
+        if count > self.config.index_threshold and self.approx != "flat":
             index = self._new_hnsw(count + 1024)
+            if isinstance(index, FaissIvfIndex):
+                # train once on a sample of everything, then add: lists that fit the whole collection
+                sample = self.store.sample_labels(self.cid, index.sample_size(count))
+                vecs = self.load_vectors(sample)
+                index.train_from(vecs[np.isfinite(vecs).all(axis=1)], count)
+                del vecs
         else:
             index = self._new_exact(max(count, 1024))
-        after = -1
+        after, done = -1, 0
         while True:
             rows = self.store.scan(self.cid, None, (), after_label=after, limit=20_000, vectors=True)
             if not rows:
@@ -236,6 +288,9 @@ class LiveIndex:
             )
             index.add(labels, self.prepare(vecs), np.ones(len(rows), bool))
             after = rows[-1][0]
+            done += len(rows)
+            if progress is not None:
+                progress(done, count)
         self.index = index
         self.applied_seq = seq
         self.snapshot_seq = -1
@@ -309,7 +364,7 @@ class LiveIndex:
     def switch_if_grown(self) -> bool:
         """Move from the exact index to HNSW once the collection outgrows the threshold; True if it did."""
         index = self.index
-        if index.approximate or len(index) <= self.config.index_threshold:
+        if index.approximate or len(index) <= self.config.index_threshold or self.approx == "flat":
             return False
         labels = index.live_labels()
         hnsw = self._new_hnsw(len(labels) * 2)
@@ -317,7 +372,7 @@ class LiveIndex:
         self.index = hnsw
         return True
 
-    def apply(self, seq: int, change: Callable[[VectorIndex], None]) -> bool:
+    def apply(self, seq: int, change: Callable[[VectorIndex], object]) -> bool:
         """Apply one of our own writes, committed at ``seq``, to the index.
 
         Returns:
@@ -358,8 +413,31 @@ class LiveIndex:
                 "memory_bytes": st.memory_bytes,
             }
             # quantized collections only: the default path's stats stay as they were
-            | ({"quantization": c.quantization} if self.quantized else {}),
+            | ({"quantization": c.quantization} if self.quantized else {})
+            | ({"index": c.index} if c.index != "auto" else {})
+            | ({"profile": c.profile} if c.profile else {}),
+            memory=self._memory(index, len(index)),
         )
+
+    def _memory(self, index: VectorIndex, count: int) -> dict[str, Any]:
+        """Bytes resident and on disk, by part (see ``CollectionStats``)."""
+        parts_of = getattr(index, "memory_parts", None)
+        resident: dict[str, int] = (
+            {k: v for k, v in parts_of().items() if v} if parts_of else {"index": index.memory_bytes()}
+        )
+        resident["total"] = sum(resident.values())
+        snapshot = 0
+        if self.directory is not None and self.directory.is_dir():
+            snapshot = sum(f.stat().st_size for f in self.directory.iterdir() if f.is_file())
+        store_file = 0
+        if self.store.path is not None and self.store.path.exists():
+            store_file = self.store.path.stat().st_size
+        disk = {"vectors": count * self.dim * 4, "snapshot": snapshot, "store_file": store_file}
+        per = {
+            "resident": round(resident["total"] / count, 1) if count else 0.0,
+            "disk": round((disk["vectors"] + snapshot) / count, 1) if count else 0.0,
+        }
+        return {"resident": resident, "disk": disk, "per_vector": per}
 
     # -- snapshots ---------------------------------------------------------------------------------
     def checkpoint(self, *, force: bool) -> bool:

@@ -507,6 +507,15 @@ class SegmentedHnsw:
     def memory_bytes(self) -> int:
         return sum(s.memory_bytes() for s in self._segs) + self._buf.vectors.nbytes
 
+    def memory_parts(self) -> dict[str, int]:
+        """Resident bytes by part, summed over segments; ``buffer``: the write buffer's float32 rows."""
+        out: dict[str, int] = {}
+        for seg in self._segs:
+            for part, size in seg.memory_parts().items():
+                out[part] = out.get(part, 0) + size
+        out["buffer"] = int(self._buf.vectors.nbytes + self._buf.labels.nbytes)
+        return out
+
     def savers(self) -> list[tuple[int, Callable[[Path], None]]]:
         """(live count, save function) per segment, for the snapshot writer (flushes the buffer first)."""
         self.flush()

@@ -104,6 +104,7 @@ class Calibrator:
         self._path = path
         self._identity = identity
         self.curve: Calibration | None = None
+        self._generation = 0  # the index's generation the curve was measured on (IVF lists swap)
         self.writes_since = 0
         self.thread: threading.Thread | None = None
         self.closing = False
@@ -118,6 +119,16 @@ class Calibrator:
         self.last_search = 0.0  # time.monotonic() of the latest search (set by the collection)
 
     # -- bookkeeping the collection drives ---------------------------------------------------------
+    def reset(self, identity: dict[str, Any]) -> None:
+        """The index was replaced by another kind (a reconfigure; write lock held): forget its curve.
+
+        A calibration still running on the old index does not publish (it checks the index it measured
+        is still current); the next one measures the new index, and saves under the new ``identity``.
+        """
+        self._identity = identity
+        self.curve = None
+        self.writes_since = 0
+
     def wrote(self, n: int) -> None:
         """Count ``n`` written records (0: a replay) and start a calibration if the curve went stale."""
         self.writes_since += n
@@ -152,8 +163,11 @@ class Calibrator:
         index, _ = self._current()
         if not s.auto_calibrate or not index.approximate or len(index) < s.calibration_min_count:
             return
+        if not getattr(index, "trained", True):
+            return  # IVF below its training threshold searches exactly: nothing to measure yet
         cal = self.curve
-        if cal is not None and not cal.stale(len(index), self.writes_since) and not self._force:
+        current = getattr(index, "generation", 0) == self._generation  # IVF: same lists as measured
+        if cal is not None and current and not cal.stale(len(index), self.writes_since) and not self._force:
             return
         thread = self.thread
         if thread is not None and thread.is_alive():
@@ -204,6 +218,7 @@ class Calibrator:
         if not index.approximate or len(index) <= k + 1:
             return None
         count, writes0 = len(index), self.writes_since
+        generation = getattr(index, "generation", 0)
         labels = index.live_labels()
         rng = np.random.default_rng(seq)
         queries, origin = self._queries(index, labels, rng, sample, source)
@@ -272,6 +287,7 @@ class Calibrator:
             if self._current()[0] is not index:
                 return None  # the index was rebuilt meanwhile; its own calibration will follow
             self.curve = cal
+            self._generation = generation
             self.writes_since = max(0, self.writes_since - writes0)
             if cal.source == "queries":
                 self._force = False

@@ -157,7 +157,7 @@ class Plan:
     """How a search is (or would be) run; what ``Collection.explain`` returns.
 
     Attributes:
-        index: ``"exact"`` or ``"hnsw"``.
+        index: ``"exact"``, ``"hnsw"`` or ``"ivf"`` (where ``ef`` maps to the lists probed).
         ef: HNSW beam width of the final pass (None for exact search).
         expected_recall: Recall@k the calibration predicts at that ef (1.0 for exact search).
         recall_target: The target asked for (or the collection default).
@@ -385,7 +385,7 @@ class Planner:
         use, limited, reason = self._beam(k, recall, deadline_ms, ef, ef_search, curve)
         segments = index.segments
         plan = Plan(
-            "hnsw",
+            "ivf" if index.kind == "ivf" else "hnsw",  # IVF: ef sets the fraction of lists probed
             use,
             curve.recall_at(use, k) if curve is not None else None,
             recall,

@@ -689,6 +689,15 @@ class Store:
                 out[i] = np.frombuffer(blob, np.float32)
         return out
 
+    def sample_labels(self, cid: int, n: int) -> np.ndarray:
+        """Up to ``n`` labels of collection ``cid``, drawn uniformly (a training sample), sorted."""
+        rows = (
+            self._reader()
+            .execute("SELECT label FROM records WHERE cid = ? ORDER BY random() LIMIT ?", (cid, int(n)))
+            .fetchall()
+        )
+        return np.sort(np.fromiter((r[0] for r in rows), np.int64, len(rows)))
+
     def scan_vectors(self, cid: int, chunk: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every stored vector of a collection, ``chunk`` at a time: (labels, raw float32 rows), in no
         particular order. One statement: ~0.7 s for 100K x 384, where reading them by label takes ~3 s.

@@ -35,7 +35,7 @@ from starlette.types import ASGIApp
 
 from embeddix_core.embeddings import Embedder
 
-from . import tools
+from . import ops_http, tools
 from .render import one_line, validation_message
 from .settings import LOOPBACK_NAMES, ConfigError, ServerSettings, TokenTable, http_tokens, is_loopback
 from .state import AppState, open_state
@@ -169,6 +169,8 @@ def build_server(
             return JSONResponse({"status": state.status}, status_code=503)
         return JSONResponse({"status": "ok", "embedder": emb.model_id, "dim": emb.dim})
 
+    # /metrics and /api/v1/performance/*: the token of /mcp, and its Host/Origin rules (ops_http.py)
+    ops_http.register(server, lambda: runtime.state, tokens, s.agent, lambda: security_settings(s))
     return server
 
 

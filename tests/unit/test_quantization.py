@@ -172,8 +172,8 @@ def test_wrong_quantization_is_a_typed_error(tmp_path: Path) -> None:
         for choice in QUANTIZATIONS:
             assert repr(choice) in str(err.value)
         assert "'int4'" in str(err.value)
-        with pytest.raises(EmbeddixError, match="not implemented yet: quantization='pq'"):
-            db.create_collection("c", dim=8, quantization="pq")
+        with pytest.raises(InvalidArgumentError, match="quantization='pq' cannot be used with index='hnsw'"):
+            db.create_collection("c", dim=8, quantization="pq", index="hnsw")
         db.create_collection("c", dim=8, quantization="fp16")
         with pytest.raises(EmbeddixError, match="quantization='fp16'"):
             db.create_collection("c", dim=8, quantization="sq8", exist_ok=True)
