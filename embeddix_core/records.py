@@ -40,6 +40,11 @@ __all__ = ["DerivedState", "RecordWriter", "merge_patch", "to_record"]
 log = logging.getLogger("embeddix")
 
 
+# An IVF whose calibrated recall at ef_search fell below target retrains once it holds this many times
+# what it was trained on (below that, more probes, which the planner picks anyway, are the cheaper cure)
+IVF_RECALL_RETRAIN_GROWTH = 1.5
+
+
 class DerivedState:
     """Everything one collection derives from its records, and the rules that keep it true.
 
@@ -88,10 +93,20 @@ class DerivedState:
             self._cache.clear()  # other processes' writes: we do not know their vectors here
 
     def after_curve(self) -> None:
-        """A new calibration: plans choose new beam widths, cached answers came from the old ones."""
+        """A new calibration: plans choose new beam widths, cached answers came from the old ones.
+
+        An IVF index is also judged by it: when the curve says the collection's default ``ef_search``
+        no longer reaches the recall target and the lists hold much more than they were trained on, the
+        index retrains in the background (the lists fit the data worse as it grows; ``faiss_ivf.py``).
+        """
         self._planner.clear()
         if self._cache is not None:
             self._cache.clear()
+        index, cal = self._live.index, self._cal.curve
+        if cal is not None and getattr(index, "kind", "") == "ivf" and getattr(index, "trained", False):
+            low = cal.recall_at(self._live.config.ef_search, cal.k) < self._planner.default_recall
+            if low and index.growth >= IVF_RECALL_RETRAIN_GROWTH:  # type: ignore[attr-defined]
+                index.retrain_in_background()  # type: ignore[attr-defined]
 
     def after_put(
         self,

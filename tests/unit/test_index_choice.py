@@ -213,3 +213,23 @@ def test_gpu_detection_falls_back_to_the_cpu(tmp_path: Path) -> None:
             _fill(col, 5_000)
             answers[gpu] = [_ids(col.search(q, k=10)) for q in QUERIES[:20]]
     assert answers["auto"] == answers["off"]
+
+
+@pytest.mark.slow
+def test_ivf_retrains_when_its_calibrated_recall_drops() -> None:
+    """After 1.5x growth, a curve whose ef_search misses the target starts a background retrain."""
+    s = EmbeddixSettings(auto_calibrate=False, cache_enabled=False)
+    with Embeddix.open(None, settings=s) as db:
+        col = db.create_collection("c", dim=DIM, index="ivf", ef_search=4, index_threshold=5_000)
+        _fill(col, 10_000)
+        index = col._live.index
+        index.join()
+        assert index.trained and index.retrains == 0
+        col.add([str(i) for i in range(10_000, 16_000)], BASE[10_000:16_000])
+        assert index.growth >= 1.5 and index.retrains == 0  # below the 4x growth rule
+        col.calibrate()  # ef 4 probes 0.4% of the lists: far below 0.95
+        index.join()
+        assert index.retrains == 1 and index.growth == 1.0
+        truth = exact_knn(BASE[:16_000], QUERIES, 10, "cosine").indices
+        found = [_ids(col.search(q, k=10, recall=0.95)) for q in QUERIES]
+        assert recall_at_k(found, truth, 10) >= 0.95
