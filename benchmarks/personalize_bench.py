@@ -3,10 +3,15 @@
 Set-up: the first ``--n`` (default 20,000, a subset so that the ingest stays light on a shared machine)
 real-text vectors with ``datasets.metadata_for`` metadata, in an on-disk collection (HNSW).
 
-Each simulated user has a hidden preference: a region of the embedding space, the ``--region`` share
-(default 5%) of records most cosine-similar to a centroid (a random record's vector). The user's queries
-are the real-text queries nearest that centroid (``3 * rounds / 2`` of them): two per round feed back,
-the rest are held out. Each of ``--rounds`` (20) rounds: the user searches two queries (personalized,
+Each simulated user has a hidden preference, by ``--pref``:
+
+* ``region`` (default): a region of the embedding space, the ``--region`` share (default 5%) of records
+  most cosine-similar to a centroid (a random record's vector); the user's queries are the real-text
+  queries nearest that centroid.
+* ``field``: a metadata value, ``tag == u % 10`` (10% of the records, independent of the vectors); the
+  user's queries are a random draw of the real-text queries.
+
+Each user has ``3 * rounds`` queries: two per round feed back, the rest are held out. Each of ``--rounds`` (20) rounds: the user searches two queries (personalized,
 k = 10) and gives ``relevant=True`` to the shown hits inside the region and ``relevant=False`` to the
 others (feedback on the top 10 by that preference).
 
@@ -21,9 +26,10 @@ Measured on the held-out queries only (never fed back):
 
 Run::
 
-    python -m benchmarks.personalize_bench
+    python -m benchmarks.personalize_bench                 # region preferences
+    python -m benchmarks.personalize_bench --pref field    # metadata-field preferences
 
-Results: benchmarks/results/personalize_bench.json and .md.
+Results: benchmarks/results/personalize_bench.json and .md (``--pref field``: personalize_bench_field.*).
 """
 
 from __future__ import annotations
@@ -63,6 +69,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--region", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pref", choices=("region", "field"), default="region")
     args = ap.parse_args()
     rng = np.random.default_rng(args.seed)
     ds = load(DATA)
@@ -71,7 +78,14 @@ def main() -> None:
     queries = _unit(np.asarray(ds.queries, np.float64))
     load_avg = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="embeddix-pz-"))
-    out: dict[str, Any] = {"n": args.n, "users": args.users, "rounds": args.rounds, "region": args.region}
+    out: dict[str, Any] = {
+        "n": args.n,
+        "users": args.users,
+        "rounds": args.rounds,
+        "pref": args.pref,
+        "region": args.region,
+    }
+    tags = np.arange(args.n) % 10  # metadata_for(i)["tag"]
     try:
         db = Embeddix.open(tmp / "data", durability="normal")
         col = db.create_collection("pz", dim=ds.dim)
@@ -95,10 +109,14 @@ def main() -> None:
         events = 0
         for u in range(args.users):
             user = f"user{u}"
-            c = unit_base[int(rng.integers(args.n))]
-            sims = unit_base @ c
-            region = set(np.argsort(-sims)[: int(args.region * args.n)].tolist())
-            mine = np.argsort(-(queries @ c))[:n_q_user]
+            if args.pref == "region":
+                c = unit_base[int(rng.integers(args.n))]
+                sims = unit_base @ c
+                region = set(np.argsort(-sims)[: int(args.region * args.n)].tolist())
+                mine = np.argsort(-(queries @ c))[:n_q_user]
+            else:  # the records with the user's tag; any queries
+                region = set(np.flatnonzero(tags == u % 10).tolist())
+                mine = rng.choice(len(queries), n_q_user, replace=False)
             feed, held = mine[: 2 * args.rounds], mine[2 * args.rounds :]
             for r in range(args.rounds):
                 for qi in feed[2 * r : 2 * r + 2]:
@@ -149,13 +167,20 @@ def main() -> None:
     )
     out["passed"] = {"ndcg_lift": out["ndcg_lift"] >= 0.15, "p50_ratio": out["p50_ratio"] <= 1.2}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "personalize_bench.json").write_text(json.dumps(out, indent=1) + "\n")
+    stem = "personalize_bench" if args.pref == "region" else "personalize_bench_field"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(out, indent=1) + "\n")
     md = [
         "# Personalization benchmark (simulated users, real-text set)",
         "",
         f"{args.n:,} real-text records (a subset of realtext-100000), {args.users} users, {args.rounds} rounds "
-        f"of 2 queries with feedback on the 10 shown hits; region = {args.region:.0%} of records nearest a "
-        "random centroid. Command: `python -m benchmarks.personalize_bench`.",
+        f"of 2 queries with feedback on the 10 shown hits; "
+        + (
+            f"hidden preference: region = {args.region:.0%} of records nearest a random centroid. "
+            "Command: `python -m benchmarks.personalize_bench`."
+            if args.pref == "region"
+            else "hidden preference: a metadata value (tag == u % 10, 10% of the records). "
+            "Command: `python -m benchmarks.personalize_bench --pref field`."
+        ),
         "",
         "| measure | plain | personalized | target |",
         "|---|---|---|---|",
@@ -168,7 +193,7 @@ def main() -> None:
         f"({skipped} without any relevant record skipped for NDCG).",
         "",
     ]
-    (RESULTS / "personalize_bench.md").write_text("\n".join(md))
+    (RESULTS / f"{stem}.md").write_text("\n".join(md))
     print(json.dumps(out, indent=1))
 
 

@@ -886,7 +886,8 @@ class Collection:
         personalize by: no feedback and no session de-duplication. The plain search then runs, at its
         speed and with its cache; the MCP server names every agent a user, most before any feedback."""
         pz = self._personal
-        if (session is None or pz.config.session_penalty <= 0) and pz.state(user).events == 0:
+        st = pz.state(user)
+        if (session is None or pz.config.session_penalty <= 0) and st.events == 0:
             return None
         hits = personal_search(
             self._ex,
@@ -902,6 +903,7 @@ class Collection:
             user,
             session,
             include_vectors,
+            st,
         )
         return recheck(hits, flt)
 

@@ -151,6 +151,7 @@ def start(
         error: BaseException | None = None
         try:
             shadow = LiveIndex(live.store, live.cid, live.name, target, live.settings, None, lambda: None)
+            shadow.vecfile = live.vecfile  # its re-ranks read the collection's vector map
             shadow.rebuild(progress=handle._step)
             with live.write_lock:
                 if handle._cancel.is_set():

@@ -86,6 +86,8 @@ class DerivedState:
         self.wrote(0)
 
     def drop_all(self) -> None:
+        if self._live.vecfile is not None:
+            self._live.vecfile.clear()
         self._filters.clear()
         self._vectors.clear()
         self._rows.clear()
@@ -117,6 +119,8 @@ class DerivedState:
         rows: list[StoredRow],
     ) -> None:
         self._filters.update(labels, metas)
+        if self._live.vecfile is not None:
+            self._live.vecfile.put(np.asarray(labels, np.int64), prepared)  # write-through
         replaced = [lb for lb, new in zip(labels, created, strict=True) if not new]
         if replaced:
             self._vectors.discard(replaced)
@@ -143,6 +147,8 @@ class DerivedState:
 
     def after_delete(self, labels: list[int]) -> None:
         self._filters.update(labels, None)
+        if self._live.vecfile is not None:
+            self._live.vecfile.invalidate(labels)
         self._vectors.discard(labels)
         self._rows.discard(labels)
         if self._cache is not None:

@@ -43,6 +43,8 @@ class VectorCache:
 
     def get(self, labels: np.ndarray) -> np.ndarray:
         """Vectors for ``labels``, in order."""
+        if not self._max:  # no budget: the loader is the cache (an on-disk collection's vector map)
+            return self._loader(labels)
         data = self._data
         if not any(label in data for label in labels.tolist()):
             # none held (a semantic hit's one or two candidates, usually): one read, no per-label work

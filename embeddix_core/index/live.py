@@ -35,6 +35,7 @@ from ..errors import CollectionNotFoundError, StorageError
 from ..storage.locks import SnapshotLock
 from ..storage.snapshot import SnapshotIdentity, read_snapshot, remove_stale, write_snapshot
 from ..storage.sqlite import Store
+from ..storage.vecfile import VectorFile
 from ..types import CollectionStats
 from .base import VectorIndex
 from .exact import ExactIndex
@@ -87,6 +88,12 @@ class LiveIndex:
         # per thread: the data version of that thread's store connection when it last synced
         self._seen = threading.local()
         self._snap_lock = SnapshotLock(None if directory is None else directory.with_suffix(".lock"))
+        # full-precision vectors for re-ranking, memory-mapped (storage/vecfile.py); on disk only
+        self.vecfile: VectorFile | None = (
+            None
+            if directory is None
+            else VectorFile(directory.parent, config.dim, settings.vector_cache_bytes)
+        )
 
     @property
     def dim(self) -> int:
@@ -209,7 +216,20 @@ class LiveIndex:
 
         A quantized index re-ranks with these and serves ``get_vectors`` from them: it holds codes only.
         """
-        out = self.store.vectors_by_labels(self.cid, labels.tolist(), self.dim)
+        vf = self.vecfile
+        if vf is None:
+            return self._store_vectors(labels)
+        out, served = vf.get(labels)
+        if served.all():
+            return out
+        miss = ~served
+        got = self._store_vectors(labels[miss])
+        out[miss] = got
+        vf.put(labels[miss], got)  # read through: the next search reads them from the map
+        return out
+
+    def _store_vectors(self, labels: np.ndarray) -> np.ndarray:
+        out = self.store.vectors_by_labels(self.cid, np.asarray(labels).tolist(), self.dim)
         # NaN (gone) rows stay NaN; unit length for cosine, as the index stores them
         return unit_rows(out, keep_zeros=True) if self.normalize else out
 

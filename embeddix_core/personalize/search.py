@@ -34,6 +34,7 @@ from ..query.executor import SearchExecutor
 from ..query.filters import Filter
 from ..query.planner import Plan, Planner
 from ..types import Hits, make_hit
+from .model import ProfileState
 from .rerank import Candidates
 from .service import Personalizer
 
@@ -59,14 +60,17 @@ def personal_search(
     user: str,
     session: str | None,
     include_vectors: bool,
+    st: ProfileState | None = None,
 ) -> Hits:
     """The personalized top k for ``user`` (see the module docstring).
 
     Args:
         params: (recall, deadline_ms, ef) as asked (part of the cache key).
         cache: The collection's cache manager, or None to bypass caching for this call.
+        st: The user's profile state if the caller just read it (else read here).
     """
-    st = pz.state(user)
+    if st is None:
+        st = pz.state(user)
     cfg = pz.config
     fetch = k * cfg.candidate_factor
     ef = None if plan.ef is None else max(plan.ef, fetch)
