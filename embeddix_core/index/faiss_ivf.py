@@ -149,7 +149,8 @@ def nprobe_for(ef: int, nlist: int) -> int:
 
 
 def rerank_width(k: int, factor: int = RERANK_FACTOR) -> int:
-    """PQ candidates re-ranked with full-precision vectors for ``k`` results."""
+    """The least PQ candidates re-ranked with full-precision vectors for ``k`` results (a search at a
+    larger ``ef`` re-ranks ``ef`` of them: the width grows with the plan's recall target)."""
     return max(k, k * max(int(factor), 1))
 
 
@@ -813,8 +814,11 @@ class FaissIvfIndex:
             ivf = self._ivf
             if ivf is None:
                 return self._search_held(q, kk, allow)
-            width = kk if self.codes == "flat" else rerank_width(kk, rerank or self.rerank_factor)
-            nprobe = nprobe_for(ef or self.ef_search, int(ivf.nlist))
+            use = ef or self.ef_search
+            # PQ: the planner's ef widens the re-rank with the probes (a recall target asks for both);
+            # the calibration measures the pair, so the curve covers the width too
+            width = kk if self.codes == "flat" else max(rerank_width(kk, rerank or self.rerank_factor), use)
+            nprobe = nprobe_for(use, int(ivf.nlist))
             labels, dists = self._search_ivf(ivf, q, width, kk, nprobe, allow)
         finally:
             self._gate.exit_read()
