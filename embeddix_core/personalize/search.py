@@ -7,7 +7,8 @@ Steps (the formula is ``rerank.py``'s):
 2. Re-rank them with the user's profile; the first k by rank score are served. Each hit keeps
    ``score`` (the similarity a plain search gives it) and carries ``rank_score``; ``plan.ranking`` is
    ``"personalized"``.
-3. Result cache: the user's own namespace (``Personalizer.namespace``), keyed by the query, k, filter,
+3. Result cache (when the collection's cache policy keeps answers: ``cache/policy.py``): the user's own
+   namespace (``Personalizer.namespace``), keyed by the query, k, filter,
    search parameters and the profile version, so a feedback event makes only that user's entries
    unreachable (and ``forget_user`` clears the namespace). Entries keep the whole candidate pool as their
    candidate set with K = the pool size, so the cache's write invalidation drops an entry whenever a new
@@ -136,6 +137,10 @@ def personal_search(
     )
     if (
         ns is not None
+        and cache is not None
+        # the collection's measured policy: keeping an answer (~50 us here) pays only where queries
+        # repeat (cache/policy.py judges it on the collection's traffic)
+        and cache.policy.keep(key)
         and len(hits) == min(k, len(labels))
         and live.index is index
         and live.applied_seq == seq0
