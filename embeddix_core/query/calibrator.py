@@ -46,7 +46,8 @@ from .planner import EF_LADDER, Calibration, calibrate
 
 __all__ = ["Calibrator"]
 
-_RUNG_CHUNK = 8  # calibration queries per native call (see search_many in Calibrator.calibrate)
+_RUNG_CHUNK = 8  # calibration queries per native call (see search_many in Calibrator.calibrate)...
+_RUNG_WORK = 256  # ...and at most this many beam slots (queries x ef) per call
 
 log = logging.getLogger("embeddix")
 
@@ -253,13 +254,16 @@ class Calibrator:
             # foreground search at another ef waits for the gate (default path max 361 ms, p99 21 ms)
             parts: list[np.ndarray] = []
             seconds = 0.0
-            for s in range(0, len(qs), _RUNG_CHUNK):
+            # wide beams in smaller calls: a foreground search at another ef waits for one call at most
+            # (hnsw._Gate's turns), and at ef 512 eight queries took ~20 ms (default path p99 6.8 ms)
+            chunk = max(1, min(_RUNG_CHUNK, _RUNG_WORK // max(ef, 1)))
+            for s in range(0, len(qs), chunk):
                 if self.closing:
                     raise InterruptedError("collection closing")
                 if s:
                     self._yield()
                 t0 = time.perf_counter()
-                got = index.search(qs[s : s + _RUNG_CHUNK], kk + k, ef=max(ef, kk + k), num_threads=1)
+                got = index.search(qs[s : s + chunk], kk + k, ef=max(ef, kk + k), num_threads=1)
                 seconds += time.perf_counter() - t0
                 parts.append(older(got.labels, kk))
             return (np.concatenate(parts) if parts else np.empty((0, kk), np.int64)), seconds

@@ -240,8 +240,12 @@ def _measure_rung(
     queries: np.ndarray,
     k: int,
     ef: int,
+    pause: Callable[[], None] | None = None,
 ) -> tuple[Sequence[Any], float, float]:
-    """One rung of the ladder: (labels per query, mean latency us, p99 latency us); see ``calibrate``."""
+    """One rung of the ladder: (labels per query, mean latency us, p99 latency us); see ``calibrate``.
+
+    ``pause`` runs between the single timed searches (every 8): a foreground search must not meet a
+    back-to-back stream of them at another ef."""
     n = len(queries)
     if search_many is None:
         times = np.empty(n)
@@ -255,6 +259,8 @@ def _measure_rung(
     mean = seconds / max(n, 1)
     times = np.empty(min(n, _TIMED))
     for i in range(len(times)):
+        if pause is not None and i and i % 8 == 0:
+            pause()
         t0 = time.perf_counter()
         search(queries[i : i + 1], k, ef)
         times[i] = time.perf_counter() - t0
@@ -314,7 +320,7 @@ def calibrate(
         if pause is not None:
             pause()
         hits = 0
-        rows, mean_us, p99_us = _measure_rung(search, search_many, queries, k + 1, ef)
+        rows, mean_us, p99_us = _measure_rung(search, search_many, queries, k + 1, ef, pause)
         for i in range(n):
             own = int(query_labels[i])
             got = [x for x in rows[i].tolist() if x != own and x >= 0][:k]
