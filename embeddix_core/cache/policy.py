@@ -39,6 +39,7 @@ is harmless); state changes take the policy's lock.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -137,7 +138,10 @@ class TierPolicy:
         else:
             keys[h] = None
             if len(keys) > _KEYS:
-                del keys[next(iter(keys))]
+                # Searches on several threads call this without a lock (its counts may be a little off,
+                # which is harmless); two trimming at once must not raise into a search.
+                with contextlib.suppress(RuntimeError, StopIteration):
+                    keys.pop(next(iter(keys)), None)
         return False
 
     def _judge_exact(self) -> None:

@@ -81,6 +81,32 @@ def test_exact_tier_goes_off_without_repeats_and_back_on_with_them() -> None:
     assert p.exact_on and "would have served" in p.exact_reason
 
 
+def test_searches_on_many_threads_keep_counting_while_the_exact_tier_is_off() -> None:
+    # Regression: keep() trims its remembered keys without a lock; two threads trimming at once raised
+    # KeyError into a search (seen in memory_bench's reconfigure part, 4 search threads).
+    import threading
+
+    p = TierPolicy("auto", False, 8, 0.95)
+    p.exact_on = False
+    errors: list[BaseException] = []
+
+    def run(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        try:
+            for _ in range(20_000):
+                assert p.keep(rng.bytes(16)) is False
+        except BaseException as exc:  # the assertion below reports it
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(p._keys) <= 4096 + 4
+
+
 def test_always_keeps_both_tiers_on() -> None:
     p = TierPolicy("always", True, 8, 0.95)
     rng = np.random.default_rng(4)
