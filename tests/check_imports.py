@@ -21,8 +21,9 @@ FRAMEWORKS = (
     "mcp",
     "starlette",
     "uvicorn",
+    "ray",
 )
-OURS_ABOVE_CORE = ("langchain_embeddix", "autogen_embeddix", "embeddix_mcp")
+OURS_ABOVE_CORE = ("langchain_embeddix", "autogen_embeddix", "embeddix_ray", "embeddix_mcp")
 
 RULES: dict[str, tuple[str, ...]] = {
     "embeddix_core": FRAMEWORKS + OURS_ABOVE_CORE,

@@ -50,7 +50,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         epilog="Environment: EMBEDDIX_DATA, EMBEDDIX_AGENT, EMBEDDIX_EMBEDDER, EMBEDDIX_EMBED_THREADS, "
         "EMBEDDIX_OPENAI_BASE_URL, EMBEDDIX_OPENAI_API_KEY (environment or config file only), "
         "EMBEDDIX_EMBED_DIM, EMBEDDIX_TRANSPORT, EMBEDDIX_HOST, EMBEDDIX_PORT, EMBEDDIX_TOKEN, "
-        "EMBEDDIX_TOKEN_FILE, EMBEDDIX_NO_AUTH, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_CONFIG.",
+        "EMBEDDIX_TOKEN_FILE, EMBEDDIX_NO_AUTH, EMBEDDIX_MAX_BODY_BYTES, EMBEDDIX_RAY_ADDRESS, "
+        "EMBEDDIX_CONFIG.",
     )
     p.add_argument("--data", help="data directory, or :memory: (default ./embeddix-data)")
     p.add_argument(
@@ -88,6 +89,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="serve HTTP without authentication, as --agent; only on loopback and without tokens",
     )
     p.add_argument("--max-body-bytes", type=int, help="largest HTTP request body (default 1 MiB)")
+    p.add_argument(
+        "--ray-address",
+        metavar="ADDRESS",
+        help="serve the sharded store on this Ray cluster ('auto' or host:port; the [ray] extra), "
+        "--data being its root; several servers may serve one store (EMBEDDIX_RAY_ADDRESS). "
+        "Never expose Ray's ports",
+    )
     p.add_argument("--config", help="TOML or JSON config file (same keys as the environment, without prefix)")
     p.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"])
     p.add_argument(
@@ -108,11 +116,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    ray_address = overrides.pop("ray_address", None)
     try:
         settings = ServerSettings(**overrides)
     except (ValidationError, ConfigError) as exc:
         print(f"embeddix-mcp: error: {exc}", file=sys.stderr)
         return 2
+    if ray_address is not None:
+        if settings.in_memory:
+            print("embeddix-mcp: error: --ray-address needs --data to name a directory", file=sys.stderr)
+            return 2
+        os.environ["EMBEDDIX_RAY_ADDRESS"] = ray_address  # read where the database opens (state.py)
     if settings.config is not None:
         # The engine's settings (EmbeddixSettings, built where the database opens) find the file through
         # EMBEDDIX_CONFIG: a --config given here must reach them as well as ServerSettings.

@@ -18,12 +18,13 @@ with respect to each other.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, overload
+from typing import Any, Literal, cast, overload
 
 from embeddix_core import Collection, CollectionNotFoundError, Embeddix, EmbeddixError, EmbeddixSettings
 from embeddix_core.embeddings import (
@@ -284,8 +285,13 @@ def open_state(
     Raises:
         EmbeddixError: Not ``background``, and the model could not be loaded (the database is closed).
     """
-    # the engine reads the server's config file too (its own keys; see embeddix_core/config.py)
-    db = Embeddix.open(settings.data_path, settings=EmbeddixSettings(config=settings.config))
+    if address := os.environ.get("EMBEDDIX_RAY_ADDRESS"):  # --ray-address: the sharded store on Ray
+        from embeddix_ray import RayEmbeddix  # the same collection API (tests/ray compares them call by call)
+
+        db = cast(Embeddix, RayEmbeddix.open(settings.data_path or "", address=address))
+    else:
+        # the engine reads the server's config file too (its own keys; see embeddix_core/config.py)
+        db = Embeddix.open(settings.data_path, settings=EmbeddixSettings(config=settings.config))
     state = AppState(settings=settings, db=db, grants=GrantStore(db.path))
     startup_log.info("database %s open", settings.data_path or ":memory:")
     agents = list(warm_agents)
