@@ -24,7 +24,7 @@ from ..database import Embeddix
 from ..embeddings import get_embedder
 from ..embeddings._protocol import Embedder
 from ..errors import EmbeddixError, MissingExtraError
-from . import _ingest, _transfer
+from . import _bench, _ingest, _transfer
 
 __all__ = ["cli", "run"]
 
@@ -362,11 +362,7 @@ def serve(args: tuple[str, ...]) -> int:
     return status
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench(args: tuple[str, ...]) -> None:
-    """Run the benchmark report's quick mode (not available yet: issue #19)."""
-    raise _UserError("not available yet: the benchmark report is issue #19")
+cli.add_command(_bench.bench)
 
 
 class _UserError(EmbeddixError):
