@@ -123,6 +123,11 @@ EF_ALL_LISTS = 1024
 RERANK_FACTOR = 20
 # Vectors encoded and inserted per step of a large add: searches wait for one step's insert at most.
 ADD_CHUNK = 32_768
+# Bytes of writes journaled while a training or retrain runs (vectors kept for the replay, and before the
+# first training the exact buffer growing beside them) past which a writer waits for that build to end.
+# Without it a bulk load outran a first training starved of CPU: 1M x 768 held 6.4 GB after the adds
+# (VmHWM 9.2 GB, benchmarks/results/memory_bench.json) in the memory profile, whose target is 1 GB.
+JOURNAL_MAX = 64 << 20
 # Labels whose allow-list bitmap may be at most this many times larger (in bytes) than an
 # IDSelectorBatch over the same labels (~16 bytes a label): beyond it the hash set is smaller.
 _BITMAP_SLACK = 16
@@ -291,6 +296,8 @@ class FaissIvfIndex:
         self._wlock = threading.RLock()  # serializes writers (add, remove, retrain's start/end, save)
         self._retrain_lock = threading.Lock()  # one retrain at a time
         self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
+        self._journal_bytes = 0
+        self.journal_max = JOURNAL_MAX
         self._retrainer: threading.Thread | None = None
         self._cancel = threading.Event()  # set by cancel(): a running retrain gives up at its next step
         self.retrain_growth = RETRAIN_GROWTH
@@ -423,9 +430,11 @@ class FaissIvfIndex:
         if not len(labels):
             return
         fresh = new is not None and bool(np.all(new))
+        self._wait_for_build()
         with self._wlock:
             if self._journal is not None:
                 self._journal.append((labels.copy(), vectors.copy()))
+                self._journal_bytes += labels.nbytes + vectors.nbytes
             if self._ivf is None:
                 self._add_held(labels, vectors, fresh)
                 if self._n_held >= self.train_threshold:
@@ -446,6 +455,20 @@ class FaissIvfIndex:
                     self._gate.exit_write()
             if self.retrain_growth and self.growth >= self.retrain_growth:
                 self.retrain_in_background()
+
+    def _wait_for_build(self) -> None:
+        """Backpressure (before the writer lock): wait while a build runs with a full journal.
+
+        A training or retrain replays what was written meanwhile from the journal, which holds those
+        vectors (and, before the first training, the exact buffer holds them too): a write stream faster
+        than the build would grow both without bound. Past :attr:`journal_max` bytes, writers wait for
+        the build to swap in (or fail, or be cancelled), as HNSW's write buffer waits for its graph.
+        """
+        while self._journal is not None and self._journal_bytes > self.journal_max:
+            t = self._retrainer
+            if t is None or not t.is_alive() or t is threading.current_thread() or self._cancel.is_set():
+                return
+            t.join(0.1)
 
     def retrain_in_background(self) -> bool:
         """Start :meth:`retrain` on a thread of its own unless one runs; True if one was started.
@@ -485,6 +508,7 @@ class FaissIvfIndex:
         with self._wlock:
             if self._journal is not None:
                 self._journal.append((labels, None))
+                self._journal_bytes += labels.nbytes
             self._gate.enter_write()
             try:
                 if self._ivf is None:
@@ -611,6 +635,7 @@ class FaissIvfIndex:
         n = self._n_held
         labels, vectors = self._held_labels[:n].copy(), self._held_vecs[:n].copy()
         self._journal = []
+        self._journal_bytes = 0
         self._retrainer = threading.Thread(
             target=self._first_training, args=(labels, vectors), name="embeddix-ivf-train", daemon=True
         )
@@ -630,6 +655,7 @@ class FaissIvfIndex:
         except Exception as exc:  # the buffer keeps serving exactly; the next add tries again
             with self._wlock:
                 self._journal = None
+                self._journal_bytes = 0
             if not isinstance(exc, _Cancelled):
                 log.warning("IVF training failed, searching exactly meanwhile: %s", exc)
             return
@@ -647,6 +673,7 @@ class FaissIvfIndex:
             Journaled writes replayed.
         """
         journal, self._journal = self._journal or [], None
+        self._journal_bytes = 0
         for lab, vec in journal:  # in write order: a later write of a label wins
             ivf.remove_ids(faiss.IDSelectorBatch(lab))
             if vec is not None:
@@ -707,6 +734,7 @@ class FaissIvfIndex:
                     return RetrainReport(self._n_held, 0, 0.0, time.perf_counter() - t0, 0)
                 labels = self.live_labels()
                 self._journal = []
+                self._journal_bytes = 0
             try:
                 sample = self._sample(labels, nlist_for(len(labels)))
                 vecs = np.ascontiguousarray(self._load(sample), np.float32)
@@ -722,6 +750,7 @@ class FaissIvfIndex:
             except BaseException:
                 with self._wlock:
                     self._journal = None
+                    self._journal_bytes = 0
                 raise
             with self._wlock:
                 replayed = self._swap_in(ivf)

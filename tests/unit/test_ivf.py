@@ -334,3 +334,45 @@ def test_watch_recall_reports_and_retrains_when_low(data: tuple) -> None:
     assert low.retraining
     ix.join()
     assert len(ix) == 12_000 and ix.growth == 1.0
+
+
+def test_writers_wait_for_a_slow_first_training_once_the_journal_is_full(
+    data: tuple[np.ndarray, np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A bulk load outrunning a background first training held every later vector twice (exact buffer
+    # and journal) without bound: 1M x 768 reached 9.2 GB. Past journal_max the writer waits instead.
+    labels, x, q = data
+    store = Store(DIM)
+    store.put(labels, x)
+    ix = FaissIvfIndex(DIM, "ip", load_vectors=store.load, codes="flat", train_threshold=THRESHOLD)
+    ix.background_training = True
+    ix.journal_max = 500 * DIM * 4  # 500 vectors' worth
+    started, release = threading.Event(), threading.Event()
+    new_trained = ix._new_trained
+
+    def slow(sample: np.ndarray, n: int) -> object:
+        started.set()
+        assert release.wait(30)
+        return new_trained(sample, n)
+
+    monkeypatch.setattr(ix, "_new_trained", slow)
+    ix.add(labels[:THRESHOLD], x[:THRESHOLD])
+    assert started.wait(30) and not ix.trained
+    most = [0]
+
+    def load_rest() -> None:
+        for s in range(THRESHOLD, N, 250):
+            ix.add(labels[s : s + 250], x[s : s + 250])
+            most[0] = max(most[0], ix._journal_bytes)
+
+    writer = threading.Thread(target=load_rest)
+    writer.start()
+    writer.join(1.0)
+    assert writer.is_alive()  # waiting for the training: the journal is full
+    assert ix.stats().buffered <= THRESHOLD + 1_000 and ix._journal_bytes <= 750 * DIM * 4
+    release.set()
+    writer.join(30)
+    assert not writer.is_alive() and ix.trained and len(ix) == N
+    assert most[0] <= 750 * (DIM * 4 + 8)
+    res = ix.search(q, 10, ef=1024)  # every list: the same answers as brute force
+    np.testing.assert_array_equal(res.labels, store.exact(q, 10, "ip"))
