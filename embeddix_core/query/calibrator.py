@@ -13,7 +13,9 @@ was rewritten by more than 20% (``Calibration.stale``), and once more when the r
 with real queries. Always on a background thread at the lowest CPU priority, after writes paused for
 ``calibration_quiet_s``, or at the latest ``calibration_max_wait_s`` into a write burst: a bulk load
 gets a curve while it runs (each at most 20% stale), so searches right after it are planned from a
-measured curve rather than the fixed ``ef_search``. A new curve is published under the collection's
+measured curve rather than the fixed ``ef_search``. A round the index outgrew by more than 25% while it
+ran does not publish, and the thread runs another round (after the next pause) while the curve is
+stale, so the load's last records are measured too. A new curve is published under the collection's
 write lock; ``on_curve`` then runs (the collection drops plans and cached results, which came from the
 old beam widths).
 
@@ -52,6 +54,12 @@ _RUNG_WORK = 256  # ...and at most this many beam slots (queries x ef) per call
 log = logging.getLogger("embeddix")
 
 _RESERVOIR = 512
+# Calibration rounds one background thread runs while the curve stays stale (a write burst ahead of it)
+_ROUNDS = 8
+# A round whose index grew by more than this fraction while it measured does not publish: the exact
+# answers cover the labels at its start, and newer records crowding a search's k + 10 results out-rank
+# them (a 31,000-record curve measured during a 100K ingest plateaued at recall 0.907 from ef 40 up)
+_GROWTH_MAX = 0.25
 # Stored vectors scored per step of an exact pass: 2,048 x 384 float32 is 3 MB (with the rows' Python
 # objects and the scores, ~10 MB at most in flight); a larger chunk saves nothing measurable.
 _CHUNK = 2048
@@ -158,17 +166,21 @@ class Calibrator:
         if self._force:
             self.maybe_start()
 
-    def maybe_start(self) -> None:
-        """Start the background calibration if the curve is missing or stale (see the module docstring)."""
+    def _needed(self) -> bool:
+        """Whether the curve is missing or stale (see the module docstring)."""
         s = self._settings
         index, _ = self._current()
         if not s.auto_calibrate or not index.approximate or len(index) < s.calibration_min_count:
-            return
+            return False
         if not getattr(index, "trained", True):
-            return  # IVF below its training threshold searches exactly: nothing to measure yet
+            return False  # IVF below its training threshold searches exactly: nothing to measure yet
         cal = self.curve
         current = getattr(index, "generation", 0) == self._generation  # IVF: same lists as measured
-        if cal is not None and current and not cal.stale(len(index), self.writes_since) and not self._force:
+        return cal is None or not current or cal.stale(len(index), self.writes_since) or self._force
+
+    def maybe_start(self) -> None:
+        """Start the background calibration if the curve is missing or stale (see the module docstring)."""
+        if not self._needed():
             return
         thread = self.thread
         if thread is not None and thread.is_alive():
@@ -186,6 +198,34 @@ class Calibrator:
             thread.join()
 
     def _background(self) -> None:
+        # Lowest CPU priority for this thread only (Linux applies setpriority to a thread id): on a
+        # small machine the calibration must not take cores from the searches it is tuning.
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        try:
+            # Again while the curve is still stale when a round ends: a bulk load that went on during
+            # the round (or outgrew it, and the round did not publish) has made no further call to
+            # maybe_start once it stopped, and the collection would stay on ef_search until 100 queries
+            # were seen (the default-path benchmark's 300 queries right after a 100K ingest all were).
+            for _ in range(_ROUNDS):
+                if not self._wait_quiet():
+                    return
+                try:
+                    self.calibrate()
+                except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving
+                    log.warning("collection %r: calibration failed: %s", self.name, exc)
+                    return
+                if self.closing or not self._needed():
+                    return
+        finally:
+            if self._release is not None:
+                with contextlib.suppress(Exception):
+                    self._release()
+            trim(force=True)  # the pass's chunks and its connection's page cache go back to the OS
+
+    def _wait_quiet(self) -> bool:
+        """Wait until writes paused ``calibration_quiet_s`` (or ``calibration_max_wait_s`` passed); False
+        when the collection is closing."""
         quiet = self._settings.calibration_quiet_s
         give_up = time.monotonic() + self._settings.calibration_max_wait_s
         while not self.closing:
@@ -194,21 +234,7 @@ class Calibrator:
             if idle >= quiet or now >= give_up:
                 break
             time.sleep(min(0.25, quiet - idle, max(give_up - now, 0.0)))
-        if self.closing:
-            return
-        # Lowest CPU priority for this thread only (Linux applies setpriority to a thread id): on a
-        # small machine the calibration must not take cores from the searches it is tuning.
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        try:
-            self.calibrate()
-        except Exception as exc:  # a failed calibration leaves the old curve (or ef_search) serving
-            log.warning("collection %r: calibration failed: %s", self.name, exc)
-        finally:
-            if self._release is not None:
-                with contextlib.suppress(Exception):
-                    self._release()
-            trim(force=True)  # the pass's chunks and its connection's page cache go back to the OS
+        return not self.closing
 
     # -- measuring ---------------------------------------------------------------------------------
     def calibrate(
@@ -286,6 +312,14 @@ class Calibrator:
                 efs=tuple(e for e in EF_LADDER if e <= 512),
             )
         except InterruptedError:
+            return None
+        if len(index) > count * (1 + _GROWTH_MAX) + k:
+            log.info(
+                "collection %r: calibration not published: the index grew from %d to %d while it ran",
+                self.name,
+                count,
+                len(index),
+            )
             return None
         with self._write_lock:
             if self._current()[0] is not index:

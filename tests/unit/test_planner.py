@@ -172,3 +172,35 @@ def test_calibration_moves_to_real_queries_once_enough_were_answered() -> None:
         assert col.calibration.source == "queries"
         assert col.calibrate(source="sample").source == "sample"
         assert col.calibrate(source="queries").source == "queries"
+
+
+def test_a_load_that_outgrows_a_running_calibration_gets_a_curve_of_its_final_size() -> None:
+    # The last write of a bulk load found a calibration running (maybe_start does nothing then), which
+    # measured the index as it was at its start: the collection kept a stale curve, plateaued below the
+    # truth, and searched at ef_search until 100 queries were seen. Now a round that the index outgrew
+    # does not publish, and the thread measures again while the curve is stale.
+    import threading
+
+    x = clustered(3000, 16, seed=5)
+    s = EmbeddixSettings(calibration_min_count=500, calibration_sample=50, calibration_quiet_s=0.05)
+    with Embeddix.open(None, settings=s) as db:
+        col = db.create_collection("c", dim=16, index_threshold=500)
+        cal = col._cal
+        entered, release = threading.Event(), threading.Event()
+        truth = cal._exact_truth
+
+        def held(*args, **kwargs):
+            if not entered.is_set():
+                entered.set()
+                assert release.wait(30)
+            return truth(*args, **kwargs)
+
+        cal._exact_truth = held
+        col.add([str(i) for i in range(1000)], x[:1000])
+        assert entered.wait(30)  # the first round took its labels at 1,000 records
+        col.add([str(i) for i in range(1000, 3000)], x[1000:3000])  # the load goes on, and ends
+        release.set()
+        cal.thread.join(60)
+        assert not cal.thread.is_alive()
+        assert col.calibration is not None and col.calibration.count == 3000
+        assert col.explain(x[0], k=10).calibrated
