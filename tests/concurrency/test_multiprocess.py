@@ -39,7 +39,7 @@ DIM = 16
 THRESHOLD = 100  # HNSW from the 101st record: the stale-index defects live there
 FILTERS: list[dict[str, Any] | None] = [None, {"g": 0}, {"g": {"$in": [1, 2]}}, {"rare": True}]
 REPLY_TIMEOUT = 180.0
-STRESS_SECONDS = float(os.environ.get("EMBEDDIX_STRESS_SECONDS", "15"))
+STRESS_SECONDS = float(os.environ.get("EMBEDDIX_STRESS_SECONDS", "8"))
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -501,7 +501,7 @@ def test_drop_and_recreate_is_never_silently_empty(tmp_path: Path, spawn: Any) -
 @pytest.fixture(scope="module")
 def free_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Two processes write, checkpoint, reopen and search on their own for ``EMBEDDIX_STRESS_SECONDS``
-    (15 by default); both must answer and exit 0 (no SIGBUS, no SIGABRT). Yields the data directory and
+    (8 by default); both must answer and exit 0 (no SIGBUS, no SIGABRT). Yields the data directory and
     each one's report (its final records and what it found wrong)."""
     tmp = tmp_path_factory.mktemp("free_run")
     children = [Child(n, tmp, child_env(EMBEDDIX_DURABILITY="full")) for n in ("P", "Q")]

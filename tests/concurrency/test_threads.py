@@ -31,7 +31,7 @@ from embeddix_core import Embeddix, EmbeddixSettings, parse_filter
 from embeddix_core.collection import Collection
 
 DIM = 16
-SECONDS = float(os.environ.get("EMBEDDIX_STRESS_SECONDS", "12"))
+SECONDS = float(os.environ.get("EMBEDDIX_STRESS_SECONDS", "8"))
 FILTERS: list[dict[str, Any]] = [
     {"g": 1},  # ~25%: the graph with an allow-list
     {"flag": True},  # ~30%: the graph with an allow-list
@@ -348,7 +348,7 @@ class Outcome:
 
 @pytest.fixture(scope="module")
 def stress(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outcome]:
-    """8 searchers, 1 writer and 1 checkpointing thread for ``EMBEDDIX_STRESS_SECONDS`` (12 by default),
+    """8 searchers, 1 writer and 1 checkpointing thread for ``EMBEDDIX_STRESS_SECONDS`` (8 by default),
     then the final state checked with the writer stopped."""
     settings = EmbeddixSettings(
         durability="normal",  # type: ignore[arg-type]

@@ -30,7 +30,7 @@ from durability.harness.loop import run_matrix
 from durability.harness.workload import Config, apply, configs, vectors
 from durability.harness.zygote import child_env
 
-ITERATIONS = int(os.environ.get("EMBEDDIX_RELIABILITY_ITERATIONS", "200"))
+ITERATIONS = int(os.environ.get("EMBEDDIX_RELIABILITY_ITERATIONS", "120"))
 
 
 @pytest.mark.slow

@@ -301,8 +301,8 @@ def test_exit_without_close_while_background_threads_run(tmp_path: Path) -> None
         s = EmbeddixSettings(calibration_min_count=100, calibration_quiet_s=0.0, write_buffer=64)
         db = Embeddix.open(sys.argv[1], settings=s)
         col = db.create_collection("c", dim=64, index_threshold=100)
-        x = np.random.default_rng(0).standard_normal((20000, 64)).astype(np.float32)
-        col.add([str(i) for i in range(20000)], x)
+        x = np.random.default_rng(0).standard_normal((8000, 64)).astype(np.float32)
+        col.add([str(i) for i in range(8000)], x)
         with ThreadPoolExecutor(4) as pool:
             list(pool.map(lambda i: col.search(x[i], k=10), range(300)))
         col.add([f"n{{i}}" for i in range(200)], x[:200] + 0.01)  # a background flush is due
