@@ -14,6 +14,9 @@ Measured per configuration: one query at a time (``--queries`` held-out queries,
 p50 / p95 / mean latency (result cache off) and the overhead over ``engine``; and ``search_batch`` throughput over
 ``--batch`` queries (queries per second); recall@10 against the exact (brute-force) top 10, and how many
 queries got the engine's very top-10 ids (``same_ids``; HNSW graphs built apart differ slightly).
+Then the shard actor holding the collection's first part is killed (SIGKILL): the seconds until a search
+answers again (Ray restarts the actor, which reopens its directory) and how many of the queries get the
+same top 10 as before the kill.
 
 Ray runs on a local runtime inside a network namespace with only loopback (the script re-executes itself
 under ``unshare -n`` as the tests do; ``--no-netns`` runs it as is). Never expose a Ray cluster's ports.
@@ -33,6 +36,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -169,6 +173,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "load_s": round(load_s, 1),
             }
             res["overhead_p50_ms"] = round(res["p50_ms"] - results["engine"]["p50_ms"], 3)
+            # SIGKILL of the shard actor holding the (first) part: how long until a search answers again
+            # (Ray restarts the actor, which reopens its directory), and whether it answers the same
+            os.kill(rdb.shard_pids()[rcol.parts[0]], signal.SIGKILL)
+            t1 = time.perf_counter()
+            rcol.search(queries[0], 10, cache=False)
+            res["sigkill_answers_again_s"] = round(time.perf_counter() - t1, 2)
+            after = [[h.id for h in rcol.search(q, 10, cache=False)] for q in queries]
+            res["sigkill_same_answers"] = (
+                f"{sum(a == f for a, f in zip(after, found, strict=True))}/{len(queries)}"
+            )
+            res["sigkill_count_after"] = len(rcol)
             results[name] = res
             rdb.shutdown()
             print(f"{name}: {res}", file=sys.stderr, flush=True)
@@ -192,12 +207,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def table(doc: dict[str, Any]) -> str:
-    head = "| config | index | p50 ms | p95 ms | overhead p50 ms | batch q/s | recall@10 | top-10 as engine |"
-    rows = [head, "|---|---|---|---|---|---|---|---|"]
+    head = (
+        "| config | index | p50 ms | p95 ms | overhead p50 ms | batch q/s | recall@10 | top-10 as engine "
+        "| SIGKILL: answers again s | same answers after |"
+    )
+    rows = [head, "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in doc["results"].items():
         cells = [
             r.get(key, "")
-            for key in ("index", "p50_ms", "p95_ms", "overhead_p50_ms", "batch_qps", "recall@10", "same_ids")
+            for key in (
+                "index",
+                "p50_ms",
+                "p95_ms",
+                "overhead_p50_ms",
+                "batch_qps",
+                "recall@10",
+                "same_ids",
+                "sigkill_answers_again_s",
+                "sigkill_same_answers",
+            )
         ]
         rows.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(rows)
