@@ -320,7 +320,7 @@ def test_exit_without_close_while_background_threads_run(tmp_path: Path) -> None
         assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
         assert "exiting" in out.stdout
     with Embeddix.open(tmp_path / "d0") as db:
-        assert db.get_collection("c").count() == 20200
+        assert db.get_collection("c").count() == 8200
 
 
 # -- 9. smaller: damaged store, a file for a directory -------------------------------------------------------
