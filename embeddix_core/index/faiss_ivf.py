@@ -133,6 +133,19 @@ JOURNAL_MAX = 64 << 20
 _BITMAP_SLACK = 16
 
 FORMAT_VERSION = 1
+
+
+class _Journal(list[tuple[np.ndarray, np.ndarray | None]]):
+    """Writes made while a training or retrain runs, replayed onto its index before the swap (in write
+    order; ``None`` vectors: a removal), and the bytes they hold (the backpressure of ``add``)."""
+
+    nbytes = 0
+
+    def add(self, labels: np.ndarray, vectors: np.ndarray | None) -> None:
+        self.append((labels, vectors))
+        self.nbytes += labels.nbytes + (0 if vectors is None else vectors.nbytes)
+
+
 _MAGIC = "embeddix-ivf"
 _INDEX_FILE = "ivf.faiss"
 _MANIFEST_FILE = "ivf.json"
@@ -295,8 +308,7 @@ class FaissIvfIndex:
         self._gate = _Gate()  # searches shared; list inserts/removes/swaps exclusive
         self._wlock = threading.RLock()  # serializes writers (add, remove, retrain's start/end, save)
         self._retrain_lock = threading.Lock()  # one retrain at a time
-        self._journal: list[tuple[np.ndarray, np.ndarray | None]] | None = None
-        self._journal_bytes = 0
+        self._journal: _Journal | None = None
         self.journal_max = JOURNAL_MAX
         self._retrainer: threading.Thread | None = None
         self._cancel = threading.Event()  # set by cancel(): a running retrain gives up at its next step
@@ -433,8 +445,7 @@ class FaissIvfIndex:
         self._wait_for_build()
         with self._wlock:
             if self._journal is not None:
-                self._journal.append((labels.copy(), vectors.copy()))
-                self._journal_bytes += labels.nbytes + vectors.nbytes
+                self._journal.add(labels.copy(), vectors.copy())
             if self._ivf is None:
                 self._add_held(labels, vectors, fresh)
                 if self._n_held >= self.train_threshold:
@@ -456,6 +467,12 @@ class FaissIvfIndex:
             if self.retrain_growth and self.growth >= self.retrain_growth:
                 self.retrain_in_background()
 
+    @property
+    def _journal_bytes(self) -> int:
+        """Bytes the running build's journal holds (0 without one)."""
+        journal = self._journal
+        return 0 if journal is None else journal.nbytes
+
     def _wait_for_build(self) -> None:
         """Backpressure (before the writer lock): wait while a build runs with a full journal.
 
@@ -464,7 +481,7 @@ class FaissIvfIndex:
         than the build would grow both without bound. Past :attr:`journal_max` bytes, writers wait for
         the build to swap in (or fail, or be cancelled), as HNSW's write buffer waits for its graph.
         """
-        while self._journal is not None and self._journal_bytes > self.journal_max:
+        while self._journal_bytes > self.journal_max:
             t = self._retrainer
             if t is None or not t.is_alive() or t is threading.current_thread() or self._cancel.is_set():
                 return
@@ -507,8 +524,7 @@ class FaissIvfIndex:
             return 0
         with self._wlock:
             if self._journal is not None:
-                self._journal.append((labels, None))
-                self._journal_bytes += labels.nbytes
+                self._journal.add(labels, None)
             self._gate.enter_write()
             try:
                 if self._ivf is None:
@@ -634,8 +650,7 @@ class FaissIvfIndex:
             return
         n = self._n_held
         labels, vectors = self._held_labels[:n].copy(), self._held_vecs[:n].copy()
-        self._journal = []
-        self._journal_bytes = 0
+        self._journal = _Journal()
         self._retrainer = threading.Thread(
             target=self._first_training, args=(labels, vectors), name="embeddix-ivf-train", daemon=True
         )
@@ -655,7 +670,6 @@ class FaissIvfIndex:
         except Exception as exc:  # the buffer keeps serving exactly; the next add tries again
             with self._wlock:
                 self._journal = None
-                self._journal_bytes = 0
             if not isinstance(exc, _Cancelled):
                 log.warning("IVF training failed, searching exactly meanwhile: %s", exc)
             return
@@ -672,8 +686,7 @@ class FaissIvfIndex:
         Returns:
             Journaled writes replayed.
         """
-        journal, self._journal = self._journal or [], None
-        self._journal_bytes = 0
+        journal, self._journal = self._journal or _Journal(), None
         for lab, vec in journal:  # in write order: a later write of a label wins
             ivf.remove_ids(faiss.IDSelectorBatch(lab))
             if vec is not None:
@@ -733,8 +746,7 @@ class FaissIvfIndex:
                 if self._ivf is None:  # below the training threshold: exact search needs no training
                     return RetrainReport(self._n_held, 0, 0.0, time.perf_counter() - t0, 0)
                 labels = self.live_labels()
-                self._journal = []
-                self._journal_bytes = 0
+                self._journal = _Journal()
             try:
                 sample = self._sample(labels, nlist_for(len(labels)))
                 vecs = np.ascontiguousarray(self._load(sample), np.float32)
@@ -750,7 +762,6 @@ class FaissIvfIndex:
             except BaseException:
                 with self._wlock:
                     self._journal = None
-                    self._journal_bytes = 0
                 raise
             with self._wlock:
                 replayed = self._swap_in(ivf)
