@@ -25,7 +25,7 @@ be dropped and rebuilt at any time. Not thread-safe: the personalizer holds its 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +37,7 @@ __all__ = ["FieldPreference", "Profile", "ProfileState", "field_keys"]
 _MAX_FIELD_KEYS = 4096
 _MAX_PAIRS_PER_RECORD = 32
 _MAX_VALUE_CHARS = 64
+_MAX_SUMS_MEMO = 1024  # metadata texts whose field sums a profile memoizes (per user)
 _REBASE_EXPONENT = 256.0  # 2**256 is far from float64 overflow (2**1023)
 
 
@@ -111,6 +112,9 @@ class ProfileState:
         self.records: dict[str, list[float]] = {}  # id -> [net, weight]
         self.fields: dict[FieldKey, list[float]] = {}  # key -> [net, weight]
         self._unit_memo: tuple[tuple[int, int, float, float], np.ndarray | None] | None = None
+        # metadata text -> its field sums, valid while the stamp (the events applied) is unchanged
+        self._sums: dict[str, tuple[float, float]] = {}
+        self._sums_stamp: tuple[int, int, float | None] = (-1, -1, None)
 
     def apply(
         self, eid: int, s: float, ts: float, unit: np.ndarray | None, keys: list[FieldKey], rid: str
@@ -184,6 +188,35 @@ class ProfileState:
             n = float(np.linalg.norm(p))
             self._unit_memo = (memo, None if n == 0.0 or not math.isfinite(n) else p / n)
         return self._unit_memo[1]
+
+    def field_sums(self, metadata: str | None, keys: Callable[[str], list[FieldKey]]) -> tuple[float, float]:
+        """(sum of net, sum of weight) of the stored field preferences a record's metadata matches, not
+        decayed: the ``ms`` term of the re-ranking formula is ``net * f / (weight * f + 1)``.
+
+        Memoized by the metadata text until the next event (a pool's records recur across a user's
+        queries; the memo saves the per-key lookups, the dearest per-candidate step of a re-rank).
+        ``keys`` gives a metadata text's field keys (the personalizer's shared memo).
+        """
+        if not metadata:
+            return 0.0, 0.0
+        stamp = (self.version, self.events, self.t_ref)
+        if self._sums_stamp != stamp:
+            self._sums.clear()
+            self._sums_stamp = stamp
+        got = self._sums.get(metadata)
+        if got is None:
+            net = wt = 0.0
+            fields = self.fields
+            for key in keys(metadata):
+                st = fields.get(key)
+                if st is not None:
+                    net += st[0]
+                    wt += st[1]
+            got = (net, wt)
+            if len(self._sums) >= _MAX_SUMS_MEMO:
+                self._sums.clear()
+            self._sums[metadata] = got
+        return got
 
     def strength(self, now: float) -> float:
         """``c = W / (W + 1)`` at ``now``."""

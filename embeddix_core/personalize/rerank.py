@@ -54,6 +54,9 @@ class Candidates:
     # field keys of candidate i, when the caller memoizes them (parsing metadata is the dearest
     # per-candidate step; a memo keyed by the metadata text skips it)
     field_keys: Callable[[int], list[Any]] | None = None
+    # or, better, candidate i's (net, weight) field sums straight from the profile's memo
+    # (ProfileState.field_sums): one lookup instead of one per key
+    field_sums: Callable[[int], tuple[float, float]] | None = None
 
 
 class Reranker(Protocol):
@@ -111,18 +114,22 @@ class NumpyReranker:
         use_recency = cfg.w_recency > 0 and cfg.recency_field is not None
         if use_fields or use_recency:
             memo = cand.field_keys
-            metas = cand.metadata() if use_recency or memo is None else None
+            sums = cand.field_sums
+            metas = cand.metadata() if use_recency or (memo is None and sums is None) else None
             fields = state.fields
             extra = np.zeros(len(out))
             for i in range(len(out)):
                 if use_fields:
-                    net = wt = 0.0
-                    keys = memo(i) if memo is not None else field_keys(metas[i]) if metas else []
-                    for key in keys:
-                        st = fields.get(key)
-                        if st is not None:
-                            net += st[0]
-                            wt += st[1]
+                    if sums is not None:
+                        net, wt = sums(i)
+                    else:
+                        net = wt = 0.0
+                        keys = memo(i) if memo is not None else field_keys(metas[i]) if metas else []
+                        for key in keys:
+                            st = fields.get(key)
+                            if st is not None:
+                                net += st[0]
+                                wt += st[1]
                     if wt > 0:
                         extra[i] += cfg.w_fields * (net * f / (wt * f + 1.0))
                 if use_recency and metas is not None:

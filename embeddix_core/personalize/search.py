@@ -111,6 +111,7 @@ def personal_search(
         lambda: [orjson.loads(r.metadata) if r.metadata else {} for r in order_rows],
         metric,
         lambda i: pz.field_keys(order_rows[i].metadata),
+        lambda i: st.field_sums(order_rows[i].metadata, pz.field_keys),
     )
     rank = pz.rerank(user, st, cand, session)
     top = np.argsort(-rank, kind="stable")[:k]

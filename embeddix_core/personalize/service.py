@@ -1,9 +1,11 @@
 """Profiles of one collection kept in step with its durable feedback events.
 
 Source of truth: the store's ``feedback`` table. A profile here is a cache of the replayed events: built
-on first use, brought up to date before each use by applying the events added since (a cheap indexed
-``MAX(eid), COUNT(*)`` tells whether any were), rebuilt from scratch when events it holds are gone (the
-user was forgotten, by this process or another). So events written by other processes are seen by the
+on first use, brought up to date before each use by applying the events added since (an indexed
+``MAX(eid), COUNT(*)`` tells whether any were; it is skipped while the store's read token says nothing
+at all was committed since the profile was last found current, which saves ~100 us a search),
+rebuilt from scratch when events it holds are gone (the user was forgotten, by this process or
+another). So events written by other processes are seen by the
 next personalized search, and a profile never outlives its events.
 
 Durability rule: :meth:`Personalizer.record` returns after the event's transaction committed (the
@@ -71,6 +73,8 @@ class Personalizer:
         self._reranker: Reranker = reranker or NumpyReranker()
         self._lock = threading.Lock()
         self._states: OrderedDict[str, ProfileState] = OrderedDict()
+        # user -> the store's read token when their profile was last found current (Store.read_token)
+        self._tokens: dict[str, tuple[int, int]] = {}
         self._seen: OrderedDict[tuple[str, str], OrderedDict[str, None]] = OrderedDict()
         self._sessions: dict[str, set[str]] = {}  # sessions with a cache namespace, per user
         self._keys: dict[str, list[tuple[str, str, object]]] = {}  # metadata text -> field keys
@@ -90,6 +94,7 @@ class Personalizer:
             with self._lock:
                 if new.half_life_s != self._config.half_life_s:
                     self._states.clear()
+                    self._tokens.clear()
                 self._config = new
         return new
 
@@ -129,6 +134,8 @@ class Personalizer:
             ts=self.clock(),
         )
         with self._lock:
+            # our own commit: on an in-memory store it does not change the read token, so never trust it
+            self._tokens.pop(args.user, None)
             if args.user in self._states:  # keep a cached profile current; others load when used
                 self._catch_up(args.user)
         return eid
@@ -138,6 +145,7 @@ class Personalizer:
         n = self._store.forget_feedback(self._cid, user)
         with self._lock:
             self._states.pop(user, None)
+            self._tokens.pop(user, None)
             for key in [key for key in self._seen if key[0] == user]:
                 del self._seen[key]
         return n
@@ -154,9 +162,15 @@ class Personalizer:
             return self._catch_up(user)
 
     def _catch_up(self, user: str) -> ProfileState:
-        version, count = self._store.feedback_version(self._cid, user)
+        # the token is read before the events: a commit after it changes the next token
+        token = self._store.read_token()
         st = self._states.get(user)
+        if st is not None and self._tokens.get(user) == token:
+            self._states.move_to_end(user)  # nothing committed anywhere since it was current
+            return st
+        version, count = self._store.feedback_version(self._cid, user)
         if st is not None and st.version == version and st.events == count:
+            self._tokens[user] = token
             self._states.move_to_end(user)
             return st
         rows = [] if st is None else self._store.feedback_since(self._cid, user, st.version)
@@ -167,8 +181,9 @@ class Personalizer:
         self._apply(st, rows)
         self._states[user] = st
         self._states.move_to_end(user)
+        self._tokens[user] = token
         while len(self._states) > _MAX_USERS:
-            self._states.popitem(last=False)
+            self._tokens.pop(self._states.popitem(last=False)[0], None)
         return st
 
     def _apply(self, st: ProfileState, rows: Sequence[FeedbackRow]) -> None:

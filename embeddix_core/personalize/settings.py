@@ -29,7 +29,9 @@ class PersonalizeConfig:
     Attributes:
         half_life_s: Feedback decay: an event counts half as much this many seconds later (7 days).
         candidate_factor: A personalized search re-ranks ``candidate_factor * k`` candidates (at least
-            the planner's beam for k, so its top k by similarity is a plain search's).
+            the planner's beam for k, so its top k by similarity is a plain search's). 2 by default:
+            on the simulated-users benchmark, 2 kept most of 4's NDCG lift (region +50% against +74%,
+            field +85% against +122% over plain) at 1.23x plain p50 instead of 1.35x.
         w_profile: Weight of the profile similarity (cosine of a candidate and the preference vector).
         w_feedback: Weight of the record's own feedback statistic.
         w_fields: Weight of the metadata field preferences.
@@ -46,7 +48,7 @@ class PersonalizeConfig:
     """
 
     half_life_s: float = 7 * 86400.0
-    candidate_factor: int = 4
+    candidate_factor: int = 2
     w_profile: float = 0.25
     w_feedback: float = 0.15
     w_fields: float = 0.05

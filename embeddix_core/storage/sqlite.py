@@ -38,6 +38,7 @@ This module is the :class:`Store` (connections, reads, writes). Beside it: ``_sc
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sqlite3
 import threading
 import time
@@ -151,6 +152,7 @@ class Store:
         self._sync = "FULL" if durability == Durability.FULL else "NORMAL"
         self._lock = threading.RLock()
         self._local = threading.local()
+        self._conn_serial = itertools.count(1)  # names each read connection (see read_token)
         self._readers: list[sqlite3.Connection] = []
         self._closed = False
         self._label_sql: dict[tuple[int, bool | str], str] = {}  # (labels, vectors or "vectors-only")
@@ -205,6 +207,7 @@ class Store:
             conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
             self._local.conn = conn
+            self._local.serial = next(self._conn_serial)
             with self._lock:
                 self._readers.append(conn)
         return conn
@@ -215,6 +218,7 @@ class Store:
         if conn is None:
             return
         self._local.conn = None
+        self._local.header = None  # data_version's memo belongs to the connection closed here
         with self._lock:
             if conn in self._readers:
                 self._readers.remove(conn)
@@ -301,6 +305,14 @@ class Store:
         # the header was read *before* the pragma: a commit in between changes it for the next call
         local.header, local.version = header, version
         return version
+
+    def read_token(self) -> tuple[int, int]:
+        """(this thread's read connection, its :meth:`data_version`): equal tokens mean nothing was
+        committed between the two calls. Unlike the bare data version, a token from another thread or
+        from a connection since released never equals one of this connection's, so callers may keep
+        tokens across threads."""
+        version = self.data_version()  # opens the connection first when the thread has none
+        return int(getattr(self._local, "serial", 0)), version
 
     # -- collections -------------------------------------------------------------------------------
     @_typed_errors("create the collection")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from embeddix_core import Embeddix
@@ -155,6 +157,34 @@ def test_profile_is_rebuilt_from_durable_events(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("on_disk", [True, False])
+def test_every_search_sees_events_written_through_another_handle(tmp_path: Path, on_disk: bool) -> None:
+    """A profile skips its store check while nothing was committed; every commit (another handle's, as
+    another process's; this handle's own, also on an in-memory store) still reaches the next search."""
+    ids, vecs, metas = _data()
+    q = np.random.default_rng(8).standard_normal(DIM).astype(np.float32)
+    db = Embeddix.open(tmp_path / "d" if on_disk else None)
+    try:
+        c = db.create_collection("c", dim=DIM)
+        c.add(ids, vecs, metadatas=metas)
+        c.feedback("r3", user="u", relevant=True)
+        first = c.profile("u")
+        assert c.profile("u").version == first.version  # nothing new: the same state
+        c.feedback("r4", user="u", relevant=False)
+        assert (c.profile("u").events, c.profile("u").version) == (2, first.version + 1)
+        if on_disk:
+            with Embeddix.open(tmp_path / "d") as other:
+                o = other.get_collection("c")
+                o.feedback("r9", user="u", relevant=True)
+                assert c.profile("u").events == 3
+                c.search(q, 10, user="u")
+                o.forget_user("u")
+            assert c.profile("u").events == 0
+            assert c.search(q, 10, user="u").plan.ranking != "personalized"
+    finally:
+        db.close()
+
+
 def test_bad_feedback_is_refused(col: Collection) -> None:
     with pytest.raises(NotFoundError):
         col.feedback("nope", user="u", relevant=True)
@@ -241,3 +271,14 @@ def test_vectorized_reranker_matches_the_reference() -> None:
     ref = reference_scores(cand, st, cfg, seen, 1100.0)
     np.testing.assert_allclose(fast, ref, atol=1e-9)
     assert fast.min() >= 0.0 and fast.max() <= 1.0
+    # the memoized field sums (what searches pass) give the same scores, and a new event resets them
+    texts = [orjson.dumps(m).decode() for m in metas]
+
+    def keys(text: str) -> list[object]:
+        return field_keys(orjson.loads(text))
+
+    for _ in range(2):
+        memoized = dataclasses.replace(cand, field_sums=lambda i: st.field_sums(texts[i], keys))
+        np.testing.assert_allclose(NumpyReranker().scores(memoized, st, cfg, seen, 1100.0), ref, atol=1e-9)
+        st.apply(99, 1.0, 1000.0, None, field_keys(metas[0]), "r0")
+        ref = reference_scores(cand, st, cfg, seen, 1100.0)
