@@ -122,7 +122,8 @@ class Parts:
 
     def _start_warming(self) -> None:
         """Read the newest rows into the row cache in the background (a reopened collection's hits
-        would otherwise come from SQLite, ~100 us a search, until each row had been hit once)."""
+        would otherwise come from SQLite, ~100 us a search, until each row had been hit once), then a
+        quantized index's vectors into the vector map (``LiveIndex.warm_vectors``)."""
         if self.store.path is None or len(self.live.index) == 0 or self.rows.nbytes:
             return  # in memory: one shared connection, not to be used from another thread
         self._warmer = threading.Thread(
@@ -135,8 +136,10 @@ class Parts:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
             self.rows.warm(self.store.scan_rows(self.cid), self._closing.is_set)
-        except Exception as exc:  # a warm-up that failed leaves the cache filling on misses
-            log.debug("collection %r: row cache warm-up stopped: %s", self.live.name, exc)
+            # then a quantized index's full-precision vectors, which its every search re-ranks with
+            self.live.warm_vectors(self._closing.is_set)
+        except Exception as exc:  # a warm-up that failed leaves the caches filling on misses
+            log.debug("collection %r: warm-up stopped: %s", self.live.name, exc)
         finally:
             with contextlib.suppress(Exception):
                 self.store.release_reader()

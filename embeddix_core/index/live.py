@@ -46,6 +46,10 @@ from .segmented import SegmentedHnsw
 
 __all__ = ["LiveIndex"]
 
+# A reopened quantized collection's vectors are read into its vector map in the background up to this
+# size (see LiveIndex.warm_vectors); larger ones fill on demand, as searches read them.
+_WARM_MAX_BYTES = 1 << 30
+
 
 class LiveIndex:
     """The index serving one collection, kept in step with the store.
@@ -219,14 +223,38 @@ class LiveIndex:
         vf = self.vecfile
         if vf is None:
             return self._store_vectors(labels)
+        generation = vf.generation  # before the store read: a write after it refuses the fill
         out, served = vf.get(labels)
         if served.all():
             return out
         miss = ~served
         got = self._store_vectors(labels[miss])
         out[miss] = got
-        vf.put(labels[miss], got)  # read through: the next search reads them from the map
+        vf.fill(labels[miss], got, generation)  # read through: the next search reads them from the map
         return out
+
+    def warm_vectors(self, stop: Callable[[], bool]) -> int:
+        """Fill the vector map from one scan of the store; returns how many rows went in.
+
+        Why: a reopened quantized collection re-ranks every search from the store until each candidate
+        was read once (measured on SQ8, 100K x 384: explicit-ef p50 1.5 ms after a reopen against 0.54 ms
+        in the ingesting process). Only for quantized HNSW (whose every search re-ranks) whose vectors
+        fit ``_WARM_MAX_BYTES``; the scan is one read snapshot, so it stops at the first write the
+        collection makes meanwhile (``VectorFile.fill`` refuses rows read before it), or when ``stop()``.
+        """
+        vf = self.vecfile
+        if vf is None or not self.quantized or len(self.index) * self.dim * 4 > _WARM_MAX_BYTES:
+            return 0
+        generation = vf.generation
+        n = 0
+        for labels, raw in self.store.scan_vectors(self.cid):
+            if stop():
+                break
+            vecs = unit_rows(raw, keep_zeros=True) if self.normalize else raw
+            if not vf.fill(labels, vecs, generation):
+                break
+            n += len(labels)
+        return n
 
     def _store_vectors(self, labels: np.ndarray) -> np.ndarray:
         out = self.store.vectors_by_labels(self.cid, np.asarray(labels).tolist(), self.dim)

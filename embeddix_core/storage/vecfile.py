@@ -16,7 +16,10 @@ space) and from read-through misses; a delete invalidates its labels; any change
 make itself (another process's writes, a reload) clears everything (``DerivedState.drop_all``).
 Concurrency: ``put`` writes with ``pwrite`` under a lock; ``get`` reads the current map without one. A
 search re-ranking a record at the instant its vector is replaced may read a mix of its old and new vector
-for that one score (the row is 1.5 KB); it never reads another record's vector.
+for that one score (the row is 1.5 KB); it never reads another record's vector. Rows read from the store
+(a search's read-through, the warm-up after an open) go in with :meth:`fill`, which refuses them once the
+collection wrote anything since they were read (``generation``): an upsert keeps its label, so a row
+read just before it would otherwise overwrite the new vector with the old one.
 
 Memory: pages are written with ``pwrite`` (never through the map) and read through a read-only shared
 map, so only pages a search touched are mapped; they are page cache, counted in the process's RSS as file
@@ -62,7 +65,13 @@ class VectorFile:
         self._valid = np.zeros(0, bool)
         self._budget = max(int(map_budget), self._row)
         self._read = 0
+        self._gen = 0  # bumped by every change the collection makes (put, invalidate, clear)
         self.closed = False
+
+    @property
+    def generation(self) -> int:
+        """Changes with every write the collection makes here; read it before reading rows to :meth:`fill`."""
+        return self._gen
 
     # -- writes --------------------------------------------------------------------------------------
     def put(self, labels: np.ndarray, vectors: np.ndarray) -> None:
@@ -79,28 +88,51 @@ class VectorFile:
         with self._lock:
             if self.closed:
                 return
+            self._gen += 1
+            self._write(labels, vecs)
+
+    def fill(self, labels: np.ndarray, vectors: np.ndarray, generation: int) -> bool:
+        """Keep rows read from the store when :attr:`generation` was ``generation``, for labels not
+        served yet; False (nothing kept) when the collection wrote anything since, or the file closed."""
+        labels = np.asarray(labels, np.int64)
+        if not len(labels):
+            return not self.closed
+        vecs = np.ascontiguousarray(vectors, np.float32)
+        with self._lock:
+            if self.closed or self._gen != generation:
+                return False
             self._grow(int(labels.max()) + 1)
-            valid = self._valid
-            valid[labels] = False  # readers skip them while they are rewritten
-            order = np.argsort(labels, kind="stable")
-            labels, vecs = labels[order], vecs[order]
-            # consecutive labels (a bulk add) in one pwrite each
-            breaks = np.flatnonzero(np.diff(labels) != 1) + 1
-            for run in np.split(np.arange(len(labels)), breaks):
-                first = int(labels[run[0]])
-                os.pwrite(self._fd, vecs[run[0] : run[-1] + 1].tobytes(), first * self._row)
-            valid[labels] = True
+            keep = ~self._valid[labels] & np.isfinite(vecs).all(axis=1)
+            if keep.any():
+                self._write(labels[keep], vecs[keep])
+        return True
+
+    def _write(self, labels: np.ndarray, vecs: np.ndarray) -> None:
+        """Write rows and mark them served (lock held)."""
+        self._grow(int(labels.max()) + 1)
+        valid = self._valid
+        valid[labels] = False  # readers skip them while they are rewritten
+        order = np.argsort(labels, kind="stable")
+        labels, vecs = labels[order], vecs[order]
+        # consecutive labels (a bulk add) in one pwrite each
+        breaks = np.flatnonzero(np.diff(labels) != 1) + 1
+        for run in np.split(np.arange(len(labels)), breaks):
+            first = int(labels[run[0]])
+            os.pwrite(self._fd, vecs[run[0] : run[-1] + 1].tobytes(), first * self._row)
+        valid[labels] = True
 
     def invalidate(self, labels: list[int] | np.ndarray) -> None:
         """Stop serving these labels (deleted, or replaced by a write not given to :meth:`put`)."""
         idx = np.asarray(labels, np.int64)
         with self._lock:  # not lost to a concurrent grow's copy of the bitmap
+            self._gen += 1
             valid = self._valid
             valid[idx[(idx >= 0) & (idx < len(valid))]] = False
 
     def clear(self) -> None:
         """Serve nothing until written again (the store changed in ways this process did not see)."""
         with self._lock:
+            self._gen += 1
             self._valid[:] = False
 
     def _grow(self, n_labels: int) -> None:

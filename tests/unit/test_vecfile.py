@@ -76,3 +76,47 @@ def test_reranked_scores_follow_other_processes_writes(tmp_path: Path) -> None:
         hit = ca.search(-vecs[7], k=1, ef=200)[0]
         assert hit.id == "7" and abs(hit.score - 1.0) < 1e-5  # the new vector's exact score
         assert all(h.id != "7" for h in ca.search(vecs[7], k=5, ef=200))
+
+
+def test_fill_never_overwrites_a_write_made_after_the_read(tmp_path: Path) -> None:
+    """Rows read from the store go in only if the collection wrote nothing since (an upsert keeps its
+    label: a row read before it must not replace its new vector)."""
+    vf = VectorFile(tmp_path, 4)
+    old, new = np.ones((1, 4), np.float32), np.full((1, 4), 2.0, np.float32)
+    gen = vf.generation  # a reader notes the generation, then reads the old row from the store
+    vf.put(np.array([5]), new)  # the writer's commit lands first
+    assert not vf.fill(np.array([5]), old, gen)
+    np.testing.assert_array_equal(vf.get(np.array([5]))[0], new)
+    gen = vf.generation
+    assert vf.fill(np.array([5, 6]), np.vstack([old, old]), gen)  # 5 is served already: kept as is
+    got, served = vf.get(np.array([5, 6]))
+    assert served.all()
+    np.testing.assert_array_equal(got, np.vstack([new, old]))
+    for change in (lambda: vf.invalidate([9]), vf.clear):
+        gen = vf.generation
+        change()
+        assert not vf.fill(np.array([7]), old, gen)
+    vf.close()
+    assert not vf.fill(np.array([7]), old, vf.generation)
+
+
+def test_a_reopened_quantized_collection_warms_its_vectors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((3000, 16)).astype(np.float32)
+    settings = EmbeddixSettings(index_threshold=1000)
+    with Embeddix.open(tmp_path / "d", settings=settings) as db:
+        col = db.create_collection("c", dim=16, quantization="sq8")
+        col.add([str(i) for i in range(3000)], vecs)
+    with Embeddix.open(tmp_path / "d", settings=settings) as db:
+        col = db.get_collection("c")
+        parts = col._parts
+        if parts._warmer is not None:
+            parts._warmer.join()
+        vf = col._live.vecfile
+        assert vf is not None
+        labels = col._live.index.live_labels()
+        got, served = vf.get(labels)
+        assert served.all()
+        # the store's vectors in index space: unit length for a cosine collection
+        np.testing.assert_allclose(got, col._live._store_vectors(labels), rtol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.ones(3000), rtol=1e-5)
