@@ -3,17 +3,18 @@
 Per-query ef without the index-wide ``set_ef``: hnswlib searches its base layer with a beam of
 ``max(ef, k)`` and returns the best k of it. With the index's ef held at 1 (``_FLOOR_EF``), asking for
 k = the wanted beam searches exactly the beam a ``set_ef(beam)`` search would and returns it whole,
-best first; its first k are that search's answer. So searches of every beam width run together, and a
-background calibration sweeping its ef ladder no longer makes foreground searches wait for their turn
-(measured before: every held-out query of the personalization benchmark ran behind a calibration rung,
-plain p50 0.73-1.04 ms against 0.32 ms for the same search with the index to itself).
+best first; its first k are that search's answer (checked equal for ef 10-300). So unfiltered searches
+of every beam width run together: a background calibration sweeping its ef ladder no longer makes a
+foreground search wait for the rung call in progress, nor two callers with different ``recall=`` wait
+for each other.
 
-hnswlib raises when it cannot fill the k asked for (a filter or tombstones leaving fewer than the beam
-reachable); that search is retried the old way: ``set_ef`` under the :class:`_Gate`, which lets any
-number of searches run together while they agree on ef (hnswlib releases the GIL, so they really run in
-parallel; the beam-as-k searches are the ef group ``_FLOOR_EF``); a search wanting another ef waits until
-the running ones finish, and mutations (add, delete, resize, save) run alone. Writers never wait behind
-an endless stream of readers: once a writer queues, new readers wait.
+hnswlib raises when it cannot fill the k asked for (tombstones leaving fewer than the beam reachable);
+that search is retried the old way, as filtered searches run from the start: ``set_ef`` under the
+:class:`_Gate`, which lets any number of searches run together while they agree on ef (hnswlib releases
+the GIL, so they really run in parallel; the beam-as-k searches are the ef group ``_FLOOR_EF``); a
+search wanting another ef waits until the running ones finish, and mutations (add, delete, resize,
+save) run alone. Writers never wait behind an endless stream of readers: once a writer queues, new
+readers wait.
 
 Deletes are tombstones (``mark_deleted``); the index is built with ``allow_replace_deleted`` so new
 vectors take over deleted slots, which reclaims their memory without a rebuild.
@@ -287,17 +288,20 @@ class HnswIndex:
         if kk <= 0:
             return IndexResult(np.full((nq, 0), -1, np.int64), np.zeros((nq, 0), np.float32))
         ef_eff = max(ef or self.ef_search, kk)
-        beam = min(ef_eff, self._live)
-        self._gate.enter_read(_FLOOR_EF, self._index)
-        try:
-            labels, dists = self._index.knn_query(queries, k=beam, num_threads=num_threads, filter=allowed)
-            if beam > kk:
-                labels, dists = labels[:, :kk], np.ascontiguousarray(dists[:, :kk])
-            return IndexResult(labels.astype(np.int64), dists)
-        except RuntimeError:
-            pass  # fewer than the beam reachable (filter, tombstones): the set_ef search below
-        finally:
-            self._gate.exit_read()
+        if allowed is None:
+            # beam-as-k (module docstring). Not with a filter: a beam that finds fewer allowed records
+            # than its width explores the whole graph before hnswlib gives up, where set_ef stops at k
+            beam = min(ef_eff, self._live)
+            self._gate.enter_read(_FLOOR_EF, self._index)
+            try:
+                labels, dists = self._index.knn_query(queries, k=beam, num_threads=num_threads)
+                if beam > kk:
+                    labels, dists = labels[:, :kk], np.ascontiguousarray(dists[:, :kk])
+                return IndexResult(labels.astype(np.int64), dists)
+            except RuntimeError:
+                pass  # fewer than the beam reachable (tombstones): the set_ef search below
+            finally:
+                self._gate.exit_read()
         for attempt in range(3):
             self._gate.enter_read(ef_eff, self._index)
             try:

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embeddix_core import Embeddix, EmbeddixSettings
 from embeddix_core.storage.vecfile import VectorFile
 
 
-def test_put_get_invalidate_clear_and_grow(tmp_path: Path) -> None:
-    vf = VectorFile(tmp_path, 4)
+@pytest.mark.parametrize("mapped", [True, False])
+def test_put_get_invalidate_clear_and_grow(tmp_path: Path, mapped: bool) -> None:
+    vf = VectorFile(tmp_path, 4, mapped=mapped)
     assert list(tmp_path.iterdir()) == []  # unlinked at once: nothing left behind, ever
     rng = np.random.default_rng(0)
     v = rng.standard_normal((10, 4)).astype(np.float32)
@@ -35,8 +38,9 @@ def test_put_get_invalidate_clear_and_grow(tmp_path: Path) -> None:
     assert not vf.get(np.arange(3))[1].any()
 
 
-def test_readers_during_growth(tmp_path: Path) -> None:
-    vf = VectorFile(tmp_path, 8, map_budget=4096)  # a tiny budget: pages dropped over and over
+@pytest.mark.parametrize("mapped", [True, False])
+def test_readers_during_growth(tmp_path: Path, mapped: bool) -> None:
+    vf = VectorFile(tmp_path, 8, map_budget=4096, mapped=mapped)  # tiny budget: pages dropped over and over
     base = np.arange(8, dtype=np.float32)
     vf.put(np.arange(100), np.tile(base, (100, 1)) + np.arange(100, dtype=np.float32)[:, None])
     stop = threading.Event()
@@ -78,10 +82,11 @@ def test_reranked_scores_follow_other_processes_writes(tmp_path: Path) -> None:
         assert all(h.id != "7" for h in ca.search(vecs[7], k=5, ef=200))
 
 
-def test_fill_never_overwrites_a_write_made_after_the_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mapped", [True, False])
+def test_fill_never_overwrites_a_write_made_after_the_read(tmp_path: Path, mapped: bool) -> None:
     """Rows read from the store go in only if the collection wrote nothing since (an upsert keeps its
     label: a row read before it must not replace its new vector)."""
-    vf = VectorFile(tmp_path, 4)
+    vf = VectorFile(tmp_path, 4, mapped=mapped)
     old, new = np.ones((1, 4), np.float32), np.full((1, 4), 2.0, np.float32)
     gen = vf.generation  # a reader notes the generation, then reads the old row from the store
     vf.put(np.array([5]), new)  # the writer's commit lands first
@@ -113,10 +118,15 @@ def test_a_reopened_quantized_collection_warms_its_vectors(tmp_path: Path) -> No
         if parts._warmer is not None:
             parts._warmer.join()
         vf = col._live.vecfile
-        assert vf is not None
+        assert vf is not None and not vf.mapped  # quantized: read with pread, nothing mapped
         labels = col._live.index.live_labels()
         got, served = vf.get(labels)
         assert served.all()
         # the store's vectors in index space: unit length for a cosine collection
         np.testing.assert_allclose(got, col._live._store_vectors(labels), rtol=1e-6)
         np.testing.assert_allclose(np.linalg.norm(got, axis=1), np.ones(3000), rtol=1e-5)
+        col.search(vecs[0], 10, cache=False)  # a re-ranked search
+        fd_link = Path(f"/proc/self/fd/{vf._fd}")
+        if fd_link.exists():  # Linux: the file is never mapped, so none of its pages count in RSS
+            name = os.readlink(fd_link)
+            assert name not in Path("/proc/self/maps").read_text()
