@@ -31,7 +31,7 @@ class PersonalizeConfig:
         candidate_factor: A personalized search re-ranks ``candidate_factor * k`` candidates (at least
             the planner's beam for k, so its top k by similarity is a plain search's). 2 by default:
             on the simulated-users benchmark, 2 kept most of 4's NDCG lift (region +50% against +74%,
-            field +85% against +122% over plain) at 1.23x plain p50 instead of 1.35x.
+            field +85% against +122% over plain) at 1.18-1.33x plain p50 instead of 1.35-1.40x.
         w_profile: Weight of the profile similarity (cosine of a candidate and the preference vector).
         w_feedback: Weight of the record's own feedback statistic.
         w_fields: Weight of the metadata field preferences.
