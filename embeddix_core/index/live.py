@@ -33,7 +33,7 @@ from .._validate import unit_rows
 from ..config import CollectionConfig, EmbeddixSettings
 from ..errors import CollectionNotFoundError, StorageError
 from ..storage.locks import SnapshotLock
-from ..storage.snapshot import SnapshotIdentity, read_snapshot, remove_stale, write_snapshot
+from ..storage.snapshot import SnapshotIdentity, manifest_id, read_snapshot, remove_stale, write_snapshot
 from ..storage.sqlite import Store
 from ..storage.vecfile import VectorFile
 from ..types import CollectionStats
@@ -509,6 +509,13 @@ class LiveIndex:
             seq = self.applied_seq
             record = self.store.snapshot_record(self.cid)
             done = record.seq if record is not None and record.seq is not None else -1
+            pending = (record.pending_id, record.pending_seq) if record is not None else (None, None)
+            if pending[0] is not None and pending[1] is not None and manifest_id(directory) == pending:
+                # An earlier checkpoint died between its manifest and its record. Finish it now:
+                # begin_snapshot below replaces the pending id, and the store would then vouch for
+                # neither the manifest on disk nor (until it is written) the new one.
+                self.store.record_snapshot(self.cid, pending[0], pending[1])
+                done = pending[1]
             if not force and done >= seq and self.snapshot_seq >= 0:
                 self.snapshot_seq = seq  # another handle or process saved this state already
                 return False

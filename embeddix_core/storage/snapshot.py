@@ -52,6 +52,7 @@ __all__ = [
     "SNAPSHOT_FORMAT",
     "Snapshot",
     "SnapshotIdentity",
+    "manifest_id",
     "read_snapshot",
     "remove_snapshots",
     "remove_stale",
@@ -178,6 +179,20 @@ def remove_stale(directory: Path, kind: str, keep: Snapshot) -> None:
     for old in directory.glob(f"{kind}-*.bin*"):
         if old.name not in names:
             old.unlink(missing_ok=True)
+
+
+def manifest_id(directory: Path) -> tuple[str, int] | None:
+    """(snapshot id, seq) of the manifest in ``directory``, or None when there is no sound one.
+
+    Checks the manifest's own CRC32 only, not its files: enough to tell which snapshot a crashed
+    checkpoint left in place (see ``LiveIndex.checkpoint``).
+    """
+    mpath = directory / _MANIFEST
+    try:
+        manifest = _load_manifest(mpath)
+        return str(manifest["snapshot_id"]), int(manifest["seq"])
+    except (OSError, StorageError, KeyError, TypeError, ValueError):
+        return None
 
 
 def read_snapshot(

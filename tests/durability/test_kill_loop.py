@@ -147,3 +147,34 @@ def test_a_kill_inside_checkpoint_leaves_a_snapshot_the_next_open_uses(tmp_path:
         col = db.get_collection("c")
         assert len(col) == col.count() == 400
     assert not [str(w.message) for w in caught]
+
+
+_CRASH_BEFORE_NEXT_MANIFEST = textwrap.dedent(
+    """
+    import os, sys, numpy as np
+    from embeddix_core import Embeddix
+    from embeddix_core.index import live
+    x = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32)
+    db = Embeddix.open(sys.argv[1])
+    col = db.get_collection("c")               # opened from the manifest the store holds only as pending
+    col.add([str(i) for i in range(400, 500)], x[400:])
+    live.write_snapshot = lambda *a, **k: os._exit(0)  # killed after begin_snapshot, before the manifest
+    col.checkpoint()
+    """
+)
+
+
+def test_a_second_kill_inside_checkpoint_still_finds_the_first_snapshot(tmp_path: Path) -> None:
+    """Found by the kill loop (full-segmented-snapshot): a checkpoint killed after its manifest, then the
+    next one killed before its manifest, left a manifest the store no longer vouched for (a rebuild)."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-c", _CRASH_BEFORE_RECORD, str(data)], check=True, env=child_env())
+    second = [sys.executable, "-c", _CRASH_BEFORE_NEXT_MANIFEST, str(data)]
+    subprocess.run(second, check=True, env=child_env())
+    from embeddix_core import Embeddix
+
+    with warnings.catch_warnings(record=True) as caught, Embeddix.open(data) as db:
+        warnings.simplefilter("always")
+        col = db.get_collection("c")
+        assert len(col) == col.count() == 500
+    assert not [str(w.message) for w in caught]
