@@ -43,10 +43,10 @@ $(INSPECTOR_DIR)/.stamp:
 
 test: lint $(INSPECTOR_DIR)/.stamp
 	MCP_INSPECTOR_BIN=$$(test -x $(INSPECTOR_BIN) && echo $(abspath $(INSPECTOR_BIN))) \
-		$(PY) -m pytest -q -p no:cacheprovider --timeout=600
+		$(PY) -m pytest -q -p no:cacheprovider --timeout=600 -n 2
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.core_bench
