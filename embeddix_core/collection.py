@@ -704,9 +704,10 @@ class Collection:
 
     def _plan(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> Plan:
         live = self._live
-        return self._planner.plan(
-            k, recall, deadline_ms, ef, live.index, live.config.ef_search, self._cal.curve
-        )
+        curve = self._cal.curve
+        if curve is None and live.index.approximate:
+            curve = self._cal.prior()  # a calibration is due and not measured yet: plan from the prior
+        return self._planner.plan(k, recall, deadline_ms, ef, live.index, live.config.ef_search, curve)
 
     def explain(
         self,

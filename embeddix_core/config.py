@@ -158,7 +158,9 @@ class EmbeddixSettings(BaseSettings):
         index_threshold: Live-record count above which a collection switches from exact search to HNSW.
         hnsw_m: HNSW graph degree for new collections.
         ef_construction: HNSW build-time beam width for new collections.
-        ef_search: Default HNSW query beam width (runtime; per-query ``ef`` overrides it).
+        ef_search: HNSW query beam width of searches that name no ``ef`` where no calibration plans
+            (``auto_calibrate`` off, or fewer than ``calibration_min_count`` records); per-query ``ef``
+            overrides it.
         exact_backend: Exact search below the HNSW threshold: ``"numpy"``, ``"faiss"``, or ``"auto"``
             (FAISS on a CUDA GPU when one is present and ``gpu`` allows it, else numpy).
         gpu: CUDA FAISS use: ``"auto"`` (a GPU when a CUDA build of FAISS sees one, for batches above a
@@ -177,7 +179,8 @@ class EmbeddixSettings(BaseSettings):
             since the last snapshot (replaying them on open is cheaper than saving).
         busy_timeout_ms: How long a writer waits for another process's write transaction.
         default_recall: Recall@k target of a search that names neither ``recall`` nor ``ef``, once the
-            collection is calibrated (before that, ``ef_search`` is used).
+            collection is calibrated. Between the moment a calibration is due and its first curve (a
+            bulk load's end), HNSW plans from ``query.planner.PRIOR``, a curve measured on real text.
         auto_calibrate: Measure each HNSW collection's recall/latency curve in the background.
         calibration_min_count: Collections smaller than this are not calibrated (``ef_search`` serves).
         calibration_sample: Queries in a calibration sample.

@@ -44,7 +44,7 @@ from ..config import EmbeddixSettings
 from ..index.base import IndexResult, VectorIndex, merge_topk
 from ..storage._atomic import atomic_write_bytes
 from .filter_matrix import dot_rows
-from .planner import EF_LADDER, Calibration, calibrate
+from .planner import EF_LADDER, PRIOR, Calibration, calibrate
 
 __all__ = ["Calibrator"]
 
@@ -177,6 +177,17 @@ class Calibrator:
         cal = self.curve
         current = getattr(index, "generation", 0) == self._generation  # IVF: same lists as measured
         return cal is None or not current or cal.stale(len(index), self.writes_since) or self._force
+
+    def prior(self) -> Calibration | None:
+        """The curve to plan from while this collection has none: ``planner.PRIOR`` once a calibration
+        is due on an HNSW index (None otherwise: small collections, ``auto_calibrate`` off and IVF keep
+        ``ef_search``; an IVF ``ef`` counts lists, which the prior's HNSW beam widths do not)."""
+        if self.curve is not None:
+            return self.curve
+        index, _ = self._current()
+        if index.kind == "ivf" or not self._needed():
+            return None
+        return PRIOR
 
     def maybe_start(self) -> None:
         """Start the background calibration if the curve is missing or stale (see the module docstring)."""

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["DEFAULT_RECALL", "EF_LADDER", "Calibration", "Plan", "Planner", "calibrate"]
+__all__ = ["DEFAULT_RECALL", "EF_LADDER", "PRIOR", "Calibration", "Plan", "Planner", "calibrate"]
 
 DEFAULT_RECALL = 0.95
 EF_LADDER = (
@@ -150,6 +150,35 @@ class Calibration:
             abs(count - self.count) > RECALIBRATE_FRACTION * base
             or writes_since > RECALIBRATE_FRACTION * base
         )
+
+
+# The curve an HNSW collection plans from between the moment it needs a calibration and the moment its
+# first one is measured (a bulk load's last minutes and the seconds after it: the background thread runs
+# at the lowest priority, so a search right after a 100K ingest came before any curve, and ran at the
+# fixed ef_search 96, recall 0.987 where 0.95 was asked, at 2.35x the cost of raw hnswlib at the ef
+# that reaches 0.96). Values: raw hnswlib (M 16, ef_construction 200) on 300 held-out real-text MiniLM
+# queries over 100,000 records (benchmarks/results/default_path_bench_realtext.md, its sweep; rungs
+# above 200 from the same collection's calibration on real queries), each recall lowered by 0.01 so
+# that larger or harder collections still get about what they asked for. Latencies: that sweep's p50
+# and p95 x 1.3 (for deadlines; the measured curve replaces them). ``source="prior"`` marks it: plans
+# made from it say ``calibrated=False``.
+PRIOR = Calibration(
+    k=10,
+    efs=(10, 12, 16, 20, 24, 32, 40, 48, 64, 80, 96, 128, 160, 200, 256, 384, 512),
+    recall=(
+        0.839, 0.863, 0.895, 0.912, 0.927, 0.944, 0.959, 0.962, 0.967, 0.972, 0.977, 0.980, 0.981,
+        0.983, 0.984, 0.9867, 0.9867,
+    ),
+    latency_us=(116, 127, 154, 175, 207, 230, 273, 313, 379, 445, 514, 624, 753, 956, 1200, 1800, 2400),
+    latency_p99_us=(
+        235, 260, 287, 316, 393, 432, 467, 534, 645, 785, 892, 1131, 1217, 1585, 2000, 3000, 4000
+    ),
+    count=100_000,
+    seq=-1,
+    sample=300,
+    created=0.0,
+    source="prior",
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,6 +385,7 @@ class Planner:
         self._plans: dict[tuple[Any, ...], Plan] = {}
         self._variants: dict[tuple[int, str], tuple[Plan, Plan]] = {}
         self._segments = 0
+        self._curve: Calibration | None = None  # the curve the cached plans came from
 
     def has(self, k: int, recall: float | None, deadline_ms: float | None, ef: int | None) -> bool:
         """Whether this plan is cached (for ``explain``)."""
@@ -384,6 +414,10 @@ class Planner:
         """The plan for a search on ``index`` (a ``VectorIndex``; cached)."""
         if not index.approximate:
             return Plan("exact", None, 1.0, recall, deadline_ms, steps=(0,), reason="exact search")
+        if curve is not self._curve:
+            # the curve in use changed (none -> the prior -> a measured one): plans from the old go
+            self._plans.clear()
+            self._curve = curve
         key = (k, recall, deadline_ms, ef)
         plan = self._plans.get(key)
         if plan is not None:
@@ -397,7 +431,7 @@ class Planner:
             recall,
             deadline_ms,
             steps=(use,),
-            calibrated=curve is not None,
+            calibrated=curve is not None and curve.source != "prior",
             deadline_limited=limited,
             segments=segments,
             parallel_segments=segments > 1 and (os.cpu_count() or 1) > 1,
@@ -426,7 +460,13 @@ class Planner:
             use, reason = max(ef_search, k), "not calibrated yet: the collection's ef_search"
         else:
             use, _ = curve.ef_for_recall(target, k)
-            reason = f"smallest ef whose calibrated recall@{curve.k} reaches {target}"
+            if curve.source == "prior":
+                reason = (
+                    f"not calibrated yet: smallest ef whose recall@{curve.k} reaches {target} on the prior "
+                    "curve (real-text MiniLM, 100K, less 0.01) until this collection's is measured"
+                )
+            else:
+                reason = f"smallest ef whose calibrated recall@{curve.k} reaches {target}"
             if deadline_ms is not None:
                 fit = curve.ef_for_budget(deadline_ms * 1000.0 * DEADLINE_SAFETY, k)
                 if fit is None or fit < use:

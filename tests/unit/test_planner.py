@@ -204,3 +204,36 @@ def test_a_load_that_outgrows_a_running_calibration_gets_a_curve_of_its_final_si
         assert not cal.thread.is_alive()
         assert col.calibration is not None and col.calibration.count == 3000
         assert col.explain(x[0], k=10).calibrated
+
+
+def test_until_its_first_curve_a_collection_plans_from_the_prior_not_ef_search() -> None:
+    # Right after a bulk load the background calibration (lowest priority) has not measured anything
+    # yet: searches used to run at the fixed ef_search (96) whatever the target. Now they plan from the
+    # prior curve (planner.PRIOR): a higher target still gets a wider beam, and the plan says it is not
+    # calibrated. Small collections and auto_calibrate=False keep ef_search.
+    from embeddix_core.query.planner import PRIOR
+
+    x = clustered(3000, 16, seed=7)
+    slow = EmbeddixSettings(calibration_min_count=500, calibration_quiet_s=600, calibration_max_wait_s=600)
+    with Embeddix.open(None, settings=slow) as db:
+        col = db.create_collection("c", dim=16, index_threshold=500)
+        col.add([str(i) for i in range(3000)], x)
+        assert col.calibration is None  # the thread is still waiting for writes to pause
+        plans = {r: col.explain(x[0], k=10, recall=r) for r in (0.9, 0.95, 0.99)}
+        assert all(not p.calibrated and "prior" in p.reason for p in plans.values())
+        assert plans[0.9].ef < plans[0.95].ef < plans[0.99].ef
+        assert plans[0.95].ef == PRIOR.ef_for_recall(0.95, 10)[0] == col.explain(x[0], k=10).ef
+        assert col.explain(x[0], k=10, ef=33).ef == 33  # an explicit ef still wins
+        assert col.search(x[0], k=10).plan.ef == plans[0.95].ef
+        assert col.explain(x[0], k=30, recall=0.95).ef >= 30
+        cal = col.calibrate(sample=50)  # a measured curve replaces the prior at once
+        assert (
+            col.explain(x[0], k=10).calibrated
+            and col.explain(x[0], k=10).ef == cal.ef_for_recall(0.95, 10)[0]
+        )
+    off = EmbeddixSettings(auto_calibrate=False)
+    with Embeddix.open(None, settings=off) as db:
+        col = db.create_collection("c", dim=16, index_threshold=500, ef_search=77)
+        col.add([str(i) for i in range(3000)], x)
+        plan = col.explain(x[0], k=10, recall=0.99)
+        assert plan.ef == 77 and not plan.calibrated and "ef_search" in plan.reason
