@@ -25,7 +25,9 @@ metric="cosine")`` and nothing else, and held-out queries that are never inserte
    new), with the caches on and again with ``cache=False``, in alternating blocks of 50 steps: mean
    latency of each, and every step's served recall against the uncached answer's.
 5. **Filtered search** (``{"tag": 3}``, 10% of the records) on never-seen queries, next to raw hnswlib
-   with a Python filter callback at ef 16 / 32 / 64.
+   with a Python filter callback at ef 16 / 32 / 64. Reported whole and by half: the first half meets
+   the filter new (its first search starts the background build of the filter's subset graph); the run
+   then waits until ``explain()`` names the graph, and the second half shows the steady state.
 
 Every timed query, of every system, starts with a cold L2 cache (``_cold``: 2 MiB read first, untimed).
 Before this, raw hnswlib always searched a query right after Embeddix had, and found its graph nodes in
@@ -909,7 +911,21 @@ class Bench:
         lat, found, plans = [], [], []
         raw_lat: dict[int, list[float]] = {ef: [] for ef in RAW_FILTER_EFS}
         raw_found: dict[int, list[list[int]]] = {ef: [] for ef in RAW_FILTER_EFS}
+        # The first half meets a filter the store never saw: its first search builds the subset matrix,
+        # which starts the subset graph's background build. Then we wait (polling the public explain())
+        # until the plan names the graph, and the second half, queries also never seen, measures the
+        # steady state a user's filter reaches a few seconds after its first use.
+        half = (len(rows_f) // 2 // BLOCK) * BLOCK or len(rows_f)
+        graph_wait: float | None = None
         for b in range(0, len(rows_f), BLOCK):
+            if b == half:
+                t_wait = time.perf_counter()
+                while time.perf_counter() - t_wait < 120.0:
+                    plan = col.explain(self.queries[rows_f[0]], k=K, filter={"tag": 3})
+                    if plan.filter_strategy == "subset-graph":
+                        graph_wait = time.perf_counter() - t_wait
+                        break
+                    time.sleep(0.1)
             block = rows_f[b : b + BLOCK]
             for r in block:
                 q = self.queries[r]
@@ -924,6 +940,15 @@ class Bench:
                 raw_lat[ef] += ts
                 raw_found[ef] += fr
         truth = self.filter_gt
+        phases = {}
+        for name, sl in (("first_half", slice(0, half)), ("second_half", slice(half, len(rows_f)))):
+            if sl.start < sl.stop:
+                phases[name] = {
+                    "queries": [int(rows_f[sl.start]), int(rows_f[sl.stop - 1]) + 1],
+                    "recall_at_10": recall_at_k(found[sl], truth[sl], K),
+                    **_ms(lat[sl]),
+                    "strategies": dict(Counter(str(p.get("filter_strategy")) for p in plans[sl])),
+                }
         out = {
             "filter": {"tag": 3},
             "matching": len(fset),
@@ -935,6 +960,8 @@ class Bench:
             "first_plan": plans[0],
             "last_plan": plans[-1],
             "strategies": dict(Counter(str(p.get("filter_strategy")) for p in plans)),
+            "phases": phases,
+            "graph_wait_s": graph_wait,
             "raw": {
                 ef: {"recall_at_10": float(_recall_rows(raw_found[ef], truth).mean()), **_ms(raw_lat[ef])}
                 for ef in RAW_FILTER_EFS
@@ -1084,10 +1111,17 @@ class Bench:
         s5 = out.get("section5")
         if s5:
             self._check(
-                f"filtered 10% p50 <= {FILTER_P50_MS} ms at recall >= {FILTER_RECALL}",
+                f"filtered 10% p50 <= {FILTER_P50_MS} ms at recall >= {FILTER_RECALL} (all queries)",
                 s5["p50_ms"] <= FILTER_P50_MS and s5["recall_at_10"] >= FILTER_RECALL,
                 f"p50 {s5['p50_ms']:.3f} ms, recall {s5['recall_at_10']:.4f}",
             )
+            for name, ph in s5.get("phases", {}).items():
+                self._check(
+                    f"filtered 10% p50 <= {FILTER_P50_MS} ms at recall >= {FILTER_RECALL} ({name}: "
+                    f"{ph['strategies']})",
+                    ph["p50_ms"] <= FILTER_P50_MS and ph["recall_at_10"] >= FILTER_RECALL,
+                    f"p50 {ph['p50_ms']:.3f} ms, recall {ph['recall_at_10']:.4f}",
+                )
 
 
 def _dir_bytes(path: Path) -> int:
@@ -1303,6 +1337,11 @@ def render(out: dict[str, Any]) -> str:
             f"| default `search(q, k=10, filter=...)` | {s5['recall_at_10']:.4f} | {s5['p50_ms']:.3f} | "
             f"{s5['p95_ms']:.3f} |",
         ]
+        for name, ph in s5.get("phases", {}).items():
+            lines.append(
+                f"| default, {name.replace('_', ' ')} (queries {_span(ph['queries'])}, {ph['strategies']}) | "
+                f"{ph['recall_at_10']:.4f} | {ph['p50_ms']:.3f} | {ph['p95_ms']:.3f} |"
+            )
         for ef, v in s5["raw"].items():
             lines.append(
                 f"| raw hnswlib ef={ef}, `filter=set.__contains__` | {v['recall_at_10']:.4f} | {v['p50_ms']:.3f} | "
@@ -1311,7 +1350,9 @@ def render(out: dict[str, Any]) -> str:
         lines += [
             "",
             f"First query: {s5['first_query_ms']:.3f} ms. Plan strategies: {s5['strategies']}; first plan: "
-            f"{_plan_brief(s5['first_plan'])}.",
+            f"{_plan_brief(s5['first_plan'])}. Between the halves the run waited "
+            f"{s5.get('graph_wait_s') if s5.get('graph_wait_s') is None else round(s5['graph_wait_s'], 2)} s "
+            "for the filter's subset graph (built in the background after its first search).",
         ]
     return "\n".join(lines) + "\n"
 

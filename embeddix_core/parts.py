@@ -74,6 +74,7 @@ class Parts:
             dim=config.dim,
             matrix_bytes=settings.filter_matrix_bytes,
             kinds=lambda field: _field_kinds(store, cid, field),
+            space=live.space,
         )
         cache = new_cache_manager(config, settings) if settings.cache_enabled else None
         planner = Planner(settings.default_recall)

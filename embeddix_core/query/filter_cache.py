@@ -30,6 +30,7 @@ writers never take that lock.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -40,6 +41,7 @@ import numpy as np
 from .field_types import FieldTypes
 from .filter_matrix import FilterMatrix, matrix_size
 from .filters import Filter
+from .subset_graph import GRAPH_MIN, SubsetGraph, build_in_background
 
 __all__ = ["STALE_MAX", "FilterCache", "FilterEntry"]
 
@@ -121,6 +123,8 @@ class FilterCache:
         matrix_bytes: Memory budget of all subset matrices together.
         kinds: Reads the JSON types a metadata field holds (``kinds(field)``), for :attr:`types`; None:
             filters are not checked against stored kinds.
+        space: The index's space (``"ip"`` or ``"l2"``): a matrix of at least ``GRAPH_MIN`` rows then
+            gets an HNSW graph of its rows, built in the background (``subset_graph.py``). None: none.
     """
 
     def __init__(
@@ -131,7 +135,10 @@ class FilterCache:
         dim: int = 0,
         matrix_bytes: int = 0,
         kinds: Callable[[str], set[str]] | None = None,
+        space: str | None = None,
     ) -> None:
+        self._space = space
+        self.graph_thread: threading.Thread | None = None  # the latest graph build (tests wait on it)
         # the kinds each field holds, kept current by the same writes (see field_types.py)
         self.types = FieldTypes(kinds) if kinds is not None else None
         self._load = load
@@ -226,7 +233,27 @@ class FilterCache:
             entry.matrix = m
             self._matrices[key] = need
             self._matrix_total += need
+        if self._space is not None and len(labels) >= GRAPH_MIN:
+            if len(gone):
+                vecs = vecs.copy()  # the matrix may hold vecs itself; its NaN rows are stale anyway
+                vecs[~np.isfinite(vecs[:, 0])] = 0.0
+            self.graph_thread = build_in_background(
+                vecs, self._space, lambda graph: self._publish_graph(key, entry, m, graph)
+            )
         return m
+
+    def _publish_graph(self, key: str, entry: FilterEntry, built: FilterMatrix, graph: SubsetGraph) -> None:
+        """Attach a finished graph to the matrix it was built from, if that is still the entry's (its
+        stale set, grown meanwhile, carries over) and the budget holds it; else it is dropped."""
+        with self._lock:
+            cur = entry.matrix
+            if cur is None or cur.labels is not built.labels or self._entries.get(key) is not entry:
+                return
+            if self._matrix_total + graph.nbytes > self._budget:
+                return
+            entry.matrix = dataclasses.replace(cur, graph=graph)
+            self._matrices[key] = self._matrices.get(key, 0) + graph.nbytes
+            self._matrix_total += graph.nbytes
 
     def _drop_matrix(self, key: str, entry: FilterEntry | None) -> None:
         """Forget a matrix and its bytes (under the lock)."""

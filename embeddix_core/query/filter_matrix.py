@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..index.base import IndexResult
+from .subset_graph import SubsetGraph
 
 __all__ = ["FilterMatrix", "dot_rows", "matrix_size"]
 
@@ -120,6 +121,7 @@ class FilterMatrix:
         rotation: ``(d, d)``, row j the j-th principal direction; None: the rows as they are.
         scale: The largest row norm (the rounding tolerance scales with it).
         stale: Labels written since the rows were read (``filter_cache.py``): their rows are never used.
+        graph: An HNSW graph of the same rows once one is built (``subset_graph.py``), else None.
     """
 
     labels: np.ndarray
@@ -130,6 +132,7 @@ class FilterMatrix:
     rotation: np.ndarray | None
     scale: float
     stale: frozenset[int] = frozenset()
+    graph: SubsetGraph | None = None
 
     @classmethod
     def build(cls, labels: np.ndarray, vectors: np.ndarray, *, rotate: bool = True) -> FilterMatrix:
@@ -164,7 +167,12 @@ class FilterMatrix:
         """Memory held (what the budget counts)."""
         extra = 0 if self.rotation is None else self.rotation.nbytes
         arrays = (self.labels, self.head, self.tail, self.tail_norms, self.sq_norms)
-        return sum(a.nbytes for a in arrays) + extra
+        graph = 0 if self.graph is None else self.graph.nbytes
+        return sum(a.nbytes for a in arrays) + extra + graph
+
+    def dead_rows(self) -> np.ndarray:
+        """Row positions of the stale labels."""
+        return self._rows_of(self.stale)
 
     def with_stale(self, labels: Iterable[int]) -> FilterMatrix:
         """The same rows with ``labels`` marked stale too."""

@@ -8,8 +8,14 @@ Two strategies answer a filtered query:
   recall, cost growing with ef and with 1 / selectivity (the search walks through nodes that do not
   match, and pays a Python call for each candidate it weighs).
 
-The executor's rules, in order: few matches (``exact_filter_min``, ``exact_filter_fraction``) or an exact
-index scan the subset, as they always did; a subset whose matrix cannot be held (larger than
+A third serves once it exists: ``"subset-graph"``, an HNSW graph of the matches alone
+(``subset_graph.py``), built in the background for a subset matrix of at least ``GRAPH_MIN`` rows: the
+plan's recall, at about the cost of an unfiltered search. An approximate index whose filter has one
+always uses it.
+
+The executor's rules, in order: a subset graph when the filter has one; few matches
+(``exact_filter_min``, ``exact_filter_fraction``) or an exact index scan the subset, as they always
+did; a subset whose matrix cannot be held (larger than
 ``filter_matrix_bytes``, or an entry not cached) uses the hook, since gathering thousands of vectors one
 by one costs more than the hook; otherwise :meth:`FilterCosts.choose` picks the cheaper by estimate.
 
@@ -35,10 +41,11 @@ from __future__ import annotations
 
 from .filter_cache import FilterEntry
 
-__all__ = ["EXACT_SUBSET", "INDEX_HOOK", "FilterCosts"]
+__all__ = ["EXACT_SUBSET", "INDEX_HOOK", "SUBSET_GRAPH", "FilterCosts"]
 
 EXACT_SUBSET = "exact-subset"
 INDEX_HOOK = "index-hook"
+SUBSET_GRAPH = "subset-graph"
 
 SCAN_FIXED = 30e-6  # numpy calls, top-k selection and result arrays of one scan
 _SCAN_RATE = 1.2e-10  # seconds per scanned element (row x dim)

@@ -192,7 +192,8 @@ class Plan:
         recall_target: The target asked for (or the collection default).
         deadline_ms: The deadline asked for, if any.
         steps: The beam widths of the progressive passes, smallest first (one entry for a plain search).
-        filter_strategy: ``None``, ``"exact-subset"`` (few matches, scanned exactly) or ``"index-hook"``.
+        filter_strategy: ``None``, ``"exact-subset"`` (the matches scanned exactly), ``"index-hook"`` (the
+            graph searched with a filter callback) or ``"subset-graph"`` (a graph of the matches alone).
         filter_matches: Records matching the filter, when there is one.
         calibrated: Whether a calibration curve chose ef (else the collection's ``ef_search``).
         deadline_limited: The deadline forced a narrower beam than the recall target asked for.

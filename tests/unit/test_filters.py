@@ -475,3 +475,20 @@ def test_nesting_deeper_than_the_limit_is_rejected() -> None:
 def test_tuples_are_accepted_where_lists_are() -> None:
     assert parse_filter({"a": {"$in": (1, 2)}}) == parse_filter({"a": {"$in": [1, 2]}})
     assert parse_filter({"$or": ({"a": 1}, {"b": 2})}) == parse_filter({"$or": [{"a": 1}, {"b": 2}]})
+
+
+def test_parsed_filters_are_memoized_only_for_plain_specs() -> None:
+    import numpy as np
+
+    from embeddix_core.query import filters as fmod
+
+    spec = {"tag": 3, "src": {"$in": ["a", "b"]}}
+    assert parse_filter(spec) is parse_filter({"tag": 3, "src": {"$in": ["a", "b"]}})
+    assert parse_filter({"tag": True}).canonical != parse_filter({"tag": 3}).canonical
+    assert fmod._memo_key({"tag": np.int64(3)}) is None  # not a plain type: parsed (and refused) as before
+    with pytest.raises(InvalidFilterError):
+        parse_filter({"tag": np.int64(3)})
+    for _ in range(2):  # a refusal is never memoized
+        with pytest.raises(InvalidFilterError):
+            parse_filter({"tag": {"$bogus": 1}})
+    assert parse_filter({}) is None and parse_filter({}) is None
