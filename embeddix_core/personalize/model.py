@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 __all__ = ["FieldPreference", "Profile", "ProfileState", "field_keys"]
 
@@ -115,6 +116,8 @@ class ProfileState:
         # metadata text -> its field sums, valid while the stamp (the events applied) is unchanged
         self._sums: dict[str, tuple[float, float]] = {}
         self._sums_stamp: tuple[int, int, float | None] = (-1, -1, None)
+        # the preferences by field name, then (type tag, value): built with the stamp's memo
+        self._by_field: dict[str, dict[tuple[str, Any], list[float]]] | None = None
 
     def apply(
         self, eid: int, s: float, ts: float, unit: np.ndarray | None, keys: list[FieldKey], rid: str
@@ -203,20 +206,65 @@ class ProfileState:
         if self._sums_stamp != stamp:
             self._sums.clear()
             self._sums_stamp = stamp
+            self._by_field = None
         got = self._sums.get(metadata)
         if got is None:
-            net = wt = 0.0
-            fields = self.fields
-            for key in keys(metadata):
-                st = fields.get(key)
-                if st is not None:
-                    net += st[0]
-                    wt += st[1]
-            got = (net, wt)
+            got = self._sums_of(metadata)
+            if got is None:  # lists, or more fields than field_keys keeps: its own order and cap rules
+                net = wt = 0.0
+                fields = self.fields
+                for key in keys(metadata):
+                    st = fields.get(key)
+                    if st is not None:
+                        net += st[0]
+                        wt += st[1]
+                got = (net, wt)
             if len(self._sums) >= _MAX_SUMS_MEMO:
                 self._sums.clear()
             self._sums[metadata] = got
         return got
+
+    def _sums_of(self, metadata: str) -> tuple[float, float] | None:
+        """Field sums read off the metadata for the fields this profile has preferences on only, or
+        None where that could differ from summing over ``field_keys`` (list values, or more fields than
+        it keeps). Why: most records of a pool are new to the memo, and building every field's key of
+        each (parse, a tuple per field, a lookup per key) was half of a personalized search's extra cost
+        (20 candidates: ~80 us of ~125 on real text, 100K records)."""
+        try:
+            meta = orjson.loads(metadata)
+        except orjson.JSONDecodeError:
+            return None
+        if type(meta) is not dict or len(meta) > _MAX_PAIRS_PER_RECORD:
+            return None
+        by = self._by_field
+        if by is None:
+            by = {}
+            for (name, tag, value), sums in self.fields.items():
+                by.setdefault(name, {})[(tag, value)] = sums
+            self._by_field = by
+        net = wt = 0.0
+        st: list[float] | None
+        for name, table in by.items():
+            v = meta.get(name)
+            if v is None:
+                continue
+            t = type(v)
+            if t is bool:
+                st = table.get(("b", v))
+            elif t is int:
+                st = table.get(("i", v))
+            elif t is str:
+                st = table.get(("s", v)) if len(v) <= _MAX_VALUE_CHARS else None
+            elif t is list:
+                return None
+            else:
+                continue
+            if st is not None:
+                net += st[0]
+                wt += st[1]
+        if any(type(v) is list for v in meta.values()):
+            return None
+        return net, wt
 
     def strength(self, now: float) -> float:
         """``c = W / (W + 1)`` at ``now``."""

@@ -282,3 +282,37 @@ def test_vectorized_reranker_matches_the_reference() -> None:
         np.testing.assert_allclose(NumpyReranker().scores(memoized, st, cfg, seen, 1100.0), ref, atol=1e-9)
         st.apply(99, 1.0, 1000.0, None, field_keys(metas[0]), "r0")
         ref = reference_scores(cand, st, cfg, seen, 1100.0)
+
+
+def test_field_sums_read_off_the_metadata_equal_the_sums_over_its_field_keys() -> None:
+    # ProfileState.field_sums reads only the fields a profile has preferences on; every kind of value
+    # field_keys treats specially must give the sums field_keys' keys give (lists and records with more
+    # fields than it keeps take its own path).
+    st = ProfileState(DIM, 86400.0)
+    long = "s" * 80
+    liked = [
+        {"tag": 1, "flag": True, "src": "a", "long": long},
+        {"tag": True, "flag": 1, "src": "b", "n": None},
+        {"tag": 2, "l": ["a", 1, True], "src": "a"},
+        {f"f{i}": i for i in range(40)},
+    ]
+    for eid, meta in enumerate(liked, start=1):
+        st.apply(eid, 1.0 if eid % 2 else -0.5, 1000.0 + eid, None, field_keys(meta), f"r{eid}")
+    probes = [
+        *liked,
+        {"tag": 1.0, "flag": "True", "src": "a", "x": {"tag": 1}},
+        {"src": long, "tag": 2, "flag": False},
+        {"l": ["a"], "tag": 1},
+        {f"f{i}": i for i in range(39, -1, -1)},  # over the cap, in another order
+        {},
+    ]
+    for meta in probes:
+        text = orjson.dumps(meta).decode()
+        want_net = want_wt = 0.0
+        for key in field_keys(meta):
+            got = st.fields.get(key)
+            if got is not None:
+                want_net += got[0]
+                want_wt += got[1]
+        net, wt = st.field_sums(text, lambda t: field_keys(orjson.loads(t)))
+        assert net == pytest.approx(want_net, abs=1e-12) and wt == pytest.approx(want_wt, abs=1e-12), meta
