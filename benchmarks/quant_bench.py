@@ -348,11 +348,11 @@ def main(argv: list[str] | None = None) -> int:
             "RSS over baseline includes the engine's bounded caches filled by the ingest (row cache, vector cache, "
             "SQLite page cache: 56 MiB at most by default); index bytes/vector is the index alone.",
             "The engine's quantized search re-ranks k + min(k, 20) candidates with float32 vectors read from the "
-            "store (rows_by_labels), so its p50 includes ~20 store reads; raw FAISS re-ranks nothing.",
-            "Default-path searches use the engine's default plan, result cache on: a default search that misses the "
-            "cache searches a wide beam and keeps 8k candidates for the semantic tier, which the quantized index "
-            "re-ranks (all 8k plus 20 more, each a store read), hence recall near 0.999 and the slower default p50; the explicit-path table "
-            "compares like with like.",
+            "collection's vector file with pread (one call per run of consecutive labels, ~20 for a query), "
+            "never mapped, so its p50 includes those reads; raw FAISS re-ranks nothing.",
+            "Default-path searches use the engine's default plan with the result cache on; the semantic tier's "
+            "wide beam is used only where the cache policy measures that it pays (cache/policy.py), so a new "
+            "query's miss searches the plan's beam. The explicit-path table compares like with like.",
         ],
     }
     for quant in QUANTS:

@@ -210,16 +210,28 @@ class VectorFile:
                 return out, served
             want = labels[idx]
             order = np.argsort(want, kind="stable")
-            sorted_labels = want[order]
-            breaks = np.flatnonzero(np.diff(sorted_labels) != 1) + 1
-            row, fd = self._row, self._fd
-            for run in np.split(np.arange(len(sorted_labels)), breaks):
-                first, n = int(sorted_labels[run[0]]), len(run)
-                data = os.pread(fd, n * row, first * row)
-                if len(data) != n * row:  # beyond the end: not written, so not served
-                    served[idx[order[run]]] = False
-                    continue
-                out[idx[order[run]]] = np.frombuffer(data, np.float32).reshape(n, self.dim)
+            dest = idx[order]
+            # Each run of consecutive labels is read straight into its rows of one sorted buffer, and
+            # the buffer lands in ``out`` with one assignment: a re-rank reads ~20 scattered rows, and
+            # per-run numpy work (split, frombuffer, a fancy assignment each) cost ~5 us a row, twice
+            # the syscall itself.
+            tmp = np.empty((len(dest), self.dim), np.float32)
+            view = memoryview(tmp.data).cast("B")
+            sorted_labels = want[order].tolist()
+            row, fd, n_all = self._row, self._fd, len(sorted_labels)
+            short: list[int] = []
+            i = 0
+            while i < n_all:
+                j = i + 1
+                while j < n_all and sorted_labels[j] == sorted_labels[j - 1] + 1:
+                    j += 1
+                if os.preadv(fd, [view[i * row : j * row]], sorted_labels[i] * row) != (j - i) * row:
+                    short.extend(range(i, j))  # beyond the end: not written, so not served
+                i = j
+            if short:
+                tmp[short] = 0.0
+                served[dest[short]] = False
+            out[dest] = tmp
         return out, served
 
     def _drop_pages(self) -> None:

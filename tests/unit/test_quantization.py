@@ -264,3 +264,33 @@ def test_concurrent_searches_while_writing(tmp_path: Path) -> None:
         assert len(col) == 3_000
         for q in QUERIES[:20]:
             assert all(int(h.id) % 2 for h in col.search(q, k=10))
+
+
+def test_one_query_rerank_equals_the_general_rerank() -> None:
+    # _rerank_one (a single inner-product query) must give what the batch path gives, padding (-1)
+    # and rows the store no longer has (NaN: the graph's distance is kept) included.
+    from embeddix_core.index.base import IndexResult
+
+    rng = np.random.default_rng(3)
+    vecs = rng.standard_normal((50, 16)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    gone = {7, 11}
+
+    def load(labels: np.ndarray) -> np.ndarray:
+        out = vecs[labels].copy()
+        out[np.isin(labels, list(gone))] = np.nan
+        return out
+
+    idx = SegmentedFaissHnsw(16, "ip", quantization="sq8", load_vectors=load)
+    q = vecs[:1] + 0.05 * rng.standard_normal((1, 16)).astype(np.float32)
+    for labels in ([3, 7, 11, 20, 1, 0, 42, -1, -1], [5, 9, 2], [-1, -1], [11, 7]):
+        lab = np.asarray([labels], np.int64)
+        approx = np.where(lab >= 0, rng.uniform(0, 2, lab.shape), np.inf).astype(np.float32)
+        cand = IndexResult(lab, approx)
+        for k in (1, 3, 10):
+            one = idx._rerank_one(q[0], cand, k)
+            both = idx._rerank(
+                np.vstack([q, q]), IndexResult(np.vstack([lab, lab]), np.vstack([approx] * 2)), k
+            )
+            assert one.labels.tolist() == both.labels[:1].tolist()
+            np.testing.assert_allclose(one.distances, both.distances[:1], rtol=1e-6)
