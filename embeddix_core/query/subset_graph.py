@@ -8,7 +8,8 @@ tenths that do not match (~1.1 ms at ef 16). A graph of the matches alone answer
 search of a collection a tenth the size.
 
 When: a filter whose subset matrix holds at least ``GRAPH_MIN`` rows gets a graph, built on a background
-thread at the lowest CPU priority from the matrix's vectors (hnswlib, one thread, ~2 s for 10,000 x 384),
+thread at the lowest CPU priority from the matrix's vectors (hnswlib, one thread; measured 1.1 s for
+10,000 x 384),
 and published into the matrix (``FilterMatrix.graph``); until then, and for smaller filters, the scan and
 the hook serve as before. The graph is immutable: it shares the matrix's rows (row ``i`` is label
 ``labels[i]``) and its *stale* set, so a written label that is or was a match is never answered from
