@@ -211,6 +211,8 @@ class EmbeddixSettings(BaseSettings):
             matrix per filter, which an exact scan of the matches needs to be fast (10,000 x 384 in
             ~0.5 ms on one core, where hooking the HNSW search costs ~1-3 ms); least recently used
             dropped first. A filter whose matrix would exceed it is never scanned from one (0 = none).
+        malloc_mmap_threshold: glibc's mmap threshold, fixed at open so large freed buffers return to the
+            OS (0: glibc's dynamic default; see the field's description).
     """
 
     model_config = SettingsConfigDict(env_prefix="EMBEDDIX_", extra="ignore")
@@ -293,6 +295,17 @@ class EmbeddixSettings(BaseSettings):
     vector_cache_bytes: int = Field(32 << 20, ge=0)
     row_cache_bytes: int = Field(16 << 20, ge=0)
     filter_matrix_bytes: int = Field(64 << 20, ge=0)
+    malloc_mmap_threshold: int = Field(
+        256 << 10,
+        ge=0,
+        le=32 << 20,
+        description=(
+            "glibc only: allocations of at least this many bytes are mapped on their own and go back to "
+            "the OS when freed, instead of glibc raising its threshold after the first large free and "
+            "keeping later batches' buffers in its heap (see embeddix_core/_memory.py). Process-wide, set "
+            "at open. 0 leaves glibc's default."
+        ),
+    )
 
     @classmethod
     def settings_customise_sources(

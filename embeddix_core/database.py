@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from ._memory import trim
+from ._memory import limit_mmap_threshold, trim
 from ._validate import check_data_path
 from .collection import Collection
 from .config import PROFILES, CollectionConfig, Durability, EmbeddixSettings
@@ -85,6 +85,7 @@ class Embeddix:
                     f"gpu='on' needs a CUDA build of FAISS and a visible GPU, but {reason}; set "
                     "gpu='auto' (EMBEDDIX_GPU=auto) to fall back to the CPU"
                 )
+        limit_mmap_threshold(settings.malloc_mmap_threshold)
         self._store = Store(
             None if path is None else path / DB_FILE,
             settings.durability,

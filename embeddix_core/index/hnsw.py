@@ -33,6 +33,12 @@ from .base import IndexResult, LabelFilter, exact_topk
 
 __all__ = ["HnswIndex"]
 
+# Capacity growth factor. hnswlib keeps a mutex, a link-list pointer and a level per slot of capacity
+# (~52 bytes, written at the resize), so a doubled capacity costs up to 52 bytes for each vector held;
+# growing by half leaves at most a third of the slots spare. A resize moves nothing big (glibc remaps
+# the vectors' block in place), so the extra resizes cost little.
+_GROWTH = 1.5
+
 # The index-wide ef of beam-as-k searches (see the module docstring): below any beam, so k sets it.
 _FLOOR_EF = 1
 
@@ -158,7 +164,7 @@ class HnswIndex:
         m: Graph degree (fixed after build).
         ef_construction: Build beam width (fixed after build).
         ef_search: Default query beam width.
-        capacity: Initial capacity; grows by doubling.
+        capacity: Initial capacity; grows by half again (see ``_GROWTH``).
     """
 
     kind = "hnsw"
@@ -243,7 +249,7 @@ class HnswIndex:
             deleted_slots = self._index.get_current_count() - self._live
             need = self._index.get_current_count() + max(0, n_new - deleted_slots)
             if need > self._index.get_max_elements():
-                self._index.resize_index(max(need, self._index.get_max_elements() * 2))
+                self._index.resize_index(max(need, int(self._index.get_max_elements() * _GROWTH)))
             # -1 would mean hnswlib's index default, which __init__ set to 1 for searches: name the cores
             threads = (num_threads if num_threads > 0 else (os.cpu_count() or 1)) if len(labels) > 8 else 1
             if n_new:

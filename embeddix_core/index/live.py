@@ -423,7 +423,7 @@ class LiveIndex:
         if index.approximate or len(index) <= self.config.index_threshold or self.approx == "flat":
             return False
         labels = index.live_labels()
-        hnsw = self._new_hnsw(len(labels) * 2)
+        hnsw = self._new_hnsw(len(labels) * 3 // 2)
         hnsw.add(labels, index.get_vectors(labels), np.ones(len(labels), bool))
         self.index = hnsw
         return True
