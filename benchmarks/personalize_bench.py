@@ -74,6 +74,11 @@ def _plan_label(plan: Any) -> str:
     return f"{plan.result_cache} ef={plan.ef}"
 
 
+def _searched(plan: Any) -> bool:
+    """Whether a search ran (the result cache did not serve it)."""
+    return getattr(plan, "result_cache", None) not in ("hit", "semantic-hit")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20_000)
@@ -164,10 +169,8 @@ def main() -> None:
                 plans_pers[_plan_label(pers_hits.plan)] += 1
                 lat_plain.append(t1 - t0)
                 lat_pers.append(t2 - t1)
-                miss_plain.append(
-                    getattr(plain_hits.plan, "result_cache", None) not in ("hit", "semantic-hit")
-                )
-                miss_pers.append(getattr(pers_hits.plan, "result_cache", None) not in ("hit", "semantic-hit"))
+                miss_plain.append(_searched(plain_hits.plan))
+                miss_pers.append(_searched(pers_hits.plan))
                 top10 = set(exact[:10].tolist())
                 rec_plain.append(len(top10 & set(plain)) / 10)
                 pool = [int(h.id) for h in col.search(q, 10 * out["candidate_factor"], cache=False)][:10]

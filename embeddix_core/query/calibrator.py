@@ -303,13 +303,13 @@ class Calibrator:
             # wide beams in smaller calls: a foreground search at another ef waits for one call at most
             # (hnsw._Gate's turns), and at ef 512 eight queries took ~20 ms (default path p99 6.8 ms)
             chunk = max(1, min(_RUNG_CHUNK, _RUNG_WORK // max(ef, 1)))
+            n_ask = wanted(kk, ef)
             for s in range(0, len(qs), chunk):
                 if self.closing:
                     raise InterruptedError("collection closing")
                 if s:
                     self._yield()
                 t0 = time.perf_counter()
-                n_ask = wanted(kk, ef)
                 got = index.search(qs[s : s + chunk], n_ask, ef=max(ef, n_ask), num_threads=1)
                 seconds += time.perf_counter() - t0
                 parts.append(older(got.labels, kk))
