@@ -261,6 +261,8 @@ class Collection:
 
         ``invalidated`` counts entries dropped by writes (precise invalidation), ``evicted`` those
         dropped for the memory budget, ``hit_rate`` the share of lookups served from the cache.
+        ``tiers`` says whether each tier is used and why, from measured costs: ``exact`` and
+        ``semantic`` for plain searches, ``personal`` for the exact tier of personalized ones.
         """
         return dict(NO_CACHE_INFO) if self._cached is None else self._cached.info()
 

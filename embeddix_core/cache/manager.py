@@ -76,6 +76,12 @@ class CacheManager:
         # one policy for every namespace: the costs are the collection's, and a session's workload is
         # part of the collection's
         self.policy = TierPolicy(settings.policy, settings.semantic and metric_ok, dim, settings.similarity)
+        # Personalized searches get their own exact tier: their namespaces are per user and keyed by the
+        # profile version, so they repeat far less often than plain searches (in personalize_bench, plain
+        # held-out queries repeated across users 50 times in 400, personalized ones never), and a plain
+        # workload's repeats must not make every personalized miss pay for keeping an answer no one asks
+        # for again.
+        self.personal_policy = TierPolicy(settings.policy, False, dim, settings.similarity)
 
     def _new(self, budget: int) -> ResultCache:
         # every namespace gets the same knobs; only the budget differs (shared vs session)
@@ -158,6 +164,7 @@ class CacheManager:
         lookups = out["hits"] + out["semantic_hits"] + out["misses"]
         out["hit_rate"] = (out["hits"] + out["semantic_hits"]) / lookups if lookups else 0.0
         out["tiers"] = self.policy.info()
+        out["tiers"]["personal"] = self.personal_policy.info()["exact"]
         return out
 
     # -- persistent tier (the format and the staleness rule: persist.py) ---------------------------

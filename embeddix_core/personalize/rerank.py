@@ -51,12 +51,10 @@ class Candidates:
     vectors: np.ndarray  # (n, dim) float32 index-space vectors
     metadata: Callable[[], Sequence[Mapping[str, Any]]]
     metric: str
-    # field keys of candidate i, when the caller memoizes them (parsing metadata is the dearest
-    # per-candidate step; a memo keyed by the metadata text skips it)
-    field_keys: Callable[[int], list[Any]] | None = None
-    # or, better, candidate i's (net, weight) field sums straight from the profile's memo
-    # (ProfileState.field_sums): one lookup instead of one per key
-    field_sums: Callable[[int], tuple[float, float]] | None = None
+    # every candidate's (net, weight) field sums, in pool order, from the profile's memo
+    # (ProfileState.field_sums_many): parsing metadata is the dearest per-candidate step, and the memo
+    # keyed by the metadata text skips it; None: computed from ``metadata()``
+    field_sums: Callable[[], tuple[np.ndarray, np.ndarray]] | None = None
 
 
 class Reranker(Protocol):
@@ -73,7 +71,7 @@ def _base(scores: np.ndarray, metric: str) -> np.ndarray:
     if metric == "ip" and len(scores):
         lo, hi = float(scores.min()), float(scores.max())
         return (scores - lo) / (hi - lo) if hi > lo else np.ones_like(scores)
-    return np.clip(scores, 0.0, 1.0)
+    return np.minimum(np.maximum(scores, 0.0), 1.0)  # np.clip: the same, ~2x the time on 20 values
 
 
 def _recency(meta: Mapping[str, Any], cfg: PersonalizeConfig, now: float) -> float:
@@ -113,28 +111,24 @@ class NumpyReranker:
         use_fields = cfg.w_fields > 0 and bool(state.fields)
         use_recency = cfg.w_recency > 0 and cfg.recency_field is not None
         if use_fields or use_recency:
-            memo = cand.field_keys
-            sums = cand.field_sums
-            metas = cand.metadata() if use_recency or (memo is None and sums is None) else None
-            fields = state.fields
-            extra = np.zeros(len(out))
-            for i in range(len(out)):
-                if use_fields:
-                    if sums is not None:
-                        net, wt = sums(i)
-                    else:
-                        net = wt = 0.0
-                        keys = memo(i) if memo is not None else field_keys(metas[i]) if metas else []
-                        for key in keys:
+            metas = cand.metadata() if use_recency or cand.field_sums is None else None
+            if use_fields:
+                if cand.field_sums is not None:
+                    net, wt = cand.field_sums()
+                else:
+                    net, wt = np.zeros(len(out)), np.zeros(len(out))
+                    fields = state.fields
+                    for i, meta in enumerate(metas or ()):
+                        for key in field_keys(meta):
                             st = fields.get(key)
                             if st is not None:
-                                net += st[0]
-                                wt += st[1]
-                    if wt > 0:
-                        extra[i] += cfg.w_fields * (net * f / (wt * f + 1.0))
-                if use_recency and metas is not None:
-                    extra[i] += cfg.w_recency * _recency(metas[i], cfg, now)
-            out = out + extra
+                                net[i] += st[0]
+                                wt[i] += st[1]
+                out = out + cfg.w_fields * (net * f / (wt * f + 1.0))  # ms (0 where nothing matched)
+            if use_recency and metas is not None:
+                out = out + cfg.w_recency * np.fromiter(
+                    (_recency(m, cfg, now) for m in metas), np.float64, len(out)
+                )
         if cfg.session_penalty > 0 and seen:
             out = out - cfg.session_penalty * np.fromiter(
                 (rid in seen for rid in cand.ids), np.float64, len(out)

@@ -7,15 +7,17 @@ Steps (the formula is ``rerank.py``'s):
 2. Re-rank them with the user's profile; the first k by rank score are served. Each hit keeps
    ``score`` (the similarity a plain search gives it) and carries ``rank_score``; ``plan.ranking`` is
    ``"personalized"``.
-3. Result cache (when the collection's cache policy keeps answers: ``cache/policy.py``): the user's own
+3. Result cache: the user's own
    namespace (``Personalizer.namespace``), keyed by the query, k, filter,
    search parameters and the profile version, so a feedback event makes only that user's entries
    unreachable (and ``forget_user`` clears the namespace). Entries keep the whole candidate pool as their
    candidate set with K = the pool size, so the cache's write invalidation drops an entry whenever a new
    record lands inside the pool's radius (any such record could be re-ranked into the top k). Served
    rows hold the rank score where plain entries hold the score; the score is rebuilt from the distance.
-   No semantic tier: a near query's personalized order is not certified by distances alone. Searches
-   with session de-duplication on are never cached (their answer depends on the session's history).
+   Whether a miss's answer is kept is the cache's ``personal_policy`` (an exact tier judged on
+   personalized lookups alone, from what keeping and hits cost: ``cache/policy.py``). No semantic
+   tier: a near query's personalized order is not certified by distances alone. Searches with session
+   de-duplication on are never cached (their answer depends on the session's history).
 
 A write landing during the search must not be cached over: as in ``query/cached_search.py`` the applied
 sequence number is compared before storing, and again after (then the entry is dropped), since the
@@ -24,6 +26,7 @@ writer bumps it before invalidating.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -80,6 +83,7 @@ def personal_search(
     ns = None
     key = b""
     family = 0
+    t1 = time.perf_counter()
     if cache is not None and not dedupe and not include_vectors:
         ns = cache.namespace(pz.namespace(user, session))
         canonical = flt.canonical if flt is not None else None
@@ -93,14 +97,17 @@ def personal_search(
                 make_hit(r[0], _score(r[2], metric), r[2], r[3], loads(r[4]) if r[4] else {}, metric, r[1])
                 for r in found.hits
             ]
+            cache.personal_policy.on_exact_hit(time.perf_counter() - t1)
             return Hits(hits, plan=planner.variant(plan, "hit", label="personal:hit", ranking="personalized"))
     index, seq0 = live.index, live.applied_seq
     labels, dists = ex.top(q, fetch, ef, flt)
-    rows = ex.rows.get(labels.tolist())
-    keep = [i for i, label in enumerate(labels.tolist()) if label in rows]
-    if len(keep) != len(labels):  # deleted after the index answered
+    listed = labels.tolist()
+    rows = ex.rows.get(listed)
+    if len(rows) != len(listed):  # deleted after the index answered
+        keep = [i for i, label in enumerate(listed) if label in rows]
         labels, dists = labels[keep], dists[keep]
-    order_rows = [rows[label] for label in labels.tolist()]
+        listed = labels.tolist()
+    order_rows = [rows[label] for label in listed]
     ids = [r.id for r in order_rows]
     d = np.sqrt(np.maximum(dists.astype(np.float64), 0.0)) if ex.space == "l2" else dists.astype(np.float64)
     scores = 1.0 / (1.0 + d) if metric == "l2" else 1.0 - d
@@ -110,8 +117,7 @@ def personal_search(
         ex.vectors.get(labels) if len(labels) else np.zeros((0, live.config.dim), np.float32),
         lambda: [orjson.loads(r.metadata) if r.metadata else {} for r in order_rows],
         metric,
-        lambda i: pz.field_keys(order_rows[i].metadata),
-        lambda i: st.field_sums(order_rows[i].metadata, pz.field_keys),
+        lambda: st.field_sums_many([r.metadata for r in order_rows], pz.field_keys),
     )
     rank = pz.rerank(user, st, cand, session)
     top = np.argsort(-rank, kind="stable")[:k]
@@ -136,32 +142,35 @@ def personal_search(
         ef=ef,
         steps=(ef,) if ef else (),
     )
-    if (
-        ns is not None
-        and cache is not None
-        # the collection's measured policy: keeping an answer (~50 us here) pays only where queries
-        # repeat (cache/policy.py judges it on the collection's traffic)
-        and cache.policy.keep(key)
-        and len(hits) == min(k, len(labels))
-        and live.index is index
-        and live.applied_seq == seq0
-    ):
-        cached_rows = [(r[0], h.rank_score, r[2], r[3], r[4]) for r, h in zip(raw, hits, strict=True)]
-        ns.store(
-            key,
-            q.copy(),
-            family,
-            fetch,  # K = the pool: any new record inside its radius drops the entry (see docstring)
-            flt,
-            cached_rows,
-            labels.copy(),
-            dists.copy(),
-            full=len(labels) >= fetch,
-            seq=seq0,
-            semantic=False,
-            exact=ef is None,
-            presorted=True,
+    if ns is not None and cache is not None:
+        t4 = time.perf_counter()
+        policy = cache.personal_policy
+        kept = (
+            # measured on personalized lookups alone: keeping an answer pays only where they repeat
+            policy.keep(key)
+            and len(hits) == min(k, len(labels))
+            and live.index is index
+            and live.applied_seq == seq0
         )
-        if live.applied_seq != seq0 and len(labels):
-            ns.on_labels(labels[:1].tolist())  # a write overlapped: drop what we just kept
+        if kept:
+            cached_rows = [(r[0], h.rank_score, r[2], r[3], r[4]) for r, h in zip(raw, hits, strict=True)]
+            ns.store(
+                key,
+                q.copy(),
+                family,
+                fetch,  # K = the pool: any new record inside its radius drops the entry (see docstring)
+                flt,
+                cached_rows,
+                labels.copy(),
+                dists.copy(),
+                full=len(labels) >= fetch,
+                seq=seq0,
+                semantic=False,
+                exact=ef is None,
+                presorted=True,
+            )
+            if live.applied_seq != seq0 and len(labels):
+                ns.on_labels(labels[:1].tolist())  # a write overlapped: drop what we just kept
+        t5 = time.perf_counter()
+        policy.on_miss(q, t5 - t1, (t5 - t4) if kept else None, False, 1.0)
     return Hits(hits, plan=out_plan)

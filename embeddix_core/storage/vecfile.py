@@ -182,16 +182,27 @@ class VectorFile:
         if not self.mapped:
             return self._pread(labels)
         rows, valid = self._rows, self._valid
-        inside = (labels >= 0) & (labels < min(len(valid), len(rows)))
-        served = np.zeros(len(labels), bool)
-        served[inside] = valid[labels[inside]]
-        out = np.zeros((len(labels), self.dim), np.float32)
+        n = len(labels)
+        if n and int(labels.min()) >= 0 and int(labels.max()) < min(len(valid), len(rows)):
+            served = valid[labels]
+            if served.all():  # the usual case: one gather (np.take: ~half the time of fancy indexing)
+                out = np.take(rows, labels, axis=0)
+                self._count_read(n)
+                return out, served
+        else:
+            inside = (labels >= 0) & (labels < min(len(valid), len(rows)))
+            served = np.zeros(n, bool)
+            served[inside] = valid[labels[inside]]
+        out = np.zeros((n, self.dim), np.float32)
         if served.any():
             out[served] = rows[labels[served]]
-            self._read += int(served.sum()) * self._row
-            if self._read > self._budget:
-                self._drop_pages()
+            self._count_read(int(served.sum()))
         return out, served
+
+    def _count_read(self, rows: int) -> None:
+        self._read += rows * self._row
+        if self._read > self._budget:
+            self._drop_pages()
 
     def _pread(self, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`get` without a map: one ``pread`` per run of consecutive labels (read mode)."""

@@ -80,7 +80,7 @@ def test_snapshot_is_json_and_reports_cache_index_calibration_and_background(db:
     c = snap["collections"]["h"]
     info = col.cache_info()
     assert c["cache"]["hits"] == info["hits"] >= 2 and c["cache"]["misses"] == info["misses"]
-    assert c["cache"]["enabled"] and set(c["cache"]["tiers"]) == {"exact", "semantic"}
+    assert c["cache"]["enabled"] and set(c["cache"]["tiers"]) == {"exact", "semantic", "personal"}
     stats = col.stats()
     assert c["index"]["index"] == stats.index == "hnsw" and c["index"]["approximate"]
     assert c["index"]["count"] == 400 and c["index"]["dim"] == DIM

@@ -163,3 +163,32 @@ def test_served_answers_equal_fresh_ones_on_an_agent_workload() -> None:
         assert worse == 0
         info = col.cache_info()
         assert info["hits"] > 0 and info["tiers"]["exact"]["reason"]  # on or off: the costs decide
+
+
+def test_personalized_searches_have_their_own_exact_tier() -> None:
+    # Plain searches repeat (their exact tier stays on); one user's personalized searches never do, so
+    # the personalized tier goes off on its own measurements while plain keeping stays on, and a
+    # personalized repeat of a user who does repeat is served from the cache with the fresh answer.
+    with Embeddix.open(None, settings=EmbeddixSettings(auto_calibrate=False)) as db:
+        col, x = _hnsw(db)
+        rng = np.random.default_rng(7)
+        for h in col.search(x[0], k=10)[:3]:
+            col.feedback(h.id, user="u", relevant=True)
+        repeated = x[1] + np.float32(0.01)
+        for _ in range(200):
+            q = x[rng.integers(len(x))] + rng.standard_normal(x.shape[1]).astype(np.float32) * 0.3
+            col.search(repeated, k=10)  # a plain repeat
+            got = col.search(q, k=10, user="u")  # a new personalized query
+            assert got.plan.ranking == "personalized"
+            assert [h.id for h in got] == [h.id for h in col.search(q, k=10, user="u", cache=False)]
+        tiers = col.cache_info()["tiers"]
+        assert tiers["exact"]["state"] == "on", tiers["exact"]["reason"]
+        assert tiers["personal"]["state"] == "off" and "repeats 0%" in tiers["personal"]["reason"]
+        # a user who repeats turns it back on, and the repeat is served as a fresh search answers it
+        q = x[2] + np.float32(0.02)
+        for _ in range(200):
+            got = col.search(q, k=10, user="u")
+        tiers = col.cache_info()["tiers"]
+        assert tiers["personal"]["state"] == "on", tiers["personal"]["reason"]
+        assert got.plan.result_cache == "hit"
+        assert [h.id for h in got] == [h.id for h in col.search(q, k=10, user="u", cache=False)]

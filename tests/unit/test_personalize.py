@@ -278,7 +278,7 @@ def test_vectorized_reranker_matches_the_reference() -> None:
         return field_keys(orjson.loads(text))
 
     for _ in range(2):
-        memoized = dataclasses.replace(cand, field_sums=lambda i: st.field_sums(texts[i], keys))
+        memoized = dataclasses.replace(cand, field_sums=lambda: st.field_sums_many(texts, keys))
         np.testing.assert_allclose(NumpyReranker().scores(memoized, st, cfg, seen, 1100.0), ref, atol=1e-9)
         st.apply(99, 1.0, 1000.0, None, field_keys(metas[0]), "r0")
         ref = reference_scores(cand, st, cfg, seen, 1100.0)
