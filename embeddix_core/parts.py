@@ -136,7 +136,8 @@ class Parts:
         with contextlib.suppress(OSError, AttributeError):  # searches and writers come first
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         try:
-            self.rows.warm(self.store.scan_rows(self.cid), self._closing.is_set)
+            # 512 rows a step: building a step's row objects holds the GIL (see storage.sqlite.scan_step)
+            self.rows.warm(self.store.scan_rows(self.cid, 512), self._closing.is_set)
             # then a quantized index's full-precision vectors, which its every search re-ranks with
             self.live.warm_vectors(self._closing.is_set)
         except Exception as exc:  # a warm-up that failed leaves the caches filling on misses

@@ -34,7 +34,7 @@ from ..config import CollectionConfig, EmbeddixSettings
 from ..errors import CollectionNotFoundError, StorageError
 from ..storage.locks import SnapshotLock
 from ..storage.snapshot import SnapshotIdentity, manifest_id, read_snapshot, remove_stale, write_snapshot
-from ..storage.sqlite import Store
+from ..storage.sqlite import Store, scan_step
 from ..storage.vecfile import VectorFile
 from ..types import CollectionStats
 from .base import VectorIndex
@@ -255,7 +255,7 @@ class LiveIndex:
             return 0
         generation = vf.generation
         n = 0
-        for labels, raw in self.store.scan_vectors(self.cid):
+        for labels, raw in self.store.scan_vectors(self.cid, scan_step(self.dim)):
             if stop():
                 break
             vecs = unit_rows(raw, keep_zeros=True) if self.normalize else raw

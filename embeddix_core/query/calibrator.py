@@ -43,6 +43,7 @@ from .._memory import trim
 from ..config import EmbeddixSettings
 from ..index.base import IndexResult, VectorIndex, merge_topk
 from ..storage._atomic import atomic_write_bytes
+from ..storage.sqlite import scan_step
 from .filter_matrix import dot_rows
 from .planner import EF_LADDER, PRIOR, Calibration, calibrate
 
@@ -60,9 +61,6 @@ _ROUNDS = 8
 # answers cover the labels at its start, and newer records crowding a search's k + 10 results out-rank
 # them (a 31,000-record curve measured during a 100K ingest plateaued at recall 0.907 from ef 40 up)
 _GROWTH_MAX = 0.25
-# Stored vectors scored per step of an exact pass: 2,048 x 384 float32 is 3 MB (with the rows' Python
-# objects and the scores, ~10 MB at most in flight); a larger chunk saves nothing measurable.
-_CHUNK = 2048
 
 
 class Calibrator:
@@ -409,13 +407,14 @@ class Calibrator:
         """Exact top-k labels per query over the index's live labels, in one streamed pass over the store.
 
         Vectors from the store, not the index (hnswlib's get_items takes ~15x longer for 50K labels), in
-        chunks of ``_CHUNK`` so the pass adds little to the process's memory. BLAS keeps its threads:
+        steps of ``scan_step`` rows (storage/sqlite.py: each holds the GIL only briefly), so the pass
+        adds little to the process's memory and searches are not kept waiting. BLAS keeps its threads:
         changing OpenBLAS's thread count from this thread while another runs a product corrupts that
         product (seen as NaN from finite inputs in the test suite).
         """
         live = np.sort(labels)
         best: IndexResult | None = None
-        for part_labels, rows in self._scan(_CHUNK):
+        for part_labels, rows in self._scan(scan_step(self._dim)):
             if self.closing:
                 raise InterruptedError("collection closing")
             self._yield()
