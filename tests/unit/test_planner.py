@@ -237,3 +237,25 @@ def test_until_its_first_curve_a_collection_plans_from_the_prior_not_ef_search()
         col.add([str(i) for i in range(3000)], x)
         plan = col.explain(x[0], k=10, recall=0.99)
         assert plan.ef == 77 and not plan.calibrated and "ef_search" in plan.reason
+
+
+def test_the_recall_margin_grows_with_the_per_query_spread_and_survives_a_round_trip() -> None:
+    # A query's misses come together, so a curve whose per-query recall spreads widely is a noisier
+    # estimate of the mean than the binomial error over its sample x k slots: ef must rise with it.
+    from embeddix_core.query.planner import Calibration
+
+    efs = (64, 128, 192, 256, 320)
+    rec = (0.90, 0.93, 0.945, 0.955, 0.965)
+    lat = (100.0, 200.0, 300.0, 400.0, 500.0)
+
+    def curve(sd: tuple[float, ...]) -> Calibration:
+        return Calibration(10, efs, rec, lat, lat, 1_000_000, 1, 100, source="queries", recall_sd=sd)
+
+    binomial = curve(()).ef_for_recall(0.95, 10)[0]
+    narrow = curve((0.01,) * 5).ef_for_recall(0.95, 10)[0]  # below the binomial error: no change
+    wide = curve((0.15,) * 5).ef_for_recall(0.95, 10)[0]  # SE 0.015 over 100 queries
+    assert narrow == binomial < wide
+    assert wide >= 300  # 0.95 + 0.015 is only reached past the 256 rung
+    saved = curve((0.15,) * 5)
+    again = Calibration.from_json(saved.to_json())
+    assert again == saved and again.ef_for_recall(0.95, 10)[0] == wide
