@@ -265,8 +265,9 @@ class Calibrator:
 
         # Records written while this runs (a bulk load goes on) are in the index but not in the exact
         # answers: a search finding them would count as missing true neighbours, and the curve would
-        # plateau far below 1 (measured: 0.83 at ef 1024 during a 100K ingest). Labels only grow, so
-        # each search asks for k more and drops every label newer than the ones the truth covers.
+        # plateau far below 1 (measured: 0.83 at ef 1024 during a 100K ingest). Labels only grow, so a
+        # search whose answer holds newer labels asks again for k more (see rung) and drops every label
+        # newer than the ones the truth covers.
         newest = int(labels.max()) if len(labels) else -1
 
         def older(found: np.ndarray, kk: int) -> np.ndarray:
@@ -278,19 +279,32 @@ class Calibrator:
                 out[i, : len(keep)] = keep
             return out
 
-        # The extra k answers must not widen the beam: an index searches max(ef, answers asked for), so
-        # asking kk + k = 21 at every rung measured ef 10-20 as ef 21 (flat curve; on 200,000 x 768 the
-        # planner then chose ef 10 for recall 0.95 on a measured 0.98, and served 0.86). A rung asks
-        # for at most max(ef, kk) answers: below that the newer labels, if any, take slots (recall
-        # measured lower, the safe side).
+        # A rung searches exactly as a served search does: the answers it asks for set the work (an HNSW
+        # index searches max(ef, answers); an IVF-PQ index re-ranks max(20 x answers, ef) candidates).
+        # Asking kk + k = 21 at every rung measured ef 10-20 as ef 21 (HNSW, 200,000 x 768: the planner
+        # chose ef 10 for recall 0.95 on a measured 0.98 and served 0.86), and re-ranked 420 IVF-PQ
+        # candidates where a served k=10 search re-ranks 200 (1M x 768: 0.957 promised, 0.948 served).
+        # So a rung asks for kk; only a query whose answer holds newer labels (a load going on) is
+        # searched again with room for them, at most max(ef, kk) answers (recall measured lower there,
+        # the safe side).
         def wanted(kk: int, ef: int) -> int:
             return min(kk + k, max(ef, kk))
+
+        def rung(qs: np.ndarray, kk: int, ef: int) -> np.ndarray:
+            found = index.search(qs, kk, ef=max(ef, kk), num_threads=1).labels
+            if not len(found) or int(found.max()) <= newest:
+                return found[:, :kk]
+            again = np.flatnonzero((found > newest).any(axis=1))
+            n_ask = wanted(kk, ef)
+            wider = index.search(qs[again], n_ask, ef=max(ef, n_ask), num_threads=1).labels
+            out = older(found, kk)
+            out[again] = older(wider, kk)
+            return out
 
         def search(q: np.ndarray, kk: int, ef: int) -> np.ndarray:
             if self.closing:
                 raise InterruptedError("collection closing")
-            n_ask = wanted(kk, ef)
-            return older(index.search(q, n_ask, ef=max(ef, n_ask)).labels, kk)[0]
+            return rung(q, kk, ef)[0]
 
         def search_many(qs: np.ndarray, kk: int, ef: int) -> tuple[np.ndarray, float]:
             # _RUNG_CHUNK queries per native call, yielding to searches between calls: one call over the
@@ -301,16 +315,15 @@ class Calibrator:
             # wide beams in smaller calls: a foreground search at another ef waits for one call at most
             # (hnsw._Gate's turns), and at ef 512 eight queries took ~20 ms (default path p99 6.8 ms)
             chunk = max(1, min(_RUNG_CHUNK, _RUNG_WORK // max(ef, 1)))
-            n_ask = wanted(kk, ef)
             for s in range(0, len(qs), chunk):
                 if self.closing:
                     raise InterruptedError("collection closing")
                 if s:
                     self._yield()
                 t0 = time.perf_counter()
-                got = index.search(qs[s : s + chunk], n_ask, ef=max(ef, n_ask), num_threads=1)
+                got = rung(qs[s : s + chunk], kk, ef)
                 seconds += time.perf_counter() - t0
-                parts.append(older(got.labels, kk))
+                parts.append(got)
             return (np.concatenate(parts) if parts else np.empty((0, kk), np.int64)), seconds
 
         n = len(queries)

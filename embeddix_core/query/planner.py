@@ -356,12 +356,15 @@ def calibrate(
     truth_sets = [set(row.tolist()) for row in truth]
     n = len(queries)
     per_query = np.zeros(n)
+    # one answer more only where a query may find itself (leave-one-out): the answers asked for set an
+    # IVF-PQ search's re-rank width, so real queries ask for k, as served searches do
+    asked = k + 1 if bool((np.asarray(query_labels) >= 0).any()) else k
     for ef in efs:
         if ef < k:
             continue
         if pause is not None:
             pause()
-        rows, mean_us, p99_us = _measure_rung(search, search_many, queries, k + 1, ef, pause)
+        rows, mean_us, p99_us = _measure_rung(search, search_many, queries, asked, ef, pause)
         for i in range(n):
             own = int(query_labels[i])
             got = [x for x in rows[i].tolist() if x != own and x >= 0][:k]

@@ -3,7 +3,9 @@
 Regression: the calibrator asked the index for 2k + 1 answers at every rung (k + 1 for leave-one-out, k
 more to drop labels newer than its exact answers), and an index searches max(ef, answers asked for): ef
 10-20 were all measured at ef 21. On 200,000 x 768 the curve then promised 0.98 at ef 10, the planner
-chose ef 10 for recall 0.95, and searches served 0.86.
+chose ef 10 for recall 0.95, and searches served 0.86. The answers asked for also set an IVF-PQ
+search's re-rank width (max(20 x answers, ef)): a rung asks for k, as a served search does, and asks
+again with room for newer labels only for a query that found some.
 """
 
 from __future__ import annotations
@@ -38,8 +40,10 @@ def test_low_rungs_are_searched_at_their_own_beam(tmp_path: Path, monkeypatch: p
         assert curve is not None
         assert curve.efs[:4] == (10, 12, 16, 20)
         beams = {ef for _, ef in calls if ef is not None}
-        # leave-one-out needs k + 1 answers, so ef 10 runs at 11; 12, 16 and 20 run as named
-        assert {11, 12, 16, 20} <= beams
+        # the calibrator's queries are never stored records (no leave-one-out): every rung runs as named
+        assert {10, 12, 16, 20} <= beams
         assert all(ef is None or n <= ef for n, ef in calls)
+        # and asks for k answers, as a served search does (nothing was written during the calibration)
+        assert {n for n, ef in calls if ef is not None and ef < 64} == {10}
     finally:
         db.close()
