@@ -253,7 +253,11 @@ class CachedSearch:
 
         Only while the semantic tier is in use (policy.py) does a default miss (``keeping``) search the
         wide beam whose candidates may certify near duplicates; otherwise it costs what an uncached
-        search does.
+        search does: it asks for k, not for the beam's worth of candidates. Those would be free on
+        hnswlib (the beam is the same) but not on a quantized or IVF index, whose re-rank width grows
+        with the count asked (SQ8 at 100K x 384: ef 17 asked for 17 re-ranked 34 rows at a beam of 34,
+        the cost and recall of ef 32, where the calibrated plan was for 20), and an entry that is not
+        semantic uses none beyond its k hits (its invalidation radius is the k-th distance).
         """
         settings = self.cache.settings
         big = k * settings.candidate_factor
@@ -263,7 +267,7 @@ class CachedSearch:
         wide_ef = max(ef, math.ceil(settings.beam_factor * big))
         if keeping:
             return wide_ef, big, wide_ef
-        return ef, max(k, min(big, ef)), wide_ef
+        return ef, k, wide_ef
 
     def _wide_plan(self, plan: Plan, ef: int, big: int, k: int) -> Plan:
         """The plan of a widened miss: its own ef and the recall the curve expects there."""
