@@ -49,8 +49,8 @@ EF_LADDER = (
 # 1.645 standard errors, a one-sided 95% bound: the mean recall of queries the calibration never saw
 # stays at or above the target unless the calibration sample was a 1-in-20 easy one. One standard error
 # (a 1-in-6 chance) was not enough where queries vary: on 1M x 768 IVF-PQ a 100-query curve promised
-# 0.957 at ef 250 and the 900 held-out queries got 0.949 there. Where queries vary little (MiniLM on
-# HNSW, sd about 0.06 over 300 queries) the extra margin is a fraction of a rung.
+# 0.957 at ef 250 and the 900 held-out queries got 0.949 there. Where queries vary little the standard
+# error is small, so the extra margin costs little beam there.
 RECALL_MARGIN_SE = 1.645
 # The native call is not all a search costs: row fetch, hit objects and scheduling noise come on top.
 DEADLINE_SAFETY = 0.6
