@@ -12,7 +12,7 @@ INSPECTOR_BIN := $(INSPECTOR_DIR)/node_modules/.bin/mcp-inspector
 
 .PHONY: run serve test test-fast lint bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py embeddix_core/_hits.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the CPU build; an unpinned torch would pull several GB of CUDA wheels.

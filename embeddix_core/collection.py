@@ -36,14 +36,13 @@ import numpy as np
 
 from ._validate import (
     as_matrix,
-    as_query,
     check_ef,
     check_int,
     check_k,
     check_lookup_ids,
     check_metadata,
     check_patch,
-    unit_query,
+    prepared_query,
 )
 from .config import PROFILES, CollectionConfig, EmbeddixSettings, profile_settings
 from .embeddings._protocol import Embedder, check_texts
@@ -669,8 +668,7 @@ class Collection:
                     "embedder (db.get_collection(name, embedder=...))"
                 )
             vector = self._embedder.embed_query(vector)
-        q, sq = as_query(vector, self.dim)
-        return unit_query(q, sq) if self._live.normalize else q
+        return prepared_query(vector, self.dim, self._live.normalize)
 
     def _with_filter(self, plan: Plan, flt: Filter) -> Plan:
         """``plan`` naming how the filter runs (the executor runs what it names here: see

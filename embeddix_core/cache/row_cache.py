@@ -28,8 +28,18 @@ import struct
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from ..types import StoredRow
+from ..types import Hit, StoredRow
+
+_rows_to_hits: Callable[..., list[Hit] | None] | None
+try:  # the compiled hits builder (embeddix_core/_hits.c); optional, the Python path is its reference
+    from .._hits import rows_to_hits as _rows_to_hits
+    from .._hits import setup as _setup_hits
+
+    _setup_hits(Hit, ("id", "score", "distance", "document", "metadata", "metric", "vector", "rank_score"))
+except ImportError:  # pragma: no cover - built without a C compiler
+    _rows_to_hits = None
 
 __all__ = ["RowCache"]
 
@@ -106,6 +116,29 @@ class RowCache:
                     if gen == self._gen:  # else a write discarded rows meanwhile: these may predate it
                         self._append(fetched.values(), keep_present=True)
         return out
+
+    def hits(
+        self,
+        labels: Sequence[int],
+        dists: Sequence[float],
+        l2: bool,
+        metric: str,
+        loads: Callable[[str], Any],
+        raw: list[tuple[Any, ...]] | None,
+    ) -> list[Hit] | None:
+        """Hits for ``labels`` built in one compiled call (``_hits.c``), or None: the extension is not
+        built, or a label's row is not here (the caller then builds them from :meth:`get`).
+
+        Each hit is what ``SearchExecutor.to_hits`` makes of the row (score from the distance as there,
+        metadata parsed by ``loads``); with ``raw``, each hit's (id, score, distance, document, metadata
+        JSON) is appended to it.
+        """
+        if _rows_to_hits is None or not self._max:
+            return None
+        with self._lock:
+            return _rows_to_hits(
+                self._pages, self._chunks, self._first, self._chunk, labels, dists, l2, metric, loads, raw
+            )
 
     # -- writes ------------------------------------------------------------------------------------
     def put(self, rows: Iterable[Row]) -> None:

@@ -265,6 +265,14 @@ class SearchExecutor:
         ``rank_scores`` (one per label) become the hits' ``rank_score``: what a hybrid or MMR search
         ordered them by, while ``score`` stays the similarity from ``dists``.
         """
+        if rows is None and not include_vectors and scores is None and rank_scores is None:
+            # the common case, compiled (cache/row_cache.py: RowCache.hits); None when a row is not
+            # in the row cache, and then the loop below, which reads the store
+            start = len(raw) if raw is not None else 0
+            m = metric or self.metric
+            built = self.rows.hits(labels, dists, self.space == "l2", m, orjson.loads, raw)
+            if built is not None:
+                return built if flt is None else _matching(built, flt, raw, start)
         if rows is None:
             rows = (
                 self._store.rows_by_labels(self._cid, labels, vectors=True)
@@ -505,6 +513,16 @@ class SearchExecutor:
             self.to_hits(lab_row, dist_row, include_vectors=include_vectors, rows=rows, flt=flt)
             for lab_row, dist_row in zip(labels.tolist(), res.distances.tolist(), strict=True)
         ]
+
+
+def _matching(hits: list[Hit], flt: Filter, raw: list[tuple[Any, ...]] | None, start: int) -> list[Hit]:
+    """The hits whose metadata still match ``flt`` (see ``to_hits``), and their ``raw`` entries."""
+    keep = [flt.matches(h.metadata) for h in hits]
+    if all(keep):
+        return hits
+    if raw is not None:
+        raw[start:] = [r for r, ok in zip(raw[start:], keep, strict=True) if ok]
+    return [h for h, ok in zip(hits, keep, strict=True) if ok]
 
 
 def _predict(curve: Calibration | None, ef: int | None, prev_ef: int | None, last_ms: float) -> float:

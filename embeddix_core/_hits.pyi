@@ -1,0 +1,21 @@
+# The compiled hits builder (_hits.c); optional: embeddix_core.cache.row_cache falls back to Python.
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .types import Hit
+
+def setup(hit_type: type[Hit], slot_names: tuple[str, ...], /) -> None: ...
+def rows_to_hits(
+    pages: dict[int, Any],
+    chunks: list[bytearray],
+    first: int,
+    chunk_size: int,
+    labels: Sequence[int],
+    dists: Sequence[float],
+    l2: bool,
+    metric: str,
+    loads: Callable[[str], Any],
+    raw: list[tuple[Any, ...]] | None,
+    /,
+) -> list[Hit] | None: ...
+def query_norm(src: Any, dst: Any, /) -> float: ...
