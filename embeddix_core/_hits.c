@@ -89,6 +89,39 @@ static PyObject *field(const char *data, Py_ssize_t n, PyObject **text, int asci
     return PyUnicode_Substring(*text, start, start + chars);
 }
 
+/* The id, document and metadata JSON of the row at global offset `off` (new references; the
+ * document and metadata may be None). Returns 0, or -1 with an exception set. */
+static int read_row(PyObject *chunks, int64_t off, long long size, long long first, PyObject **rid,
+                    PyObject **doc, PyObject **meta) {
+    *rid = *doc = *meta = NULL;
+    PyObject *chunk = PyList_GET_ITEM(chunks, off / size - first);
+    Py_ssize_t pos = (Py_ssize_t)(off % size);
+    if (!PyByteArray_Check(chunk) || pos + 16 > PyByteArray_GET_SIZE(chunk)) {
+        PyErr_SetString(PyExc_ValueError, "a row header runs past its chunk (or a chunk is no bytearray)");
+        return -1;
+    }
+    const unsigned char *head = (const unsigned char *)PyByteArray_AS_STRING(chunk) + pos;
+    uint32_t nbytes = u32(head), a = u32(head + 4), b = u32(head + 8), c = u32(head + 12);
+    if (pos + 16 + (Py_ssize_t)nbytes > PyByteArray_GET_SIZE(chunk)) {
+        PyErr_SetString(PyExc_ValueError, "a row runs past its chunk");
+        return -1;
+    }
+    const char *data = (const char *)head + 16;
+    Py_ssize_t chars = (Py_ssize_t)a + (b == NONE_LEN ? 0 : b) + (c == NONE_LEN ? 0 : c);
+    int ascii = chars == (Py_ssize_t)nbytes;
+    PyObject *text = NULL;
+    if ((*rid = field(data, nbytes, &text, ascii, 0, a)) == NULL ||
+        (*doc = field(data, nbytes, &text, ascii, a, b)) == NULL ||
+        (*meta = field(data, nbytes, &text, ascii, a + (b == NONE_LEN ? 0 : b), c)) == NULL) {
+        Py_XDECREF(text);
+        Py_CLEAR(*rid);
+        Py_CLEAR(*doc);
+        return -1;
+    }
+    Py_XDECREF(text);
+    return 0;
+}
+
 /* rows_to_hits(pages, chunks, first, chunk_size, labels, dists, l2, metric, loads, raw)
  *
  * Hits for `labels` (with distances `dists`), in order, from the packed rows; None when any label's
@@ -154,30 +187,8 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
     out = PyList_New(n);
     if (out == NULL) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
-        int64_t off = offs[i];
-        PyObject *chunk = PyList_GET_ITEM(chunks, off / size - first);
-        if (!PyByteArray_Check(chunk)) {
-            PyErr_SetString(PyExc_TypeError, "chunks must be bytearrays");
-            goto fail;
-        }
-        Py_ssize_t pos = (Py_ssize_t)(off % size);
-        const unsigned char *head = (const unsigned char *)PyByteArray_AS_STRING(chunk) + pos;
-        uint32_t nbytes = u32(head), a = u32(head + 4), b = u32(head + 8), c = u32(head + 12);
-        if (pos + 16 + (Py_ssize_t)nbytes > PyByteArray_GET_SIZE(chunk)) {
-            PyErr_SetString(PyExc_ValueError, "a row runs past its chunk");
-            goto fail;
-        }
-        const char *data = (const char *)head + 16;
-        Py_ssize_t chars = (Py_ssize_t)a + (b == NONE_LEN ? 0 : b) + (c == NONE_LEN ? 0 : c);
-        int ascii = chars == (Py_ssize_t)nbytes;
-        PyObject *text = NULL, *rid, *doc = NULL, *meta = NULL, *metadict = NULL, *hit = NULL;
-        PyObject *score = NULL, *dist = NULL;
-        rid = field(data, nbytes, &text, ascii, 0, a);
-        if (rid == NULL) goto row_fail;
-        doc = field(data, nbytes, &text, ascii, a, b);
-        if (doc == NULL) goto row_fail;
-        meta = field(data, nbytes, &text, ascii, a + (b == NONE_LEN ? 0 : b), c);
-        if (meta == NULL) goto row_fail;
+        PyObject *rid, *doc, *meta, *metadict = NULL, *hit = NULL, *score = NULL, *dist = NULL;
+        if (read_row(chunks, offs[i], size, first, &rid, &doc, &meta) < 0) goto fail;
         if (meta == Py_None || PyUnicode_GET_LENGTH(meta) == 0)
             metadict = PyDict_New();
         else
@@ -208,7 +219,6 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
         PyList_SET_ITEM(out, i, hit);
         hit = NULL;
     row_fail:
-        Py_XDECREF(text);
         Py_XDECREF(rid);
         Py_XDECREF(doc);
         Py_XDECREF(meta);
@@ -228,6 +238,121 @@ done:
     Py_DECREF(lab);
     Py_DECREF(dis);
     return out;
+}
+
+/* rows_get(pages, chunks, first, chunk_size, labels, row_type) -> {label: row} or None
+ *
+ * RowCache.get's loop, compiled, for the case where every label's row is here (else None: the caller
+ * takes the Python path, which reads the missing rows from the store). Each row is a `row_type`
+ * (StoredRow, a NamedTuple: label, id, document, metadata JSON, vector None), made as tuple.__new__
+ * makes a tuple subclass. */
+static PyObject *rows_get(PyObject *self, PyObject *args) {
+    PyObject *pages, *chunks, *labels, *row_type;
+    long long first, size;
+    if (!PyArg_ParseTuple(args, "O!O!LLOO!", &PyDict_Type, &pages, &PyList_Type, &chunks, &first, &size, &labels,
+                          &PyType_Type, &row_type))
+        return NULL;
+    PyTypeObject *rt = (PyTypeObject *)row_type;
+    if (!PyType_IsSubtype(rt, &PyTuple_Type) || size <= 0) {
+        PyErr_SetString(PyExc_TypeError, "rows_get: row_type must be a tuple type and chunk_size positive");
+        return NULL;
+    }
+    PyObject *lab = PySequence_Fast(labels, "labels must be a sequence");
+    if (lab == NULL) return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(lab);
+    int64_t low = first * size;
+    Py_ssize_t nchunks = PyList_GET_SIZE(chunks);
+    PyObject *out = PyDict_New();
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *label_obj = PySequence_Fast_GET_ITEM(lab, i);
+        long long label = PyLong_AsLongLong(label_obj);
+        if (label == -1 && PyErr_Occurred()) goto fail;
+        if (label < 0) {
+            PyErr_Format(PyExc_ValueError, "labels must be >= 0, got %lld", label);
+            goto fail;
+        }
+        int64_t off = row_offset(pages, label, low);
+        if (off == -2) goto fail;
+        if (off < 0 || off / size - first >= nchunks) {
+            Py_DECREF(out);
+            out = Py_None;
+            Py_INCREF(out);
+            goto done;
+        }
+        PyObject *rid, *doc, *meta, *row;
+        if (read_row(chunks, off, size, first, &rid, &doc, &meta) < 0) goto fail;
+        if ((row = rt->tp_alloc(rt, 5)) == NULL) {
+            Py_DECREF(rid);
+            Py_DECREF(doc);
+            Py_DECREF(meta);
+            goto fail;
+        }
+        Py_INCREF(label_obj);
+        PyTuple_SET_ITEM(row, 0, label_obj);
+        PyTuple_SET_ITEM(row, 1, rid);
+        PyTuple_SET_ITEM(row, 2, doc);
+        PyTuple_SET_ITEM(row, 3, meta);
+        Py_INCREF(Py_None);
+        PyTuple_SET_ITEM(row, 4, Py_None);
+        int r = PyDict_SetItem(out, label_obj, row);
+        Py_DECREF(row);
+        if (r < 0) goto fail;
+    }
+    goto done;
+fail:
+    Py_CLEAR(out);
+done:
+    Py_DECREF(lab);
+    return out;
+}
+
+/* kept_to_hits(rows, metric, loads)
+ *
+ * Hits from a result-cache entry's rows, (id, score, distance, document, metadata JSON or None) each,
+ * as cached_search.py builds them in Python: a fresh metadata dict per hit, so a caller may mutate
+ * what it got without touching the cache. */
+static PyObject *kept_to_hits(PyObject *self, PyObject *args) {
+    PyObject *rows, *metric, *loads;
+    if (!PyArg_ParseTuple(args, "O!UO", &PyList_Type, &rows, &metric, &loads)) return NULL;
+    if (hit_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "embeddix_core._hits.setup() was not called");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(rows);
+    PyObject *out = PyList_New(n);
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(rows, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != 5) {
+            PyErr_SetString(PyExc_TypeError, "a kept row must be a 5-tuple");
+            goto fail;
+        }
+        PyObject *meta = PyTuple_GET_ITEM(row, 4);
+        int truthy = PyObject_IsTrue(meta);
+        if (truthy < 0) goto fail;
+        PyObject *metadict = truthy ? PyObject_CallOneArg(loads, meta) : PyDict_New();
+        if (metadict == NULL) goto fail;
+        PyObject *hit = hit_type->tp_alloc(hit_type, 0);
+        if (hit == NULL) {
+            Py_DECREF(metadict);
+            goto fail;
+        }
+        PyObject *values[N_SLOTS] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2),
+                                     PyTuple_GET_ITEM(row, 3), metadict, metric, Py_None, Py_None};
+        int bad = 0;
+        for (int j = 0; j < N_SLOTS && !bad; j++) bad = set_slot(hit, j, values[j]) < 0;
+        Py_DECREF(metadict);
+        if (bad) {
+            Py_DECREF(hit);
+            goto fail;
+        }
+        PyList_SET_ITEM(out, i, hit);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
 }
 
 /* query_norm(src, dst) -> float
@@ -277,6 +402,12 @@ static PyObject *query_norm(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"rows_get", rows_get, METH_VARARGS,
+     "rows_get(pages, chunks, first, chunk_size, labels, row_type): {label: row} from the packed row cache, "
+     "or None when a row is not cached."},
+    {"kept_to_hits", kept_to_hits, METH_VARARGS,
+     "kept_to_hits(rows, metric, loads): hits from a result-cache entry's (id, score, distance, document, "
+     "metadata JSON) rows."},
     {"query_norm", query_norm, METH_VARARGS,
      "query_norm(src, dst): squared norm of a float32 vector (double sum); with dst, src at unit length "
      "written there, or -1.0 when not written."},

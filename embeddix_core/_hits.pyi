@@ -19,3 +19,13 @@ def rows_to_hits(
     /,
 ) -> list[Hit] | None: ...
 def query_norm(src: Any, dst: Any, /) -> float: ...
+def kept_to_hits(rows: list[tuple[Any, ...]], metric: str, loads: Callable[[str], Any], /) -> list[Hit]: ...
+def rows_get(
+    pages: dict[int, Any],
+    chunks: list[bytearray],
+    first: int,
+    chunk_size: int,
+    labels: Sequence[int],
+    row_type: type[Any],
+    /,
+) -> dict[int, Any] | None: ...

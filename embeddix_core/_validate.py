@@ -7,12 +7,13 @@ import json
 import math
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import _native
 from .errors import (
     DimensionMismatchError,
     InvalidArgumentError,
@@ -36,11 +37,6 @@ MAX_TEXT_QUERY_CHARS = 32_768
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 _F32 = np.dtype(np.float32)
 
-_query_norm: Callable[[Any, Any], float] | None
-try:  # the compiled query normalization (_hits.c); optional, as_query + unit_query are its reference
-    from ._hits import query_norm as _query_norm
-except ImportError:  # pragma: no cover - built without a C compiler
-    _query_norm = None
 
 _SCALARS = (str, int, float, bool)
 
@@ -191,7 +187,7 @@ def prepared_query(vector: Any, dim: int, normalize: bool) -> np.ndarray:
     is not finite or is all zeros, takes the Python path, which converts and raises.
     """
     if (
-        _query_norm is not None
+        _native.query_norm is not None
         and type(vector) is np.ndarray
         and vector.dtype == _F32
         and vector.ndim == 1
@@ -199,7 +195,7 @@ def prepared_query(vector: Any, dim: int, normalize: bool) -> np.ndarray:
         and vector.flags.c_contiguous
     ):
         out = np.empty(dim, _F32) if normalize else None
-        sq = _query_norm(vector, out)
+        sq = _native.query_norm(vector, out)
         if sq > 0.0 and sq < math.inf:
             return out if out is not None else vector
     q, sq = as_query(vector, dim)

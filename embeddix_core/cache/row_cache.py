@@ -30,16 +30,8 @@ from array import array
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from .. import _native
 from ..types import Hit, StoredRow
-
-_rows_to_hits: Callable[..., list[Hit] | None] | None
-try:  # the compiled hits builder (embeddix_core/_hits.c); optional, the Python path is its reference
-    from .._hits import rows_to_hits as _rows_to_hits
-    from .._hits import setup as _setup_hits
-
-    _setup_hits(Hit, ("id", "score", "distance", "document", "metadata", "metric", "vector", "rank_score"))
-except ImportError:  # pragma: no cover - built without a C compiler
-    _rows_to_hits = None
 
 __all__ = ["RowCache"]
 
@@ -85,6 +77,12 @@ class RowCache:
     # -- reads -------------------------------------------------------------------------------------
     def get(self, labels: Sequence[int]) -> dict[int, Row]:
         """Rows for ``labels`` (deleted labels are absent from the result)."""
+        fast = _native.rows_get
+        if fast is not None and self._max:
+            with self._lock:  # every row here: one compiled call (_hits.c), else the loop below
+                found = fast(self._pages, self._chunks, self._first, self._chunk, labels, Row)
+            if found is not None:
+                return found
         out: dict[int, Row] = {}
         missing: list[int] = []
         size = self._chunk
@@ -133,10 +131,11 @@ class RowCache:
         metadata parsed by ``loads``); with ``raw``, each hit's (id, score, distance, document, metadata
         JSON) is appended to it.
         """
-        if _rows_to_hits is None or not self._max:
+        build = _native.rows_to_hits
+        if build is None or not self._max:
             return None
         with self._lock:
-            return _rows_to_hits(
+            return build(
                 self._pages, self._chunks, self._first, self._chunk, labels, dists, l2, metric, loads, raw
             )
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .. import _native
 from ..cache import CacheManager, CacheSettings
 from ..config import CollectionConfig, EmbeddixSettings
 from ..index.live import LiveIndex
@@ -170,8 +171,13 @@ class CachedSearch:
         if found.hits is not None:
             # Entries keep rows (metadata as JSON text), so every hit handed out is a fresh object a
             # caller may mutate without touching the cache.
-            loads, metric = orjson.loads, ex.metric
-            hits = [make_hit(r[0], r[1], r[2], r[3], loads(r[4]) if r[4] else {}, metric) for r in found.hits]
+            loads, metric, build = orjson.loads, ex.metric, _native.kept_to_hits
+            if build is not None:
+                hits = build(found.hits, metric, loads)  # the same hits, compiled (_hits.c)
+            else:
+                hits = [
+                    make_hit(r[0], r[1], r[2], r[3], loads(r[4]) if r[4] else {}, metric) for r in found.hits
+                ]
             policy.on_exact_hit(time.perf_counter() - t1)
         else:
             assert found.labels is not None and found.dists is not None

@@ -9,8 +9,7 @@ import orjson
 import pytest
 from testdata import clustered
 
-from embeddix_core import Embeddix, EmbeddixSettings
-from embeddix_core.cache import row_cache
+from embeddix_core import Embeddix, EmbeddixSettings, _native
 from embeddix_core.cache.row_cache import RowCache
 from embeddix_core.types import Hit, StoredRow, make_hit
 
@@ -115,10 +114,18 @@ def test_searches_equal_with_and_without_the_extension(tmp_path, monkeypatch, me
         fast = [col.search(q, k=10, cache=False) for q in queries]
         fast_f = [col.search(q, k=10, filter=flt, cache=False) for q in queries]
         cached = [col.search(q, k=10) for q in queries]
-        monkeypatch.setattr(row_cache, "_rows_to_hits", None)
+        served = [col.search(q, k=10) for q in queries]  # exact hits: kept_to_hits
+        assert {h.plan.result_cache for h in served} == {"hit"}
+        monkeypatch.setattr(_native, "rows_to_hits", None)
+        monkeypatch.setattr(_native, "kept_to_hits", None)
+        monkeypatch.setattr(_native, "query_norm", None)
         slow = [col.search(q, k=10, cache=False) for q in queries]
         slow_f = [col.search(q, k=10, filter=flt, cache=False) for q in queries]
-        assert fast == slow and fast_f == slow_f and cached == slow
+        served_slow = [col.search(q, k=10) for q in queries]
+        assert {h.plan.result_cache for h in served_slow} == {"hit"}
+        assert fast == slow and fast_f == slow_f and cached == slow and served == slow and served_slow == slow
+        served[0][0].metadata["mutated"] = True  # a served hit is the caller's: the entry is untouched
+        assert "mutated" not in col.search(queries[0], k=10)[0].metadata
         assert all(h.metadata.get("even") for hits in fast_f for h in hits)
         assert all(math.isfinite(h.score) for hits in fast for h in hits)
         assert len(fast[0]) == 10 and isinstance(fast[0][0].score, float)
@@ -165,3 +172,27 @@ def test_query_preparation_errors_are_the_python_paths() -> None:
     assert prepared_query(np.ones(16, np.float32)[::2], 8, False).flags.c_contiguous
     with pytest.raises(TypeError):
         native.query_norm(np.ones(4, np.float64), None)
+
+
+def test_kept_rows_to_hits_equal_the_python_loop() -> None:
+    rows = [("a", 0.5, 0.5, "doc", '{"x":1}'), ("b", 0.25, 0.75, None, None), ("c", 0.1, 0.9, "", "")]
+    got = native.kept_to_hits(rows, "l2", orjson.loads)
+    want = [make_hit(r[0], r[1], r[2], r[3], orjson.loads(r[4]) if r[4] else {}, "l2") for r in rows]
+    assert got == want and all(type(h) is Hit and h.vector is None and h.rank_score is None for h in got)
+    with pytest.raises(TypeError, match="5-tuple"):
+        native.kept_to_hits([("a", 0.5)], "l2", orjson.loads)
+
+
+def test_row_reads_equal_the_python_loop(monkeypatch) -> None:
+    store = {r.label: r for r in ROWS}
+    cache = RowCache(lambda labels: {lb: store[lb] for lb in labels if lb in store}, 1 << 20)
+    cache.put(ROWS)
+    labels = [130, 4, 0, 1, 2, 3, 5]
+    got = cache.get(labels)
+    assert list(got) == labels and all(type(r) is StoredRow for r in got.values())
+    assert got == {r.label: r for r in ROWS}
+    parts = (cache._pages, cache._chunks, cache._first, cache._chunk)
+    assert native.rows_get(*parts, [0, 77], StoredRow) is None  # 77 is not cached
+    cache.discard([4])  # not cached any more: the Python path reads it from the loader
+    monkeypatch.setattr(_native, "rows_get", None)
+    assert cache.get(labels) == got
