@@ -122,17 +122,18 @@ static int read_row(PyObject *chunks, int64_t off, long long size, long long fir
     return 0;
 }
 
-/* rows_to_hits(pages, chunks, first, chunk_size, labels, dists, l2, metric, loads, raw)
+/* rows_to_hits(pages, chunks, first, chunk_size, labels, dists, l2, metric, loads, raw[, rank_scores])
  *
  * Hits for `labels` (with distances `dists`), in order, from the packed rows; None when any label's
  * row is not in the cache (the caller then takes the Python path, which reads the store). With `raw` a
- * list, (id, score, distance, document, metadata JSON) is appended per hit, as to_hits does. */
+ * list, (id, score, distance, document, metadata JSON) is appended per hit, as to_hits does; with
+ * `rank_scores`, hit i gets rank_scores[i] as its rank_score (None otherwise). */
 static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
-    PyObject *pages, *chunks, *labels, *dists, *metric, *loads, *raw;
+    PyObject *pages, *chunks, *labels, *dists, *metric, *loads, *raw, *ranks = Py_None;
     long long first, size;
     int l2;
-    if (!PyArg_ParseTuple(args, "O!O!LLOOpUOO", &PyDict_Type, &pages, &PyList_Type, &chunks, &first, &size,
-                          &labels, &dists, &l2, &metric, &loads, &raw))
+    if (!PyArg_ParseTuple(args, "O!O!LLOOpUOO|O", &PyDict_Type, &pages, &PyList_Type, &chunks, &first, &size,
+                          &labels, &dists, &l2, &metric, &loads, &raw, &ranks))
         return NULL;
     if (hit_type == NULL) {
         PyErr_SetString(PyExc_RuntimeError, "embeddix_core._hits.setup() was not called");
@@ -154,7 +155,7 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
         return NULL;
     }
     Py_ssize_t n = PySequence_Fast_GET_SIZE(lab);
-    PyObject *out = NULL;
+    PyObject *out = NULL, *rk = NULL;
     int64_t offs_small[64];
     int64_t *offs = n <= 64 ? offs_small : PyMem_Malloc(sizeof(int64_t) * (size_t)n);
     if (offs == NULL) {
@@ -164,6 +165,13 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
     if (PySequence_Fast_GET_SIZE(dis) < n) {
         PyErr_SetString(PyExc_ValueError, "fewer distances than labels");
         goto done;
+    }
+    if (ranks != Py_None) {
+        if ((rk = PySequence_Fast(ranks, "rank_scores must be a sequence")) == NULL) goto done;
+        if (PySequence_Fast_GET_SIZE(rk) < n) {
+            PyErr_SetString(PyExc_ValueError, "fewer rank scores than labels");
+            goto done;
+        }
     }
     /* first pass: every row must be here, or nothing is built */
     int64_t low = first * size;
@@ -206,7 +214,8 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
         if ((score = PyFloat_FromDouble(s)) == NULL || (dist = PyFloat_FromDouble(d)) == NULL) goto row_fail;
         hit = hit_type->tp_alloc(hit_type, 0);
         if (hit == NULL) goto row_fail;
-        PyObject *values[N_SLOTS] = {rid, score, dist, doc, metadict, metric, Py_None, Py_None};
+        PyObject *rank = rk == NULL ? Py_None : PySequence_Fast_GET_ITEM(rk, i);
+        PyObject *values[N_SLOTS] = {rid, score, dist, doc, metadict, metric, Py_None, rank};
         for (int j = 0; j < N_SLOTS; j++)
             if (set_slot(hit, j, values[j]) < 0) goto row_fail;
         if (raw != Py_None) {
@@ -235,6 +244,7 @@ fail:
     Py_CLEAR(out);
 done:
     if (offs != NULL && offs != offs_small) PyMem_Free(offs);
+    Py_XDECREF(rk);
     Py_DECREF(lab);
     Py_DECREF(dis);
     return out;

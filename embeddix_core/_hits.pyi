@@ -16,6 +16,7 @@ def rows_to_hits(
     metric: str,
     loads: Callable[[str], Any],
     raw: list[tuple[Any, ...]] | None,
+    rank_scores: Sequence[float] | None = None,
     /,
 ) -> list[Hit] | None: ...
 def query_norm(src: Any, dst: Any, /) -> float: ...

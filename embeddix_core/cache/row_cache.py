@@ -123,20 +123,31 @@ class RowCache:
         metric: str,
         loads: Callable[[str], Any],
         raw: list[tuple[Any, ...]] | None,
+        rank_scores: Sequence[float] | None = None,
     ) -> list[Hit] | None:
         """Hits for ``labels`` built in one compiled call (``_hits.c``), or None: the extension is not
         built, or a label's row is not here (the caller then builds them from :meth:`get`).
 
         Each hit is what ``SearchExecutor.to_hits`` makes of the row (score from the distance as there,
         metadata parsed by ``loads``); with ``raw``, each hit's (id, score, distance, document, metadata
-        JSON) is appended to it.
+        JSON) is appended to it; ``rank_scores`` become the hits' ``rank_score``.
         """
         build = _native.rows_to_hits
         if build is None or not self._max:
             return None
         with self._lock:
             return build(
-                self._pages, self._chunks, self._first, self._chunk, labels, dists, l2, metric, loads, raw
+                self._pages,
+                self._chunks,
+                self._first,
+                self._chunk,
+                labels,
+                dists,
+                l2,
+                metric,
+                loads,
+                raw,
+                rank_scores,
             )
 
     # -- writes ------------------------------------------------------------------------------------

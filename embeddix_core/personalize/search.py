@@ -127,7 +127,8 @@ def personal_search(
         dists[top].tolist(),
         include_vectors=include_vectors,
         raw=raw,
-        rows=None if include_vectors else rows,
+        # rows not passed: to_hits reads them again from the row cache in one compiled call (~1 us a
+        # hit, _hits.c), where rows passed in take its Python loop (~3 us a hit)
         flt=flt,
         rank_scores=rank[top].tolist(),
     )

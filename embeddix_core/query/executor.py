@@ -265,12 +265,12 @@ class SearchExecutor:
         ``rank_scores`` (one per label) become the hits' ``rank_score``: what a hybrid or MMR search
         ordered them by, while ``score`` stays the similarity from ``dists``.
         """
-        if rows is None and not include_vectors and scores is None and rank_scores is None:
+        if rows is None and not include_vectors and scores is None:
             # the common case, compiled (cache/row_cache.py: RowCache.hits); None when a row is not
             # in the row cache, and then the loop below, which reads the store
             start = len(raw) if raw is not None else 0
             m = metric or self.metric
-            built = self.rows.hits(labels, dists, self.space == "l2", m, orjson.loads, raw)
+            built = self.rows.hits(labels, dists, self.space == "l2", m, orjson.loads, raw, rank_scores)
             if built is not None:
                 return built if flt is None else _matching(built, flt, raw, start)
         if rows is None:

@@ -58,6 +58,11 @@ def test_equal_to_the_python_path(l2: bool) -> None:
     assert [h.metric for h in got] == [metric] * len(labels)
     assert all(h.vector is None and h.rank_score is None for h in got)
     assert raw == want_raw
+    ranked = cache.hits(labels, dists, l2, metric, orjson.loads, None, [float(i) for i in range(len(labels))])
+    assert ranked is not None and [h.rank_score for h in ranked] == [float(i) for i in range(len(labels))]
+    assert [h.id for h in ranked] == [h.id for h in got]
+    with pytest.raises(ValueError, match="fewer rank scores"):
+        cache.hits(labels, dists, l2, metric, orjson.loads, None, [1.0])
     # every hit owns its metadata: two builds never share a dict
     again = cache.hits(labels, dists, l2, metric, orjson.loads, None)
     assert again is not None and again[0].metadata is not got[0].metadata
@@ -113,6 +118,22 @@ def test_searches_equal_with_and_without_the_extension(tmp_path, monkeypatch, me
         flt = {"even": True}
         fast = [col.search(q, k=10, cache=False) for q in queries]
         fast_f = [col.search(q, k=10, filter=flt, cache=False) for q in queries]
+        col.feedback("r3", user="u", relevant=True)
+        col.feedback("r4", user="u", relevant=False)
+        personal = [col.search(q, k=10, user="u", cache=False) for q in queries]  # with rank scores
+        assert all(h.rank_score is not None for hits in personal for h in hits)
+        with monkeypatch.context() as m:
+            m.setattr(_native, "rows_to_hits", None)
+            m.setattr(_native, "rows_get", None)
+            slow_personal = [col.search(q, k=10, user="u", cache=False) for q in queries]
+
+        def fields(runs: list) -> list:
+            return [(h.id, h.score, h.distance, h.document, h.metadata) for hits in runs for h in hits]
+
+        # the profile decays with time, so rank scores move in the last digits between two calls
+        assert fields(slow_personal) == fields(personal)
+        ranks = [h.rank_score for hits in personal for h in hits]
+        assert [h.rank_score for hits in slow_personal for h in hits] == pytest.approx(ranks, rel=1e-6)
         cached = [col.search(q, k=10) for q in queries]
         served = [col.search(q, k=10) for q in queries]  # exact hits: kept_to_hits
         assert {h.plan.result_cache for h in served} == {"hit"}
