@@ -365,6 +365,78 @@ fail:
     return NULL;
 }
 
+/* field_sums(metadata, by_field, loads, decode_error, max_pairs, max_chars) -> (net, weight) or None
+ *
+ * ProfileState._sums_of (embeddix_core/personalize/model.py), compiled: the field preferences a
+ * record's metadata JSON matches, summed, read off its own fields. None where the Python caller must
+ * take its general path: JSON that does not parse (`decode_error`) or is no object, more than
+ * `max_pairs` fields, or a list value. `by_field` is {field: {(tag, value): [net, weight]}} with tag
+ * "b" (bool), "i" (int) or "s" (str of at most `max_chars` characters); other values match nothing. */
+static PyObject *tag_b = NULL, *tag_i = NULL, *tag_s = NULL;
+
+static PyObject *field_sums(PyObject *self, PyObject *args) {
+    PyObject *text, *by, *loads, *decode_error;
+    Py_ssize_t max_pairs, max_chars;
+    if (!PyArg_ParseTuple(args, "OO!OOnn", &text, &PyDict_Type, &by, &loads, &decode_error, &max_pairs,
+                          &max_chars))
+        return NULL;
+    if (tag_b == NULL && ((tag_b = PyUnicode_InternFromString("b")) == NULL ||
+                          (tag_i = PyUnicode_InternFromString("i")) == NULL ||
+                          (tag_s = PyUnicode_InternFromString("s")) == NULL))
+        return NULL;
+    PyObject *meta = PyObject_CallOneArg(loads, text);
+    if (meta == NULL) {
+        if (!PyErr_ExceptionMatches(decode_error)) return NULL;
+        PyErr_Clear();
+        Py_RETURN_NONE;
+    }
+    double net = 0.0, wt = 0.0;
+    int general = !PyDict_CheckExact(meta) || PyDict_GET_SIZE(meta) > max_pairs;
+    Py_ssize_t pos = 0;
+    PyObject *name, *v;
+    while (!general && PyDict_Next(meta, &pos, &name, &v)) {
+        if (PyList_CheckExact(v)) {
+            general = 1;
+            break;
+        }
+        PyObject *table = PyDict_GetItemWithError(by, name);
+        if (table == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        PyObject *tag;
+        if (PyBool_Check(v))
+            tag = tag_b;
+        else if (PyLong_CheckExact(v))
+            tag = tag_i;
+        else if (PyUnicode_CheckExact(v) && PyUnicode_GET_LENGTH(v) <= max_chars)
+            tag = tag_s;
+        else
+            continue;
+        PyObject *key = PyTuple_Pack(2, tag, v);
+        if (key == NULL) goto fail;
+        PyObject *st = PyDict_Check(table) ? PyDict_GetItemWithError(table, key) : NULL;
+        Py_DECREF(key);
+        if (st == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            continue;
+        }
+        PyObject *a = PySequence_GetItem(st, 0), *b = a == NULL ? NULL : PySequence_GetItem(st, 1);
+        double x = a == NULL ? -1.0 : PyFloat_AsDouble(a), y = b == NULL ? -1.0 : PyFloat_AsDouble(b);
+        Py_XDECREF(a);
+        Py_XDECREF(b);
+        if (PyErr_Occurred()) goto fail;
+        net += x;
+        wt += y;
+    }
+    Py_DECREF(meta);
+    if (general) Py_RETURN_NONE;
+    return Py_BuildValue("(dd)", net, wt);
+fail:
+    Py_DECREF(meta);
+    return NULL;
+}
+
 /* query_norm(src, dst) -> float
  *
  * The squared norm of a float32 vector, summed in double (as _validate.as_query: no float32 overflow
@@ -412,6 +484,9 @@ static PyObject *query_norm(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+    {"field_sums", field_sums, METH_VARARGS,
+     "field_sums(metadata, by_field, loads, decode_error, max_pairs, max_chars): (net, weight) of the "
+     "field preferences a record's metadata matches, or None for the general path."},
     {"rows_get", rows_get, METH_VARARGS,
      "rows_get(pages, chunks, first, chunk_size, labels, row_type): {label: row} from the packed row cache, "
      "or None when a row is not cached."},

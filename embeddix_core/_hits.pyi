@@ -30,3 +30,12 @@ def rows_get(
     row_type: type[Any],
     /,
 ) -> dict[int, Any] | None: ...
+def field_sums(
+    metadata: str,
+    by_field: dict[str, dict[tuple[str, Any], list[float]]],
+    loads: Callable[[str], Any],
+    decode_error: type[BaseException],
+    max_pairs: int,
+    max_chars: int,
+    /,
+) -> tuple[float, float] | None: ...

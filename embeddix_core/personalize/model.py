@@ -32,6 +32,8 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .. import _native
+
 __all__ = ["FieldPreference", "Profile", "ProfileState", "field_keys"]
 
 # Bounds on what one profile keeps (memory per user stays small whatever the metadata).
@@ -245,18 +247,23 @@ class ProfileState:
         each (parse, a tuple per field, a lookup per key) was half of a personalized search's extra cost
         (20 candidates: ~80 us of ~125 on real text, 100K records). One pass over the record's own
         fields (a handful) finds the lists and the preferred values together."""
-        try:
-            meta = orjson.loads(metadata)
-        except orjson.JSONDecodeError:
-            return None
-        if type(meta) is not dict or len(meta) > _MAX_PAIRS_PER_RECORD:
-            return None
         by = self._by_field
         if by is None:
             by = {}
             for (name, tag, value), sums in self.fields.items():
                 by.setdefault(name, {})[(tag, value)] = sums
             self._by_field = by
+        compiled = _native.field_sums
+        if compiled is not None:  # the loop below in one call (_hits.c), ~3x faster here
+            return compiled(
+                metadata, by, orjson.loads, orjson.JSONDecodeError, _MAX_PAIRS_PER_RECORD, _MAX_VALUE_CHARS
+            )
+        try:
+            meta = orjson.loads(metadata)
+        except orjson.JSONDecodeError:
+            return None
+        if type(meta) is not dict or len(meta) > _MAX_PAIRS_PER_RECORD:
+            return None
         net = wt = 0.0
         st: list[float] | None
         for name, v in meta.items():

@@ -217,3 +217,39 @@ def test_row_reads_equal_the_python_loop(monkeypatch) -> None:
     cache.discard([4])  # not cached any more: the Python path reads it from the loader
     monkeypatch.setattr(_native, "rows_get", None)
     assert cache.get(labels) == got
+
+
+def test_field_sums_equal_the_python_loop(monkeypatch) -> None:
+    from embeddix_core.personalize.model import ProfileState, field_keys
+
+    st = ProfileState(4, 3600.0)
+    st.fields = {
+        ("tag", "i", 3): [0.5, 1.0],
+        ("flag", "b", True): [-0.25, 0.5],
+        ("src", "s", "chat"): [1.5, 2.0],
+        ("tag", "i", 1): [2.0, 2.0],  # 1 and True are equal keys in Python: the tag keeps them apart
+    }
+    texts = [
+        '{"tag":3,"flag":true,"src":"chat","x":1.5}',
+        '{"tag":1,"flag":1}',
+        '{"tag":true}',
+        '{"src":"' + "c" * 80 + '"}',  # longer than kept values: matches nothing
+        '{"tag":[3]}',  # a list: the general path
+        '{"a":{"b":1},"n":null}',
+        "[1,2]",
+        "{not json",
+        orjson.dumps({f"f{i}": i for i in range(40)}).decode(),  # more fields than kept
+    ]
+
+    def keys(text: str) -> list:
+        return field_keys(orjson.loads(text))
+
+    fast = [st._sums_of(t) for t in texts]
+    fast_many = st.field_sums_many([*texts[:6], None], keys)
+    monkeypatch.setattr(_native, "field_sums", None)
+    st._sums.clear()
+    slow = [st._sums_of(t) for t in texts]
+    assert fast == slow
+    assert fast[:4] == [(1.75, 3.5), (2.0, 2.0), (0.0, 0.0), (0.0, 0.0)] and fast[4] is None
+    slow_many = st.field_sums_many([*texts[:6], None], keys)
+    assert all((a == b).all() for a, b in zip(fast_many, slow_many, strict=True))
