@@ -36,6 +36,26 @@ static int set_slot(PyObject *hit, int i, PyObject *value) {
     return Py_TYPE(slots[i])->tp_descr_set(slots[i], hit, value);
 }
 
+/* A new Hit with its 8 slots set from `values` (in slot order), or NULL with an exception set. */
+static PyObject *new_hit(PyObject *values[N_SLOTS]) {
+    PyObject *hit = hit_type->tp_alloc(hit_type, 0);
+    if (hit == NULL) return NULL;
+    for (int j = 0; j < N_SLOTS; j++) {
+        if (set_slot(hit, j, values[j]) < 0) {
+            Py_DECREF(hit);
+            return NULL;
+        }
+    }
+    return hit;
+}
+
+/* A hit's metadata: a fresh dict, parsed by `loads` from the JSON text, empty for None or "". */
+static PyObject *metadata_dict(PyObject *meta, PyObject *loads) {
+    int truthy = PyObject_IsTrue(meta);
+    if (truthy < 0) return NULL;
+    return truthy ? PyObject_CallOneArg(loads, meta) : PyDict_New();
+}
+
 static PyObject *setup(PyObject *self, PyObject *args) {
     PyObject *type, *names;
     if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &type, &PyTuple_Type, &names)) return NULL;
@@ -197,11 +217,7 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *rid, *doc, *meta, *metadict = NULL, *hit = NULL, *score = NULL, *dist = NULL;
         if (read_row(chunks, offs[i], size, first, &rid, &doc, &meta) < 0) goto fail;
-        if (meta == Py_None || PyUnicode_GET_LENGTH(meta) == 0)
-            metadict = PyDict_New();
-        else
-            metadict = PyObject_CallOneArg(loads, meta);
-        if (metadict == NULL) goto row_fail;
+        if ((metadict = metadata_dict(meta, loads)) == NULL) goto row_fail;
         double d = PyFloat_AsDouble(PySequence_Fast_GET_ITEM(dis, i));
         if (d == -1.0 && PyErr_Occurred()) goto row_fail;
         double s;
@@ -212,12 +228,9 @@ static PyObject *rows_to_hits(PyObject *self, PyObject *args) {
             s = 1.0 - d;
         }
         if ((score = PyFloat_FromDouble(s)) == NULL || (dist = PyFloat_FromDouble(d)) == NULL) goto row_fail;
-        hit = hit_type->tp_alloc(hit_type, 0);
-        if (hit == NULL) goto row_fail;
         PyObject *rank = rk == NULL ? Py_None : PySequence_Fast_GET_ITEM(rk, i);
         PyObject *values[N_SLOTS] = {rid, score, dist, doc, metadict, metric, Py_None, rank};
-        for (int j = 0; j < N_SLOTS; j++)
-            if (set_slot(hit, j, values[j]) < 0) goto row_fail;
+        if ((hit = new_hit(values)) == NULL) goto row_fail;
         if (raw != Py_None) {
             PyObject *entry = PyTuple_Pack(5, rid, score, dist, doc, meta);
             if (entry == NULL) goto row_fail;
@@ -338,25 +351,13 @@ static PyObject *kept_to_hits(PyObject *self, PyObject *args) {
             PyErr_SetString(PyExc_TypeError, "a kept row must be a 5-tuple");
             goto fail;
         }
-        PyObject *meta = PyTuple_GET_ITEM(row, 4);
-        int truthy = PyObject_IsTrue(meta);
-        if (truthy < 0) goto fail;
-        PyObject *metadict = truthy ? PyObject_CallOneArg(loads, meta) : PyDict_New();
+        PyObject *metadict = metadata_dict(PyTuple_GET_ITEM(row, 4), loads);
         if (metadict == NULL) goto fail;
-        PyObject *hit = hit_type->tp_alloc(hit_type, 0);
-        if (hit == NULL) {
-            Py_DECREF(metadict);
-            goto fail;
-        }
         PyObject *values[N_SLOTS] = {PyTuple_GET_ITEM(row, 0), PyTuple_GET_ITEM(row, 1), PyTuple_GET_ITEM(row, 2),
                                      PyTuple_GET_ITEM(row, 3), metadict, metric, Py_None, Py_None};
-        int bad = 0;
-        for (int j = 0; j < N_SLOTS && !bad; j++) bad = set_slot(hit, j, values[j]) < 0;
+        PyObject *hit = new_hit(values);
         Py_DECREF(metadict);
-        if (bad) {
-            Py_DECREF(hit);
-            goto fail;
-        }
+        if (hit == NULL) goto fail;
         PyList_SET_ITEM(out, i, hit);
     }
     return out;
