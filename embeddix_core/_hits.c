@@ -79,6 +79,154 @@ static PyObject *setup(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* The Hits type (a list subclass) and its two slot descriptors (partial, plan), from setup_hits(). */
+static PyTypeObject *hits_type = NULL;
+static PyObject *hits_slots[2];
+
+static PyObject *setup_hits(PyObject *self, PyObject *args) {
+    PyObject *type, *names;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyType_Type, &type, &PyTuple_Type, &names)) return NULL;
+    if (!PyType_IsSubtype((PyTypeObject *)type, &PyList_Type) || PyTuple_GET_SIZE(names) != 2) {
+        PyErr_SetString(PyExc_TypeError, "setup_hits expects a list subclass and its 2 slot names");
+        return NULL;
+    }
+    PyObject *dict = ((PyTypeObject *)type)->tp_dict;
+    for (int i = 0; i < 2; i++) {
+        PyObject *d = PyDict_GetItemWithError(dict, PyTuple_GET_ITEM(names, i));
+        if (d == NULL || Py_TYPE(d)->tp_descr_set == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_Format(PyExc_TypeError, "%R has no slot %R", type, PyTuple_GET_ITEM(names, i));
+            return NULL;
+        }
+        Py_INCREF(d);
+        Py_XSETREF(hits_slots[i], d);
+    }
+    Py_INCREF(type);
+    Py_XSETREF(hits_type, (PyTypeObject *)type);
+    Py_RETURN_NONE;
+}
+
+/* make_hits(items, partial, plan): Hits(items, partial=partial, plan=plan) without its Python
+ * __init__ (a frame that costs ~6 us on a search's cold caches). */
+static PyObject *make_hits(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "make_hits expects 3 arguments (items, partial, plan), got %zd", nargs);
+        return NULL;
+    }
+    if (hits_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "embeddix_core._hits.setup_hits() was not called");
+        return NULL;
+    }
+    if (!PyList_Check(args[0])) {
+        PyErr_Format(PyExc_TypeError, "make_hits: items must be a list, got %s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    /* a zeroed list object is a valid empty list (list.__new__ is the generic allocator too) */
+    PyObject *out = hits_type->tp_alloc(hits_type, 0);
+    if (out == NULL) return NULL;
+    if (PyList_SetSlice(out, 0, 0, args[0]) < 0 ||
+        Py_TYPE(hits_slots[0])->tp_descr_set(hits_slots[0], out, args[1]) < 0 ||
+        Py_TYPE(hits_slots[1])->tp_descr_set(hits_slots[1], out, args[2]) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* numpy's ndarray type, np.empty and the float32 dtype, from setup_query(). */
+static PyObject *ndarray_type = NULL, *np_empty = NULL, *f32_dtype = NULL;
+
+static PyObject *setup_query(PyObject *self, PyObject *args) {
+    PyObject *t, *e, *d;
+    if (!PyArg_ParseTuple(args, "O!OO", &PyType_Type, &t, &e, &d)) return NULL;
+    Py_INCREF(t);
+    Py_XSETREF(ndarray_type, t);
+    Py_INCREF(e);
+    Py_XSETREF(np_empty, e);
+    Py_INCREF(d);
+    Py_XSETREF(f32_dtype, d);
+    Py_RETURN_NONE;
+}
+
+/* prepare_query(vector, dim, normalize): prepared_query's usual case in one call, or None for the
+ * Python path. The usual case is an exact ndarray, C-contiguous float32 of shape (dim,), finite and
+ * not all zeros; the result is a new unit-length array when `normalize`, else `vector` itself.
+ * Anything else gives None, and the Python path converts it or raises its typed error. */
+static PyObject *prepare_query(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "prepare_query expects 3 arguments (vector, dim, normalize), got %zd",
+                     nargs);
+        return NULL;
+    }
+    if (ndarray_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "embeddix_core._hits.setup_query() was not called");
+        return NULL;
+    }
+    PyObject *vector = args[0];
+    if ((PyObject *)Py_TYPE(vector) != ndarray_type) Py_RETURN_NONE;
+    Py_ssize_t dim = PyLong_AsSsize_t(args[1]);
+    if (dim == -1 && PyErr_Occurred()) return NULL;
+    int normalize = PyObject_IsTrue(args[2]);
+    if (normalize < 0) return NULL;
+    Py_buffer src;
+    if (PyObject_GetBuffer(vector, &src, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
+        PyErr_Clear(); /* not contiguous (or no buffer): the Python path copies */
+        Py_RETURN_NONE;
+    }
+    const char *fmt = src.format;
+    int f32 = src.itemsize == 4 && fmt != NULL &&
+              (strcmp(fmt, "f") == 0 || strcmp(fmt, "<f") == 0 || strcmp(fmt, "=f") == 0);
+    if (!f32 || src.ndim != 1 || src.shape == NULL || src.shape[0] != dim) {
+        PyBuffer_Release(&src);
+        Py_RETURN_NONE;
+    }
+    const float *x = (const float *)src.buf;
+    double sq = 0.0;
+    for (Py_ssize_t i = 0; i < dim; i++) sq += (double)x[i] * (double)x[i];
+    if (!(sq > 0.0 && isfinite(sq))) {
+        PyBuffer_Release(&src); /* zeros, NaN or inf: the Python path accepts or raises */
+        Py_RETURN_NONE;
+    }
+    if (!normalize) {
+        PyBuffer_Release(&src);
+        Py_INCREF(vector);
+        return vector;
+    }
+    double scale = 1.0 / sqrt(sq);
+    if (!(scale < 3.4028234663852886e38)) {
+        PyBuffer_Release(&src); /* denormals: the Python path scales in float64 */
+        Py_RETURN_NONE;
+    }
+    PyObject *shape = PyLong_FromSsize_t(dim);
+    if (shape == NULL) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    PyObject *eargs[2] = {shape, f32_dtype};
+    PyObject *out = PyObject_Vectorcall(np_empty, eargs, 2, NULL);
+    Py_DECREF(shape);
+    if (out == NULL) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    Py_buffer dst;
+    if (PyObject_GetBuffer(out, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0 || dst.len != src.len) {
+        if (!PyErr_Occurred()) {
+            PyBuffer_Release(&dst);
+            PyErr_SetString(PyExc_ValueError, "prepare_query: np.empty gave an array of another size");
+        }
+        PyBuffer_Release(&src);
+        Py_DECREF(out);
+        return NULL;
+    }
+    float s = (float)scale;
+    float *y = (float *)dst.buf;
+    for (Py_ssize_t i = 0; i < dim; i++) y[i] = x[i] * s;
+    PyBuffer_Release(&dst);
+    PyBuffer_Release(&src);
+    return out;
+}
+
 /* The global offset of a label's row, or -1 (absent, or evicted: below `low`). */
 static int64_t row_offset(PyObject *pages, long long label, int64_t low) {
     PyObject *key = PyLong_FromLongLong(label >> PAGE_BITS);
@@ -438,51 +586,6 @@ fail:
     return NULL;
 }
 
-/* query_norm(src, dst) -> float
- *
- * The squared norm of a float32 vector, summed in double (as _validate.as_query: no float32 overflow
- * or underflow, so a non-finite sum means a non-finite input). With `dst` a writable float32 buffer of
- * the same length, also writes src scaled to unit length in float32 arithmetic, as unit_query's
- * `q * np.float32(1 / sqrt(sq))`, and returns -1.0 instead when it did not (sum zero or not finite,
- * or a scale beyond float32): the caller then takes the Python path, which raises or copes. */
-static PyObject *query_norm(PyObject *self, PyObject *args) {
-    PyObject *src_obj, *dst_obj;
-    if (!PyArg_ParseTuple(args, "OO", &src_obj, &dst_obj)) return NULL;
-    Py_buffer src, dst;
-    if (PyObject_GetBuffer(src_obj, &src, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
-    double sq = 0.0;
-    if (src.itemsize != 4 || src.format == NULL || strcmp(src.format, "f") != 0) {
-        PyBuffer_Release(&src);
-        PyErr_SetString(PyExc_TypeError, "query_norm expects a C-contiguous float32 buffer");
-        return NULL;
-    }
-    const float *x = (const float *)src.buf;
-    Py_ssize_t n = src.len / 4;
-    for (Py_ssize_t i = 0; i < n; i++) sq += (double)x[i] * (double)x[i];
-    if (dst_obj != Py_None) {
-        if (PyObject_GetBuffer(dst_obj, &dst, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
-            PyBuffer_Release(&src);
-            return NULL;
-        }
-        if (dst.len != src.len) {
-            PyBuffer_Release(&dst);
-            PyBuffer_Release(&src);
-            PyErr_SetString(PyExc_ValueError, "query_norm: dst and src differ in size");
-            return NULL;
-        }
-        double scale = sq > 0.0 && isfinite(sq) ? 1.0 / sqrt(sq) : INFINITY;
-        if (scale < 3.4028234663852886e38) {
-            float s = (float)scale;
-            float *y = (float *)dst.buf;
-            for (Py_ssize_t i = 0; i < n; i++) y[i] = x[i] * s;
-        } else {
-            sq = -1.0;
-        }
-        PyBuffer_Release(&dst);
-    }
-    PyBuffer_Release(&src);
-    return PyFloat_FromDouble(sq);
-}
 
 static PyMethodDef methods[] = {
     {"field_sums", field_sums, METH_VARARGS,
@@ -494,9 +597,13 @@ static PyMethodDef methods[] = {
     {"kept_to_hits", kept_to_hits, METH_VARARGS,
      "kept_to_hits(rows, metric, loads): hits from a result-cache entry's (id, score, distance, document, "
      "metadata JSON) rows."},
-    {"query_norm", query_norm, METH_VARARGS,
-     "query_norm(src, dst): squared norm of a float32 vector (double sum); with dst, src at unit length "
-     "written there, or -1.0 when not written."},
+    {"setup_query", setup_query, METH_VARARGS, "setup_query(ndarray, empty, float32): numpy's parts for prepare_query."},
+    {"prepare_query", (PyCFunction)(void (*)(void))prepare_query, METH_FASTCALL,
+     "prepare_query(vector, dim, normalize): the checked (and, with normalize, unit-length) query, or None "
+     "for the Python path."},
+    {"setup_hits", setup_hits, METH_VARARGS, "setup_hits(hits_type, slot_names): the Hits type and its 2 slots."},
+    {"make_hits", (PyCFunction)(void (*)(void))make_hits, METH_FASTCALL,
+     "make_hits(items, partial, plan): a Hits of the list items, without the Python __init__."},
     {"setup", setup, METH_VARARGS, "setup(hit_type, slot_names): the Hit type and its 8 slots, in order."},
     {"rows_to_hits", rows_to_hits, METH_VARARGS,
      "rows_to_hits(pages, chunks, first, chunk_size, labels, dists, l2, metric, loads, raw): hits from "

@@ -41,6 +41,9 @@ _F32 = np.dtype(np.float32)
 _SCALARS = (str, int, float, bool)
 
 
+_INTEGER = (int, np.integer)  # a tuple: ``int | np.integer`` would build a union on every call
+
+
 def as_matrix(vectors: Any, dim: int, *, what: str = "vectors") -> np.ndarray:
     """Convert vectors to a C-contiguous float32 (n, dim) array, checking shape and finiteness.
 
@@ -182,22 +185,16 @@ def as_query(vector: Any, dim: int) -> tuple[np.ndarray, float]:
 def prepared_query(vector: Any, dim: int, normalize: bool) -> np.ndarray:
     """:func:`as_query`, then :func:`unit_query` when ``normalize`` (cosine): the query the index compares.
 
-    A float32 (dim,) array, the usual input, takes one compiled call (``_hits.query_norm``) for the norm
-    and the scaling, where the numpy steps cost ~6 us a query here; anything else, and every input that
-    is not finite or is all zeros, takes the Python path, which converts and raises.
+    A float32 (dim,) array, the usual input, takes one compiled call (``_hits.prepare_query``: the checks,
+    the norm and the scaling), where the numpy steps cost ~6 us a query here and the checks a few more on
+    a search's cold caches; anything else, and every input that is not finite or is all zeros, takes the
+    Python path, which converts and raises.
     """
-    if (
-        _native.query_norm is not None
-        and type(vector) is np.ndarray
-        and vector.dtype == _F32
-        and vector.ndim == 1
-        and vector.shape[0] == dim
-        and vector.flags.c_contiguous
-    ):
-        out = np.empty(dim, _F32) if normalize else None
-        sq = _native.query_norm(vector, out)
-        if sq > 0.0 and sq < math.inf:
-            return out if out is not None else vector
+    prepare = _native.prepare_query
+    if prepare is not None:
+        q = prepare(vector, dim, normalize)
+        if q is not None:
+            return q
     q, sq = as_query(vector, dim)
     return unit_query(q, sq) if normalize else q
 
@@ -411,7 +408,7 @@ def check_k(k: Any) -> int:
     """k must be a positive integer; larger than the collection is fine (all records come back)."""
     if type(k) is int and 0 < k <= MAX_K:
         return k  # the usual call, checked in ~0.1 us
-    if isinstance(k, bool) or not isinstance(k, int | np.integer):
+    if isinstance(k, bool) or not isinstance(k, _INTEGER):
         raise InvalidArgumentError(f"k must be a positive integer; got {type(k).__name__} {k!r}")
     if k <= 0:
         raise InvalidArgumentError(f"k must be a positive integer; got {k}")
@@ -430,7 +427,7 @@ def check_ef(ef: Any) -> int | None:
         return None
     # bool is an int subclass, and ef=True is a mistake, not a beam of 1; 2.0 is refused like 2.5 so a
     # computed float never silently truncates.
-    if isinstance(ef, bool) or not isinstance(ef, int | np.integer):
+    if isinstance(ef, bool) or not isinstance(ef, _INTEGER):
         raise InvalidArgumentError(
             f"ef must be an integer from 1 to {MAX_EF} or None; got {type(ef).__name__} {_short(ef)}"
         )
@@ -506,7 +503,7 @@ def check_int(value: Any, name: str, low: int, high: int) -> int:
     Raises:
         InvalidArgumentError: value is not an integer or is out of range.
     """
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not low <= value <= high:
+    if isinstance(value, bool) or not isinstance(value, _INTEGER) or not low <= value <= high:
         raise InvalidArgumentError(
             f"{name} must be an integer from {low} to {high}; got {type(value).__name__} {_short(value)}"
         )

@@ -817,7 +817,8 @@ class Collection:
         q = self._query(vector)
         self._sync()
         if self._live.index.approximate:
-            self._cal.remember(q)
+            # kept by reference: a copy when q is the caller's own array (l2 / ip queries pass through)
+            self._cal.remember(q if q is not vector else q.copy())
             self._cal.last_search = time.monotonic()  # a background calibration yields to searches
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
@@ -848,7 +849,8 @@ class Collection:
             return self._cached.search(
                 q, k, flt, plan, (recall, deadline_ms, ef, profile_version), session, t0
             )
-        return recheck(self._ex.plain(q, k, flt, plan, include_vectors, t0), flt)
+        hits = self._ex.plain(q, k, flt, plan, include_vectors, t0)
+        return hits if flt is None else recheck(hits, flt)
 
     def _hybrid(
         self,

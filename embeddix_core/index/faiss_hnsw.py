@@ -651,6 +651,10 @@ class SegmentedFaissHnsw(SegmentedHnsw):
                 new[sel] &= ~seg.has(labels[sel])  # type: ignore[attr-defined]
         return new
 
+    def search_one(self, q: np.ndarray, k: int, ef: int | None) -> tuple[list[int], list[float]] | None:
+        """None: a quantized graph's answer is re-ranked, which :meth:`search` does."""
+        return None
+
     def _graph_search(
         self,
         queries: np.ndarray,

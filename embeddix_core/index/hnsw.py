@@ -323,6 +323,33 @@ class HnswIndex:
                 self._gate.exit_read()
         return self._exact(queries, kk, allowed)
 
+    def search_one(self, q: np.ndarray, k: int, ef: int | None) -> tuple[list[int], list[float]] | None:
+        """:meth:`search` of one unfiltered query, as (labels, distances) lists; None when hnswlib
+        raised (fewer than the beam reachable: :meth:`search` then widens or scans).
+
+        Why: a single default search is what users run most, and on it the arrays, their slicing and
+        the :class:`IndexResult` that :meth:`search` builds cost more than a tenth of hnswlib's own
+        time, cold (py-spy, 100K x 384); its caller wants lists anyway.
+        """
+        live = self._live
+        kk = k if k < live else live
+        if kk <= 0:
+            return [], []
+        beam = max(ef or self.ef_search, kk)
+        if beam > live:
+            beam = live
+        gate = self._gate
+        gate.enter_read(_FLOOR_EF, self._index)
+        try:
+            labels, dists = self._index.knn_query(q, k=beam, num_threads=1)
+        except RuntimeError:
+            return None
+        finally:
+            gate.exit_read()
+        if beam > kk:
+            return labels[0, :kk].tolist(), dists[0, :kk].tolist()
+        return labels[0].tolist(), dists[0].tolist()
+
     def _exact(self, queries: np.ndarray, k: int, allowed: LabelFilter | None) -> IndexResult:
         labels = self.live_labels()
         if allowed is not None:

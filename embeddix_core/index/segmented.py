@@ -442,6 +442,19 @@ class SegmentedHnsw:
             return merge_topk([head, res] if res.labels.shape[1] else [head], k)
         return self._graph_search(queries, k, ef, allowed, num_threads)
 
+    def search_one(self, q: np.ndarray, k: int, ef: int | None) -> tuple[list[int], list[float]] | None:
+        """One unfiltered query as (labels, distances) lists, when a single graph holds every vector
+        (no buffered rows, one segment): that graph's :meth:`HnswIndex.search_one`. None otherwise,
+        and the caller takes :meth:`search`.
+
+        A buffer read empty here needs no merge: a flush inserts into the graph before it drops rows
+        from the buffer, so every vector is in the graph (see the module docstring).
+        """
+        segs = self._segs
+        if self._buf.n or len(segs) != 1:
+            return None
+        return segs[0].search_one(q, k, ef)
+
     def _buffer_search(
         self, buf: _Buffer, queries: np.ndarray, k: int, allowed: LabelFilter | None
     ) -> IndexResult:

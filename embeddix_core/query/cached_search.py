@@ -114,6 +114,7 @@ class CachedSearch:
         self._curve = curve
         self._load = vectors_from_store
         self._store_lock = threading.Lock()
+        self._suffixes: dict[tuple[Any, ...], bytes] = {}
 
     def info(self) -> dict[str, Any]:
         """Counters for ``Collection.cache_info``."""
@@ -149,8 +150,15 @@ class CachedSearch:
         policy = cm.policy
         ns = cm.namespace(session)
         canonical = flt.canonical if flt is not None else None
+        shape = (k, canonical, params)
         family = ns.family(k, canonical, params)
-        key = q.tobytes() + repr((k, canonical, params)).encode()
+        suffix = self._suffixes.get(shape)
+        if suffix is None:
+            # the key's parameter part, memoized: repr of the tuple costs ~2 us on cold caches
+            if len(self._suffixes) >= 1024:
+                self._suffixes.clear()
+            suffix = self._suffixes[shape] = repr(shape).encode()
+        key = q.tobytes() + suffix
         ex = self._ex
 
         def probe(v: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -183,7 +191,7 @@ class CachedSearch:
             assert found.labels is not None and found.dists is not None
             hits = ex.to_hits(found.labels, found.dists)
             policy.on_semantic(time.perf_counter() - t1, served=True)
-        return Hits(hits, plan=self._planner.variant(plan, found.kind))
+        return _native.new_hits(hits, False, self._planner.variant(plan, found.kind))
 
     def _miss(
         self,
@@ -206,9 +214,9 @@ class CachedSearch:
         widened = keeping and plan.ef is not None
         ef, big, wide_ef = self._beam(plan.ef, k, keeping)
         index, seq0 = live.index, live.applied_seq
-        labels, dists = ex.top(q, big, ef, flt)
+        labels, dists = ex.top_lists(q, big, ef, flt)
         rows: list[tuple[Any, ...]] = []
-        hits = ex.to_hits(labels[:k].tolist(), dists[:k].tolist(), raw=rows, flt=flt)
+        hits = ex.to_hits(labels[:k], dists[:k], raw=rows, flt=flt)
         t4 = time.perf_counter()
         partial = plan.deadline_limited or (
             plan.deadline_ms is not None and (t4 - t0) * 1000.0 > plan.deadline_ms
@@ -222,7 +230,8 @@ class CachedSearch:
             and (keeping or policy.keep(key))
         ):
             kept = True
-            need = labels[:0]
+            found = np.array(labels, np.int64)
+            need = found[:0]
             keep_semantic = ns.semantic and semantic and (exact or widened)
             with self._store_lock:
                 if live.applied_seq == seq0:
@@ -233,8 +242,8 @@ class CachedSearch:
                         k,
                         flt,
                         rows,
-                        labels.copy(),
-                        dists.copy(),
+                        found,
+                        np.array(dists, np.float32),  # the distances hnswlib gave, float32 again
                         full=len(labels) >= big,
                         seq=seq0,
                         semantic=keep_semantic,
@@ -251,8 +260,8 @@ class CachedSearch:
             ratio = (wide_ef / plan.ef) if (wide_ef is not None and plan.ef) else 1.0
             policy.on_miss(q, t5 - t1, (t5 - t4) if kept else None, keeping, ratio)
         if ef == plan.ef or ef is None:
-            return Hits(hits, partial=partial, plan=self._planner.variant(plan, "miss"))
-        return Hits(hits, partial=partial, plan=self._wide_plan(plan, ef, big, k))
+            return _native.new_hits(hits, partial, self._planner.variant(plan, "miss"))
+        return _native.new_hits(hits, partial, self._wide_plan(plan, ef, big, k))
 
     def _beam(self, ef: int | None, k: int, keeping: bool) -> tuple[int | None, int, int | None]:
         """(ef searched, candidates kept, the widened ef) of a miss at the plan's ``ef``.

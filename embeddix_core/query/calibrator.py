@@ -118,8 +118,10 @@ class Calibrator:
         self._force = False
         self._last_write = 0.0
         # A reservoir sample of the queries this collection answers (see the module docstring).
-        self._reservoir = np.empty((_RESERVOIR, dim), np.float32)
-        self._n = 0
+        # the queries themselves (arrays nobody writes to again), not rows of one matrix: appending a
+        # reference costs ~0.1 us where a row copy cost several on a search's cold caches
+        self._reservoir: list[np.ndarray] = []
+        self._dim = dim
         self._seen = 0
         self._rng = random.Random(0)
         self._lock = threading.Lock()
@@ -144,23 +146,27 @@ class Calibrator:
         self.maybe_start()
 
     def remember(self, q: np.ndarray) -> None:
-        """Keep a uniform sample of answered queries (reservoir sampling; every 8th once full)."""
-        if self._n >= _RESERVOIR and self._seen % 8:
+        """Keep a uniform sample of answered queries (reservoir sampling; every 8th once full).
+
+        ``q`` is kept by reference: the caller passes an array nobody writes to afterwards.
+        """
+        kept = self._reservoir
+        if len(kept) >= _RESERVOIR and self._seen % 8:
             self._seen += 1  # the common case, without the lock: ~0.1 us
             return
         with self._lock:
             self._seen += 1
-            if self._n < _RESERVOIR:
-                self._reservoir[self._n] = q
-                self._n += 1
-                if self._n == self._settings.calibration_min_queries:
+            n = len(kept)
+            if n < _RESERVOIR:
+                kept.append(q)
+                if n + 1 == self._settings.calibration_min_queries:
                     cal = self.curve
                     if cal is not None and cal.source != "queries":
                         self._force = True
             else:
                 j = self._rng.randrange(self._seen)  # ~0.3 us; a numpy Generator ~20
                 if j < _RESERVOIR:
-                    self._reservoir[j] = q
+                    kept[j] = q
         if self._force:
             self.maybe_start()
 
@@ -377,7 +383,8 @@ class Calibrator:
         """The calibration queries and where they came from (``"queries"`` or ``"sample"``)."""
         n = min(sample or self._settings.calibration_sample, len(labels))
         with self._lock:
-            seen = self._reservoir[: self._n].copy()
+            kept = list(self._reservoir)
+        seen = np.stack(kept) if kept else np.empty((0, self._dim), np.float32)
         use_queries = source == "queries" or (
             source == "auto" and len(seen) >= self._settings.calibration_min_queries
         )

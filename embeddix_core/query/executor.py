@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .. import _native
 from .._validate import check_fraction, check_text_query
 from ..cache import VectorCache
 from ..cache.row_cache import RowCache
@@ -243,6 +244,18 @@ class SearchExecutor:
             return labels[keep], dists[keep]
         return labels, dists
 
+    def top_lists(
+        self, q: np.ndarray, k: int, ef: int | None, flt: Filter | None
+    ) -> tuple[list[int], list[float]]:
+        """:meth:`top` as lists: unfiltered, through the index's single-query path where it has one."""
+        if flt is None:
+            one = getattr(self._live.index, "search_one", None)
+            found = one(q, k, ef) if one is not None else None
+            if found is not None:
+                return found
+        labels, dists = self.top(q, k, ef, flt)
+        return labels.tolist(), dists.tolist()
+
     # -- hits --------------------------------------------------------------------------------------
     def to_hits(
         self,
@@ -314,13 +327,13 @@ class SearchExecutor:
         self, q: np.ndarray, k: int, flt: Filter | None, plan: Plan, include_vectors: bool, t0: float
     ) -> Hits:
         """One uncached search at the plan's beam width."""
-        labels, dists = self.top(q, k, plan.ef, flt)
-        hits = self.to_hits(labels.tolist(), dists.tolist(), include_vectors=include_vectors, flt=flt)
+        labels, dists = self.top_lists(q, k, plan.ef, flt)
+        hits = self.to_hits(labels, dists, include_vectors=include_vectors, flt=flt)
         deadline = plan.deadline_ms
         partial = plan.deadline_limited or (
             deadline is not None and (time.perf_counter() - t0) * 1000.0 > deadline
         )
-        return Hits(hits, partial=partial, plan=plan)
+        return _native.new_hits(hits, partial, plan)
 
     def mmr(
         self,

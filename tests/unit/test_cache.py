@@ -352,13 +352,24 @@ def test_persisted_entries_still_serve_semantic_hits(tmp_path) -> None:
 def test_semantic_lookups_probe_only_approximate_candidate_sets(hnsw_db: Embeddix) -> None:
     col, x = _hnsw_col(hnsw_db)
     sizes: list[int] = []
-    knn = col._ex.knn
+    knn, top_lists = col._ex.knn, col._ex.top_lists
+    inside = [False]  # a search counted by top_lists (its fallback goes through knn: count it once)
 
     def spy(queries, k, *args, **kwargs):
-        sizes.append(k)
+        if not inside[0]:
+            sizes.append(k)
         return knn(queries, k, *args, **kwargs)
 
+    def spy_lists(q, k, *args, **kwargs):
+        sizes.append(k)
+        inside[0] = True
+        try:
+            return top_lists(q, k, *args, **kwargs)
+        finally:
+            inside[0] = False
+
     col._ex.knn = spy  # type: ignore[method-assign]
+    col._ex.top_lists = spy_lists  # type: ignore[method-assign]
     col.search(x[0], k=10)
     assert sizes == [80]  # the miss: K candidates
     sizes.clear()

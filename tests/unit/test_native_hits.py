@@ -139,7 +139,8 @@ def test_searches_equal_with_and_without_the_extension(tmp_path, monkeypatch, me
         assert {h.plan.result_cache for h in served} == {"hit"}
         monkeypatch.setattr(_native, "rows_to_hits", None)
         monkeypatch.setattr(_native, "kept_to_hits", None)
-        monkeypatch.setattr(_native, "query_norm", None)
+        monkeypatch.setattr(_native, "prepare_query", None)
+        monkeypatch.setattr(_native, "new_hits", _native._hits_reference)
         slow = [col.search(q, k=10, cache=False) for q in queries]
         slow_f = [col.search(q, k=10, filter=flt, cache=False) for q in queries]
         served_slow = [col.search(q, k=10) for q in queries]
@@ -191,8 +192,17 @@ def test_query_preparation_errors_are_the_python_paths() -> None:
     assert prepared_query([3.0, 4.0], 2, True).tolist() == pytest.approx([0.6, 0.8])
     assert prepared_query(np.array([3.0, 4.0]), 2, True).dtype == np.float32
     assert prepared_query(np.ones(16, np.float32)[::2], 8, False).flags.c_contiguous
+    # the compiled call takes only its usual case; everything else is left to the Python path
+    ok = np.ones(4, np.float32)
+    assert native.prepare_query(ok, 4, False) is ok
+    assert native.prepare_query(ok, 4, True).tolist() == [0.5] * 4
+    for other in (np.ones(4, np.float64), ok[::2], np.ones((1, 4), np.float32), [1.0] * 4, ok.view(np.int32)):
+        assert native.prepare_query(other, 4, True) is None
+    assert native.prepare_query(ok, 5, True) is None
+    assert native.prepare_query(np.zeros(4, np.float32), 4, False) is None
+    assert native.prepare_query(np.full(4, 1e-45, np.float32), 4, True) is None  # denormals
     with pytest.raises(TypeError):
-        native.query_norm(np.ones(4, np.float64), None)
+        native.prepare_query(ok, 4)  # type: ignore[call-arg]
 
 
 def test_kept_rows_to_hits_equal_the_python_loop() -> None:
@@ -253,3 +263,21 @@ def test_field_sums_equal_the_python_loop(monkeypatch) -> None:
     assert fast[:4] == [(1.75, 3.5), (2.0, 2.0), (0.0, 0.0), (0.0, 0.0)] and fast[4] is None
     slow_many = st.field_sums_many([*texts[:6], None], keys)
     assert all((a == b).all() for a, b in zip(fast_many, slow_many, strict=True))
+
+
+def test_compiled_hits_constructor_equals_the_class() -> None:
+    from embeddix_core.types import Hits
+
+    items = [make_hit("a", 0.1, 0.9, "doc", {"x": 1}, "cosine")]
+    for partial, plan in ((False, None), (True, "plan")):
+        got = native.make_hits(items, partial, plan)
+        want = Hits(items, partial=partial, plan=plan)
+        assert type(got) is Hits and got == want and got.partial is partial and got.plan == plan
+        assert repr(got) == repr(want)
+    got = native.make_hits(items, False, None)
+    got.append(items[0])  # a list of its own, not a view of the items
+    assert len(items) == 1 and len(got) == 2
+    with pytest.raises(TypeError, match="must be a list"):
+        native.make_hits(tuple(items), False, None)
+    with pytest.raises(TypeError, match="3 arguments"):
+        native.make_hits(items)  # type: ignore[call-arg]

@@ -46,3 +46,37 @@ def test_segments_open_route_and_persist(tmp_path) -> None:
         assert col.stats().params["segments"] == 3 and len(col) == 2599
         assert col.search(x[2600 - 1], k=1)[0].id == "2599"
         assert "2000" not in {h.id for h in col.search(x[2000], k=5)}
+
+
+def test_single_query_path_equals_the_general_search(tmp_path) -> None:
+    """``search_one`` (one graph, empty buffer) answers what ``search`` does; otherwise it declines."""
+    x = clustered(1500, 16, seed=21)
+    q = clustered(30, 16, seed=22)
+    s = EmbeddixSettings(auto_calibrate=False, cache_enabled=False)
+    with Embeddix.open(tmp_path / "d", settings=s) as db:
+        col = db.create_collection("c", dim=16, index_threshold=100)
+        col.add([str(j) for j in range(1500)], x)
+        index = col._live.index
+        index.join()
+        ex = col._ex
+        for v in q:
+            u = v / np.linalg.norm(v)
+            for k, ef in ((10, 32), (10, None), (3, 5), (40, 16)):
+                one = index.search_one(u, k, ef)
+                assert one is not None
+                res = index.search(u.reshape(1, -1), k, ef=ef)
+                assert one[0] == res.labels[0].tolist()
+                np.testing.assert_array_equal(np.float32(one[1]), res.distances[0])
+                assert ex.top_lists(u, k, ef, None) == one
+        # deletes (tombstones) and a k larger than what is live
+        col.delete([str(j) for j in range(0, 1500, 2)])
+        index.join()
+        u = q[0] / np.linalg.norm(q[0])
+        labels, _ = ex.top_lists(u, 2000, 32, None)
+        assert sorted(labels) == sorted(index.live_labels().tolist())
+        # a buffered write: the buffer must be merged, so the general path answers
+        col.add(["new"], q[1:2])
+        if index._buf.n:
+            assert index.search_one(u, 10, 32) is None
+        found = [h.id for h in col.search(q[1], k=3, ef=32, cache=False)]
+        assert found[0] == "new"
