@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from .. import _native
 from ..cache import CacheManager
 from ..index.live import LiveIndex
 from ..query.executor import SearchExecutor
@@ -98,10 +99,11 @@ def personal_search(
                 for r in found.hits
             ]
             cache.personal_policy.on_exact_hit(time.perf_counter() - t1)
-            return Hits(hits, plan=planner.variant(plan, "hit", label="personal:hit", ranking="personalized"))
+            variant = planner.variant(plan, "hit", label="personal:hit", ranking="personalized")
+            return _native.new_hits(hits, False, variant)
     index, seq0 = live.index, live.applied_seq
-    labels, dists = ex.top(q, fetch, ef, flt)
-    listed = labels.tolist()
+    listed, found_d = ex.top_lists(q, fetch, ef, flt)  # the single-query path (executor.py)
+    labels, dists = np.array(listed, np.int64), np.array(found_d, np.float32)
     rows = ex.rows.get(listed)
     if len(rows) != len(listed):  # deleted after the index answered
         keep = [i for i, label in enumerate(listed) if label in rows]
@@ -174,4 +176,4 @@ def personal_search(
                 ns.on_labels(labels[:1].tolist())  # a write overlapped: drop what we just kept
         t5 = time.perf_counter()
         policy.on_miss(q, t5 - t1, (t5 - t4) if kept else None, False, 1.0)
-    return Hits(hits, plan=out_plan)
+    return _native.new_hits(hits, False, out_plan)
