@@ -97,6 +97,7 @@ class Collection:
         self._parts = p = Parts.build(store, root, row, settings)
         self._live, self._ex, self._cal, self._planner = p.live, p.executor, p.calibrator, p.planner
         self._writer, self._cache, self._cached = p.writer, p.cache, p.cached
+        self._prior_memo: tuple[tuple[Any, int], Calibration | None] | None = None  # see _plan
         self._write_lock = p.live.write_lock
         self._embedder: Embedder | None = None
         self._reconf: Reconfiguration | None = None
@@ -706,7 +707,16 @@ class Collection:
         live = self._live
         curve = self._cal.curve
         if curve is None and live.index.approximate:
-            curve = self._cal.prior()  # a calibration is due and not measured yet: plan from the prior
+            # a calibration is due and not measured yet: plan from the prior. Whether one is due changes
+            # only with the index or its contents (the applied sequence number), so it is asked once per
+            # state, not per search (~3 us on cold caches, every default search until calibrated)
+            state = (live.index, live.applied_seq)
+            memo = self._prior_memo
+            if memo is not None and memo[0] == state:
+                curve = memo[1]
+            else:
+                curve = self._cal.prior()
+                self._prior_memo = (state, curve)
         return self._planner.plan(k, recall, deadline_ms, ef, live.index, live.config.ef_search, curve)
 
     def explain(
@@ -807,7 +817,7 @@ class Collection:
         recall = check_recall(recall) if recall is not None else None
         deadline_ms = check_deadline(deadline_ms) if deadline_ms is not None else None
         ef = check_ef(ef) if ef is not None else None
-        flt = self._filter(filter, where_document)
+        flt = None if filter is None and where_document is None else self._filter(filter, where_document)
         if text is not None or vector is None:
             if user is not None:
                 raise InvalidArgumentError("user= personalizes vector searches; drop text= or user")
