@@ -39,8 +39,6 @@ _F32 = np.dtype(np.float32)
 
 
 _SCALARS = (str, int, float, bool)
-
-
 _INTEGER = (int, np.integer)  # a tuple: ``int | np.integer`` would build a union on every call
 
 

@@ -827,8 +827,9 @@ class Collection:
         q = self._query(vector)
         self._sync()
         if self._live.index.approximate:
-            # kept by reference: a copy when q is the caller's own array (l2 / ip queries pass through)
-            self._cal.remember(q if q is not vector else q.copy())
+            # kept by reference: a copy when q is, or views, the caller's own array (l2 / ip queries
+            # pass through; a (1, dim) array's row is a view)
+            self._cal.remember(q if q is not vector and q.base is None else q.copy())
             self._cal.last_search = time.monotonic()  # a background calibration yields to searches
         plan = self._plan(k, recall, deadline_ms, ef)
         if flt is not None:
